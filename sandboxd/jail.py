@@ -1,0 +1,196 @@
+"""Child side of one execution, in the order the kernel needs. Runs only in processes forked by the spawner.
+
+::
+
+    spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; reaps pid 1, reports its status)
+                        │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate
+                        └─fork──▶ pid 1 (the handler-to-be):
+                                  join cgroup → unshare(cgroup) → rootfs + pivot_root → loopback up → hostname
+                                  → rlimits → drop bounding set → setgroups/setresgid/setresuid → clear caps
+                                  → no_new_privs → stdio, close other fds → seccomp → execve
+
+The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, ``memory.oom.group``) must not take
+the one process that reports the handler's wait status with it. The handler joins its cgroup as the very first
+step after the fork, before any work that could allocate, so nothing it does escapes accounting.
+
+Every step that fails raises :class:`SetupError`; the report ``stage\\0errno\\0message`` goes to a close-on-exec
+pipe and the process exits 127. EOF on that pipe with nothing read means ``execve`` succeeded. Nothing runs
+half-sandboxed: there is no "continue anyway" path.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import resource
+import signal
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import prctl
+
+from sandboxd import syscalls as sc
+from sandboxd.rootfs import Bind, RootPlan, SetupError, build_and_pivot
+from sandboxd.seccomp_install import install_bpf
+
+NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+_RLIMITS = {"cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE,
+            "core": resource.RLIMIT_CORE}
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as _f:
+    CAP_LAST_CAP = int(_f.read())
+
+
+@dataclass(frozen=True)
+class JailPlan:
+    execution_id: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cgroup_procs: tuple[str, ...]
+    hostname: str
+    root: RootPlan
+    rlimits: dict[str, tuple[int, int]]
+    seccomp_bpf: bytes
+
+    def to_wire(self) -> dict[str, Any]:
+        root = vars(self.root) | {"binds": [[b.source, b.target, b.writable] for b in self.root.binds]}
+        return {"execution_id": self.execution_id, "argv": list(self.argv), "env": self.env,
+                "cgroup_procs": list(self.cgroup_procs), "hostname": self.hostname, "root": root,
+                "rlimits": self.rlimits, "seccomp_bpf": self.seccomp_bpf.hex()}
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> JailPlan:
+        root = dict(d["root"])
+        root["binds"] = tuple(Bind(s, t, bool(w)) for s, t, w in root["binds"])
+        root["system_binds"] = tuple(root["system_binds"])
+        root["etc_binds"] = tuple(root["etc_binds"])
+        return cls(execution_id=str(d["execution_id"]), argv=tuple(d["argv"]), env=dict(d["env"]),
+                   cgroup_procs=tuple(d["cgroup_procs"]), hostname=str(d["hostname"]),
+                   root=RootPlan(**root), rlimits={k: (int(v[0]), int(v[1])) for k, v in d["rlimits"].items()},
+                   seccomp_bpf=bytes.fromhex(d["seccomp_bpf"]))
+
+
+def _report(errpipe: int, stage: str, err: int, message: str) -> None:
+    try:
+        os.write(errpipe, f"{stage}\0{err}\0{message}".encode(errors="replace")[:4000])
+    except OSError:
+        pass
+
+
+def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
+               spawner_pid: int) -> NoReturn:
+    """The spawner's direct child. Never returns."""
+    stage = "waiter"
+    try:
+        prctl.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != spawner_pid:  # the spawner died before pdeathsig was armed
+            os._exit(1)
+        stage = "unshare namespaces"
+        sc.unshare(NAMESPACES)
+        stage = "make mounts private"
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)  # nothing we mount propagates to the host
+        stage = "fork pid 1"
+        pid = os.fork()
+    except OSError as e:
+        _report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
+        os._exit(127)
+    if pid == 0:
+        os.close(status_pipe)
+        run_init(plan, stdio, errpipe)
+    for fd in (*stdio, errpipe):
+        os.close(fd)
+    os.write(status_pipe, f"pid {pid}\n".encode())
+    _, status, usage = os.wait4(pid, 0)
+    os.write(status_pipe, (f"exit {status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
+                           f"{usage.ru_maxrss * 1024}\n").encode())
+    os._exit(0)
+
+
+def run_init(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> NoReturn:
+    """Pid 1 of the new pid namespace: set up, then become the handler. Never returns."""
+    stage = "pdeathsig"
+    try:
+        prctl.set_pdeathsig(signal.SIGKILL)
+        stage = "join cgroup"
+        for procs in plan.cgroup_procs:
+            _write_nofollow(procs, b"0")  # "0" is the writer itself, whatever its pid namespace
+        stage = "unshare cgroup namespace"
+        sc.unshare(sc.CLONE_NEWCGROUP)  # after joining, so the leaf is the namespace's root
+        build_and_pivot(plan.root)
+        stage = "loopback"
+        _loopback_up()
+        stage = "hostname"
+        sc.sethostname(plan.hostname)
+        stage = "rlimits"
+        for name, (soft, hard) in plan.rlimits.items():
+            resource.setrlimit(_RLIMITS[name], (soft, hard))
+        stage = "bounding set"
+        for cap in range(CAP_LAST_CAP + 1):
+            prctl.capbset_drop(cap)
+        stage = "ids"
+        os.setgroups([])
+        os.setresgid(plan.root.gid, plan.root.gid, plan.root.gid)
+        os.setresuid(plan.root.uid, plan.root.uid, plan.root.uid)
+        stage = "capabilities"
+        sc.clear_all_capabilities()
+        stage = "no_new_privs"
+        prctl.set_no_new_privs(1)
+        stage = "chdir"
+        os.chdir(plan.root.workdir)
+        stage = "stdio"
+        errpipe = _install_stdio(stdio, errpipe)
+        stage = "find handler"
+        path = _resolve(plan.argv[0], plan.env.get("PATH", _DEFAULT_PATH))
+        stage = "seccomp"
+        install_bpf(plan.seccomp_bpf)  # last before execve: nothing of ours runs under the filter
+        stage = "execve"
+        os.execve(path, plan.argv, plan.env)
+    except SetupError as e:
+        _report(errpipe, e.stage, e.errno, str(e))
+    except OSError as e:
+        _report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
+    except BaseException as e:  # noqa: BLE001 — anything at all must be reported, never run on
+        _report(errpipe, stage, 0, f"{stage}: {e!r}")
+    os._exit(127)
+
+
+def _write_nofollow(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack("16sh22x", b"lo", 0))
+        flags = struct.unpack("16sh22x", ifreq)[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+
+
+def _install_stdio(stdio: tuple[int, int, int], errpipe: int) -> int:
+    """Put the execution's pipes on 0, 1, 2 and the error pipe on 3 (close-on-exec); close the rest."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (*stdio, errpipe)]
+    for target, fd in enumerate(high[:3]):
+        os.dup2(fd, target, inheritable=True)
+    os.dup2(high[3], 3, inheritable=False)
+    sc.close_range_from(4)
+    return 3
+
+
+def _resolve(program: str, search_path: str) -> str:
+    if "/" in program:
+        candidates = [program]
+    else:
+        candidates = [os.path.join(d, program) for d in search_path.split(":") if d]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    where = program if "/" in program else f"{program} (searched PATH={search_path})"
+    raise SetupError("find handler", errno.ENOENT, f"handler not found or not executable: {where}")
