@@ -1,0 +1,72 @@
+"""The sandbox's root: read-only system dirs, no host secrets, writable only where the spec says."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+from sandboxd.result import Status
+from sandboxd.spec import BindMount
+
+from .conftest import Engine
+
+
+def test_host_secrets_are_not_visible(engine: Engine) -> None:
+    script = "for p in /etc/shadow /etc/gshadow /root /home /etc/sudoers; do [ -e $p ] && echo VISIBLE $p; done; true"
+    run = engine.run(engine.spec("/bin/sh", "-c", script))
+    assert run.result.status is Status.OK, run.result
+    assert run.stdout == b""
+
+
+def test_writes_outside_writable_dirs_fail(engine: Engine) -> None:
+    script = (
+        "import os\n"
+        "for p in ['/usr/x', '/etc/x', '/x', '/bin/x', '/proc/x', '/dev/x']:\n"
+        "    try:\n        open(p, 'w').write('x'); print('WROTE', p)\n"
+        "    except OSError as e:\n        print('denied', p, e.errno)\n"
+        "for p in ['/tmp/ok', '/work/ok', '/dev/shm/ok']:\n"
+        "    open(p, 'w').write('x'); print('wrote', p)\n"
+    )
+    run = engine.run(engine.spec("/usr/bin/python3", "-c", script))
+    assert run.result.status is Status.OK, (run.result, run.stderr)
+    out = run.stdout.decode()
+    assert "WROTE" not in out
+    assert out.count("denied") == 6
+    assert out.count("wrote") == 3
+
+
+def test_tmpfs_is_size_limited(engine: Engine) -> None:
+    from sandboxd.spec import Limits
+
+    limits = Limits(tmpfs_size_bytes=1024 * 1024, wall_time_ms=20_000)
+    run = engine.run(engine.spec("/bin/sh", "-c", "head -c 2000000 /dev/zero > /tmp/big", limits=limits))
+    assert run.result.status is Status.NONZERO_EXIT
+    assert b"No space left" in run.stderr
+
+
+def test_binds_read_only_and_writable(engine: Engine, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("hello\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.chown(out, engine.config.sandbox_uid, engine.config.sandbox_gid)
+    binds = (BindMount(data, PurePosixPath("/data")), BindMount(out, PurePosixPath("/out"), writable=True))
+    script = "cat /data/in.txt; echo x > /data/new 2>/dev/null || echo ro-denied; echo result > /out/r.txt"
+    run = engine.run(engine.spec("/bin/sh", "-c", script, binds=binds))
+    assert run.result.status is Status.OK, (run.result, run.stderr)
+    assert run.stdout == b"hello\nro-denied\n"
+    assert (out / "r.txt").read_text() == "result\n"
+    assert not (data / "new").exists()
+
+
+def test_symlink_planted_in_a_bind_source_is_refused(engine: Engine, tmp_path: Path) -> None:
+    """A tool that could write /out in an earlier run plants out/sub -> /etc; binding out/sub must refuse."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").symlink_to("/etc")
+    bind = BindMount(out / "sub", PurePosixPath("/sub"))
+    run = engine.run(engine.spec("/bin/ls", "/sub", binds=(bind,)))
+    assert run.result.status is Status.SETUP_FAILED
+    assert "symlink" in run.result.message
+    assert run.stdout == b""
