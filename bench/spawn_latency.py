@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Per-execution latency and throughput of sandboxd's engine against bubblewrap, side by side, same run.
+
+    .venv/bin/python bench/spawn_latency.py [--runs N]
+
+Both run ``/bin/true`` under full isolation: sandboxd with its default seccomp profile, a fresh cgroup with
+limits, pid/mount/net/ipc/uts/cgroup namespaces and a fresh read-only root; bubblewrap with
+``--unshare-all --die-with-parent --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp`` (no cgroup, no seccomp:
+the reference does less work). Latency is measured from the request to the final result / process exit.
+Printed: p50/p99 latency and executions per second at 1 and 2 parallel loops, and sandboxd/bwrap ratios
+(latency ratio < 1 and throughput ratio > 1 mean sandboxd is faster). Needs root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sandboxd.engine_config import EngineConfig
+from sandboxd.executor import Executor
+from sandboxd.result import Result, Status
+from sandboxd.seccomp import ProfileCache
+from sandboxd.spec import ExecutionSpec, Limits
+
+REPO = Path(__file__).resolve().parents[1]
+BWRAP = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
+         "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]
+
+
+def summarize(latencies_s: list[float], elapsed_s: float) -> dict[str, float]:
+    ordered = sorted(latencies_s)
+    return {"p50_ms": statistics.median(ordered) * 1000,
+            "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+            "per_s": len(ordered) / elapsed_s}
+
+
+async def bench_sandboxd(runs: int, loops: int, bpf: bytes, state: Path) -> dict[str, float]:
+    executor = await Executor.create(EngineConfig(state_dir=state, instance=f"bench-{uuid.uuid4().hex[:8]}"))
+    spec = ExecutionSpec(argv=("/bin/true",), seccomp_bpf=bpf, limits=Limits())
+    latencies: list[float] = []
+
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            result = None
+            async for event in executor.execute(spec):
+                result = event
+            assert isinstance(result, Result) and result.status is Status.OK, result
+            latencies.append(time.perf_counter() - t0)
+
+    try:
+        await loop(5)  # warm up
+        latencies.clear()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(loop(runs // loops) for _ in range(loops)))
+        return summarize(latencies, time.perf_counter() - t0)
+    finally:
+        await executor.close()
+
+
+def bench_bwrap(runs: int, loops: int) -> dict[str, float]:
+    def one() -> float:
+        t0 = time.perf_counter()
+        subprocess.run(BWRAP, check=True)
+        return time.perf_counter() - t0
+
+    for _ in range(5):
+        one()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(loops) as pool:
+        latencies = list(pool.map(lambda _: one(), range(runs // loops * loops)))
+    return summarize(latencies, time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200, help="executions per configuration")
+    args = parser.parse_args()
+    if shutil.which("bwrap") is None:
+        raise SystemExit("bwrap is not installed: apt-get install bubblewrap (bash .ci/setup does)")
+    bpf = ProfileCache().get(REPO / "seccomp-profiles" / "default.json").bpf
+    print(f"/bin/true, {args.runs} executions per row\n")
+    print(f"{'loops':>5} {'runner':>9} {'p50 ms':>8} {'p99 ms':>8} {'exec/s':>8}   {'p50 ratio':>9} {'exec/s ratio':>12}")
+    with tempfile.TemporaryDirectory(prefix="sandboxd-bench-") as tmp:
+        for loops in (1, 2):
+            ours = asyncio.run(bench_sandboxd(args.runs, loops, bpf, Path(tmp) / f"state{loops}"))
+            ref = bench_bwrap(args.runs, loops)
+            for name, row in (("bwrap", ref), ("sandboxd", ours)):
+                ratios = ""
+                if name == "sandboxd":
+                    ratios = f"   {row['p50_ms'] / ref['p50_ms']:>9.2f} {row['per_s'] / ref['per_s']:>12.2f}"
+                print(f"{loops:>5} {name:>9} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['per_s']:>8.1f}{ratios}")
+
+
+if __name__ == "__main__":
+    main()
