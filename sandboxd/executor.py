@@ -233,10 +233,12 @@ class Executor:
         syscall_nr = None
         message = verdict.message
         if verdict.status is Status.SECCOMP_VIOLATION:
-            syscall_nr = await asyncio.to_thread(find_seccomp_kill, run.pid)
+            syscall_nr = report.seccomp_syscall_nr
+            if syscall_nr is None:  # ptrace was refused: the kernel's audit record is the fallback
+                syscall_nr = await asyncio.to_thread(find_seccomp_kill, run.pid)
             name = syscall_name(syscall_nr) if syscall_nr is not None else "unknown"
             message = f"killed by the seccomp filter on syscall {name}" + (
-                f" ({syscall_nr})" if syscall_nr is not None else " (no audit record found)")
+                f" ({syscall_nr})" if syscall_nr is not None else " (not recorded by the kernel)")
         cpu_user = stats.cpu_user_usec or report.cpu_user_usec
         cpu_system = stats.cpu_system_usec or report.cpu_system_usec
         return Result(

@@ -2,7 +2,8 @@
 
 ::
 
-    spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; reaps pid 1, reports its status)
+    spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; reaps pid 1, reports its status
+                        │         and, through a PTRACE_O_TRACEEXIT stop, the syscall a seccomp kill was for)
                         │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate
                         └─fork──▶ pid 1 (the handler-to-be):
                                   join cgroup → unshare(cgroup) → rootfs + pivot_root → loopback up → hostname
@@ -41,6 +42,10 @@ _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _RLIMITS = {"cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE,
             "core": resource.RLIMIT_CORE}
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_WALL = 0x40000000
+# Signals a traced pid 1 may receive and keep running with (or, SIGSYS, die of through the exit stop).
+_PASS_THROUGH_SIGNALS = frozenset({signal.SIGSYS, signal.SIGCHLD, signal.SIGWINCH, signal.SIGURG,
+                                   signal.SIGCONT})
 
 with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as _f:
     CAP_LAST_CAP = int(_f.read())
@@ -105,10 +110,47 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
     for fd in (*stdio, errpipe):
         os.close(fd)
     os.write(status_pipe, f"pid {pid}\n".encode())
-    _, status, usage = os.wait4(pid, 0)
+    status, usage, syscall_nr = _reap(pid)
     os.write(status_pipe, (f"exit {status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
-                           f"{usage.ru_maxrss * 1024}\n").encode())
+                           f"{usage.ru_maxrss * 1024} {syscall_nr}\n").encode())
     os._exit(0)
+
+
+def _reap(pid: int) -> tuple[int, resource.struct_rusage, int]:
+    """Wait for pid 1 and, if a seccomp filter killed it, learn which syscall did it (-1 otherwise).
+
+    The number is in the dying process's registers only: the waiter seizes pid 1 with PTRACE_O_TRACEEXIT and
+    reads ``orig_rax`` at the exit stop. Other stops are resumed untouched (harmless signals re-injected, group
+    stops listened); any other delivered signal detaches the tracer first, because the kernel keeps a traced
+    namespace init immune to forced fatal signals. If ptrace is refused (Yama, LSM), the executor falls
+    back to the kernel's audit record.
+    """
+    syscall_nr = -1
+    try:
+        sc.ptrace_seize(pid, sc.PTRACE_O_TRACEEXIT | sc.PTRACE_O_EXITKILL)
+    except OSError:
+        pass
+    while True:
+        _, status, usage = os.wait4(pid, _WALL)
+        if not os.WIFSTOPPED(status):
+            return status, usage, syscall_nr
+        event, sig = status >> 16, os.WSTOPSIG(status)
+        try:
+            if event == sc.PTRACE_EVENT_EXIT:
+                exit_status = sc.ptrace_event_message(pid)
+                if os.WIFSIGNALED(exit_status) and os.WTERMSIG(exit_status) == signal.SIGSYS:
+                    syscall_nr = sc.ptrace_syscall_nr(pid)
+                sc.ptrace_cont(pid, 0)
+            elif event == sc.PTRACE_EVENT_STOP:
+                sc.ptrace_listen(pid)
+            elif sig in _PASS_THROUGH_SIGNALS:
+                sc.ptrace_cont(pid, sig)
+            else:
+                # A traced namespace init stays immune to forced fatal signals (SIGSEGV from a crash would
+                # loop forever): let go and let the kernel deliver it with its normal semantics.
+                sc.ptrace_detach(pid, sig)
+        except OSError:  # the tracee vanished (SIGKILL) between the stop and our request
+            pass
 
 
 def run_init(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> NoReturn:

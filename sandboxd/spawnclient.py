@@ -31,6 +31,7 @@ class ExitReport:
     cpu_user_usec: int
     cpu_system_usec: int
     maxrss_bytes: int
+    seccomp_syscall_nr: int | None = None
 
 
 @dataclass
@@ -124,7 +125,8 @@ class SpawnerClient:
             if not handle.started.done():
                 handle.started.set_result(SetupFailure("spawn", 0, "no start report from the spawner"))
             handle.exited.set_result(ExitReport(msg["wait_status"], int(msg["cpu_user_usec"]),
-                                                int(msg["cpu_system_usec"]), int(msg["maxrss_bytes"])))
+                                                int(msg["cpu_system_usec"]), int(msg["maxrss_bytes"]),
+                                                msg.get("seccomp_syscall_nr")))
 
     def _die(self, why: str) -> None:
         if self._dead is not None:

@@ -20,7 +20,9 @@ spawner→daemon ``{"op": "setup_failed", "id": ID, "stage": S,``           – 
                                                                                             nothing ran
 spawner→daemon ``{"op": "exited", "id": ID, "wait_status": W|null,``      –                 always, last for
                ``"cpu_user_usec": U, "cpu_system_usec": S,``                                ID: pid 1 reaped
-               ``"maxrss_bytes": R}``                                                       (W null: unknown)
+               ``"maxrss_bytes": R, "seccomp_syscall_nr": N|null}``                         (W null: unknown;
+                                                                                            N: what a seccomp
+                                                                                            kill was for)
 =============  =========================================================  ================  ==================
 
 ``started``/``setup_failed`` is decided by the close-on-exec error pipe: EOF with nothing read means ``execve``
@@ -169,8 +171,10 @@ class Spawner:
         for line in child.status_buf.decode().splitlines():
             parts = line.split()
             if parts[0] == "exit":
+                syscall_nr = int(parts[5])
                 message |= {"wait_status": int(parts[1]), "cpu_user_usec": int(parts[2]),
-                            "cpu_system_usec": int(parts[3]), "maxrss_bytes": int(parts[4])}
+                            "cpu_system_usec": int(parts[3]), "maxrss_bytes": int(parts[4]),
+                            "seccomp_syscall_nr": None if syscall_nr < 0 else syscall_nr}
         self.send(message)
 
     def _close(self, child: _Child, fd: int) -> None:

@@ -101,3 +101,47 @@ def clear_all_capabilities() -> None:
     data = (_CapData * 2)()
     _check(_libc.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)), "capset(0)")
     _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
+
+
+_PTRACE_CONT = 7
+_PTRACE_GETREGS = 12
+_PTRACE_SEIZE = 0x4206
+_PTRACE_GETEVENTMSG = 0x4201
+_PTRACE_LISTEN = 0x4208
+_PTRACE_DETACH = 17
+PTRACE_O_TRACEEXIT = 0x40
+PTRACE_O_EXITKILL = 0x100000
+PTRACE_EVENT_EXIT = 6
+PTRACE_EVENT_STOP = 128
+_ORIG_RAX_INDEX = 15  # x86_64 struct user_regs_struct: r15 … rdi, then orig_rax
+_libc.ptrace.restype = ctypes.c_long
+_libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+
+
+def ptrace_seize(pid: int, options: int) -> None:
+    _check(_libc.ptrace(_PTRACE_SEIZE, pid, None, ctypes.c_void_p(options)), f"ptrace(SEIZE, {pid})")
+
+
+def ptrace_cont(pid: int, sig: int) -> None:
+    _check(_libc.ptrace(_PTRACE_CONT, pid, None, ctypes.c_void_p(sig)), f"ptrace(CONT, {pid})")
+
+
+def ptrace_detach(pid: int, sig: int) -> None:
+    _check(_libc.ptrace(_PTRACE_DETACH, pid, None, ctypes.c_void_p(sig)), f"ptrace(DETACH, {pid})")
+
+
+def ptrace_listen(pid: int) -> None:
+    _check(_libc.ptrace(_PTRACE_LISTEN, pid, None, None), f"ptrace(LISTEN, {pid})")
+
+
+def ptrace_event_message(pid: int) -> int:
+    message = ctypes.c_ulong()
+    _check(_libc.ptrace(_PTRACE_GETEVENTMSG, pid, None, ctypes.byref(message)), f"ptrace(GETEVENTMSG, {pid})")
+    return message.value
+
+
+def ptrace_syscall_nr(pid: int) -> int:
+    """The syscall a stopped tracee was in (``orig_rax``), e.g. the one a seccomp filter killed it for."""
+    regs = (ctypes.c_ulong * 27)()
+    _check(_libc.ptrace(_PTRACE_GETREGS, pid, None, ctypes.byref(regs)), f"ptrace(GETREGS, {pid})")
+    return ctypes.c_long(regs[_ORIG_RAX_INDEX]).value

@@ -22,12 +22,13 @@ def test_output_flood_delivers_exactly_the_limit(engine: Engine) -> None:
 
 
 def test_output_counts_stdout_and_stderr_together(engine: Engine) -> None:
+    """600 bytes on each stream: neither alone exceeds 1000, together they do."""
     limits = Limits(output_max_bytes=1000, wall_time_ms=20_000)
-    script = "import sys\nfor _ in range(1000):\n    sys.stdout.write('o' * 10); sys.stdout.flush(); sys.stderr.write('e' * 10); sys.stderr.flush()"
+    script = "import sys\nsys.stderr.write('e' * 600); sys.stderr.flush(); sys.stdout.write('o' * 600)"
     run = engine.run(engine.spec("/usr/bin/python3", "-c", script, limits=limits))
-    assert run.result.status is Status.OUTPUT_LIMIT
+    assert run.result.status is Status.OUTPUT_LIMIT, run.result
     assert len(run.stdout) + len(run.stderr) == 1000
-    assert run.stdout and run.stderr
+    assert run.result.output_truncated
 
 
 def test_output_exactly_at_the_limit_is_ok(engine: Engine) -> None:
