@@ -88,7 +88,8 @@ def main() -> None:
         raise SystemExit("bwrap is not installed: apt-get install bubblewrap (bash .ci/setup does)")
     bpf = ProfileCache().get(REPO / "seccomp-profiles" / "default.json").bpf
     print(f"/bin/true, {args.runs} executions per row\n")
-    print(f"{'loops':>5} {'runner':>9} {'p50 ms':>8} {'p99 ms':>8} {'exec/s':>8}   {'p50 ratio':>9} {'exec/s ratio':>12}")
+    header = ("loops", "runner", "p50 ms", "p99 ms", "exec/s", "p50 ratio", "exec/s ratio")
+    print("{:>5} {:>9} {:>8} {:>8} {:>8}   {:>9} {:>12}".format(*header))
     with tempfile.TemporaryDirectory(prefix="sandboxd-bench-") as tmp:
         for loops in (1, 2):
             ours = asyncio.run(bench_sandboxd(args.runs, loops, bpf, Path(tmp) / f"state{loops}"))

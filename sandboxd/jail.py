@@ -4,15 +4,17 @@
 
     spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; reaps pid 1, reports its status
                         │         and, through a PTRACE_O_TRACEEXIT stop, the syscall a seccomp kill was for)
-                        │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate
+                        │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate ; moves pid 1 into the cgroup
                         └─fork──▶ pid 1 (the handler-to-be):
-                                  join cgroup → unshare(cgroup) → rootfs + pivot_root → loopback up → hostname
+                                  rootfs + pivot_root → wait until in the cgroup → unshare(cgroup) → loopback up → hostname
                                   → rlimits → drop bounding set → setgroups/setresgid/setresuid → clear caps
                                   → no_new_privs → stdio, close other fds → seccomp → execve
 
 The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, ``memory.oom.group``) must not take
-the one process that reports the handler's wait status with it. The handler joins its cgroup as the very first
-step after the fork, before any work that could allocate, so nothing it does escapes accounting.
+the one process that reports the handler's wait status with it. The waiter moves pid 1 into the cgroup while pid 1
+builds its root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5–15 ms, measured
+in bench/), so the two overlap — and pid 1 blocks on the waiter's ack before it creates its cgroup namespace and
+before anything of the tool runs: nothing the tool does escapes accounting.
 
 Every step that fails raises :class:`SetupError`; the report ``stage\\0errno\\0message`` goes to a close-on-exec
 pipe and the process exits 127. EOF on that pipe with nothing read means ``execve`` succeeded. Nothing runs
@@ -99,15 +101,30 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         sc.unshare(NAMESPACES)
         stage = "make mounts private"
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)  # nothing we mount propagates to the host
+        stage = "open cgroup"
+        # Opened now: pid 1's pivot_root moves the root of this process too (same mount namespace).
+        procs_fds = [os.open(p, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC) for p in plan.cgroup_procs]
         stage = "fork pid 1"
+        joined_r, joined_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
     except OSError as e:
         _report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
         os._exit(127)
     if pid == 0:
-        os.close(status_pipe)
-        run_init(plan, stdio, errpipe)
-    for fd in (*stdio, errpipe):
+        for fd in (status_pipe, joined_w, *procs_fds):
+            os.close(fd)
+        run_init(plan, stdio, errpipe, joined_r)
+    os.close(joined_r)
+    for fd in stdio:
+        os.close(fd)
+    try:
+        for fd in procs_fds:
+            os.write(fd, str(pid).encode())
+        os.write(joined_w, b"1")
+    except OSError as e:
+        _report(errpipe, "join cgroup", e.errno or 0, f"join cgroup: {e.strerror or e}")
+        os.kill(pid, signal.SIGKILL)
+    for fd in (joined_w, errpipe, *procs_fds):
         os.close(fd)
     os.write(status_pipe, f"pid {pid}\n".encode())
     status, usage, syscall_nr = _reap(pid)
@@ -153,17 +170,18 @@ def _reap(pid: int) -> tuple[int, resource.struct_rusage, int]:
             pass
 
 
-def run_init(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> NoReturn:
+def run_init(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joined: int) -> NoReturn:
     """Pid 1 of the new pid namespace: set up, then become the handler. Never returns."""
     stage = "pdeathsig"
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
+        build_and_pivot(plan.root)
         stage = "join cgroup"
-        for procs in plan.cgroup_procs:
-            _write_nofollow(procs, b"0")  # "0" is the writer itself, whatever its pid namespace
+        if os.read(joined, 1) != b"1":  # the waiter reports why on the error pipe
+            raise SetupError(stage, errno.EIO, "join cgroup: the sandbox could not be put in its cgroup")
+        os.close(joined)
         stage = "unshare cgroup namespace"
         sc.unshare(sc.CLONE_NEWCGROUP)  # after joining, so the leaf is the namespace's root
-        build_and_pivot(plan.root)
         stage = "loopback"
         _loopback_up()
         stage = "hostname"
@@ -196,17 +214,9 @@ def run_init(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> NoRet
         _report(errpipe, e.stage, e.errno, str(e))
     except OSError as e:
         _report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
-    except BaseException as e:  # noqa: BLE001 — anything at all must be reported, never run on
+    except BaseException as e:  # anything at all must be reported, never run on
         _report(errpipe, stage, 0, f"{stage}: {e!r}")
     os._exit(127)
-
-
-def _write_nofollow(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def _loopback_up() -> None:

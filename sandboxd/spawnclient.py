@@ -60,7 +60,7 @@ class SpawnerClient:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         with theirs:
-            process = subprocess.Popen(  # noqa: S603 — our own interpreter and module
+            process = subprocess.Popen(  # our own interpreter and module
                 [sys.executable, "-m", "sandboxd.spawner", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True)
         ours.setblocking(False)

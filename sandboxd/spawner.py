@@ -9,16 +9,16 @@ stdio pipe ends attached to ``spawn`` with ``SCM_RIGHTS``:
 =============  =========================================================  ================  ==================
 direction      message                                                    fds               when
 =============  =========================================================  ================  ==================
-spawner→daemon ``{"op": "ready", "pid": P}``                              –                 once, at start
+spawner→daemon ``{"op": "ready", "pid": P}``                              -                 once, at start
 daemon→spawner ``{"op": "spawn", "id": ID, "plan": {…JailPlan…}}``        stdin r, stdout   per execution
                                                                           w, stderr w
-spawner→daemon ``{"op": "started", "id": ID, "pid": P}``                  –                 handler passed
+spawner→daemon ``{"op": "started", "id": ID, "pid": P}``                  -                 handler passed
                                                                                             ``execve``; P is
                                                                                             its host pid
-spawner→daemon ``{"op": "setup_failed", "id": ID, "stage": S,``           –                 a step before
+spawner→daemon ``{"op": "setup_failed", "id": ID, "stage": S,``           -                 a step before
                ``"errno": E, "message": M}``                                                ``execve`` failed;
                                                                                             nothing ran
-spawner→daemon ``{"op": "exited", "id": ID, "wait_status": W|null,``      –                 always, last for
+spawner→daemon ``{"op": "exited", "id": ID, "wait_status": W|null,``      -                 always, last for
                ``"cpu_user_usec": U, "cpu_system_usec": S,``                                ID: pid 1 reaped
                ``"maxrss_bytes": R, "seccomp_syscall_nr": N|null}``                         (W null: unknown;
                                                                                             N: what a seccomp

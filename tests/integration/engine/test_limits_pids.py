@@ -31,7 +31,8 @@ def test_pids_limit_makes_fork_fail_with_eagain(engine: Engine) -> None:
     script = (
         "import os, errno\nn = 0\n"
         "for _ in range(40):\n"
-        "    try:\n        pid = os.fork()\n    except OSError as e:\n        print('EAGAIN' if e.errno == errno.EAGAIN else e); break\n"
+        "    try:\n        pid = os.fork()\n"
+        "    except OSError as e:\n        print('EAGAIN' if e.errno == errno.EAGAIN else e); break\n"
         "    if pid == 0:\n        import time; time.sleep(5); os._exit(0)\n"
         "    n += 1\n"
         "print(n)\n"

@@ -11,7 +11,8 @@ from sandboxd.result import Status
 
 from .conftest import SHARED_SECCOMP, Engine
 
-MOUNT = "import ctypes, os; r = ctypes.CDLL(None, use_errno=True).syscall(165, 0, 0, 0, 0, 0); print(r, ctypes.get_errno())"
+MOUNT = ("import ctypes; libc = ctypes.CDLL(None, use_errno=True)\n"
+         "print(libc.syscall(165, 0, 0, 0, 0, 0), ctypes.get_errno())")
 
 
 def test_default_profile_kills_mount_and_names_it(engine: Engine) -> None:
