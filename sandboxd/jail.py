@@ -6,13 +6,14 @@
                         │         and, through a PTRACE_O_TRACEEXIT stop, the syscall a seccomp kill was for)
                         │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate ; moves pid 1 into the cgroup
                         └─fork──▶ pid 1 (the handler-to-be):
-                                  rootfs + pivot_root → wait until in the cgroup → unshare(cgroup) → loopback up → hostname
+                                  rootfs + pivot_root → wait until in the cgroup → unshare(cgroup) → loopback up
+                                  → hostname
                                   → rlimits → drop bounding set → setgroups/setresgid/setresuid → clear caps
                                   → no_new_privs → stdio, close other fds → seccomp → execve
 
 The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, ``memory.oom.group``) must not take
 the one process that reports the handler's wait status with it. The waiter moves pid 1 into the cgroup while pid 1
-builds its root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5–15 ms, measured
+builds its root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5-15 ms, measured
 in bench/), so the two overlap — and pid 1 blocks on the waiter's ack before it creates its cgroup namespace and
 before anything of the tool runs: nothing the tool does escapes accounting.
 

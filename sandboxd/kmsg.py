@@ -26,13 +26,16 @@ def _records(path: str) -> list[bytes]:
     try:
         while True:
             try:
-                records.append(os.read(fd, 8192))
+                record = os.read(fd, 8192)
             except BlockingIOError:
                 return records
             except BrokenPipeError:  # a record was overwritten while we read: go on with the next
                 continue
             except OSError:
                 return records
+            if not record:  # EOF: /dev/kmsg says EAGAIN instead, a saved log file says this
+                return records
+            records.append(record)
     finally:
         os.close(fd)
 
@@ -41,8 +44,9 @@ def find_seccomp_kill(pid: int, *, path: str = "/dev/kmsg", wait_s: float = 0.5)
     """The syscall number of the seccomp kill of host ``pid``, or None when no record says."""
     deadline = time.monotonic() + wait_s
     while True:
-        for record in reversed(_records(path)):
-            match = _RECORD.search(record)
+        lines = [line for record in _records(path) for line in record.splitlines()]
+        for line in reversed(lines):  # the newest record of that pid
+            match = _RECORD.search(line)
             if match and int(match.group(1)) == pid:
                 return int(match.group(2))
         if time.monotonic() >= deadline:
