@@ -22,7 +22,7 @@ def _records(path: str) -> list[bytes]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return []
-    records = []
+    records: list[bytes] = []
     try:
         while True:
             try:
