@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from sandboxd.errors import InvalidSpec
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DEFAULT_WORKDIR = PurePosixPath("/work")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class ExecutionSpec:
     stdin: bytes = b""
     limits: Limits = field(default_factory=Limits)
     binds: tuple[BindMount, ...] = ()
-    workdir: PurePosixPath = PurePosixPath("/work")
+    workdir: PurePosixPath = DEFAULT_WORKDIR
     workdir_source: Path | None = None  # host dir bound read-write at ``workdir``; tmpfs when None
     hostname: str = "sandbox"
     seccomp_profile_name: str = "default"
