@@ -1,0 +1,7 @@
+"""``python -m sandboxd`` runs the daemon, like the ``sandboxd`` command."""
+
+import sys
+
+from sandboxd.daemon import main
+
+sys.exit(main())

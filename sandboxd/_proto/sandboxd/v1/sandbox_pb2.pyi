@@ -1,0 +1,330 @@
+# mypy: ignore-errors
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Stream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_UNSPECIFIED: _ClassVar[Stream]
+    STDOUT: _ClassVar[Stream]
+    STDERR: _ClassVar[Stream]
+
+class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATUS_UNSPECIFIED: _ClassVar[Status]
+    OK: _ClassVar[Status]
+    NONZERO_EXIT: _ClassVar[Status]
+    SIGNALED: _ClassVar[Status]
+    TIMEOUT: _ClassVar[Status]
+    CPU_LIMIT: _ClassVar[Status]
+    MEMORY_LIMIT: _ClassVar[Status]
+    OUTPUT_LIMIT: _ClassVar[Status]
+    SECCOMP_VIOLATION: _ClassVar[Status]
+    CANCELLED: _ClassVar[Status]
+    SETUP_FAILED: _ClassVar[Status]
+STREAM_UNSPECIFIED: Stream
+STDOUT: Stream
+STDERR: Stream
+STATUS_UNSPECIFIED: Status
+OK: Status
+NONZERO_EXIT: Status
+SIGNALED: Status
+TIMEOUT: Status
+CPU_LIMIT: Status
+MEMORY_LIMIT: Status
+OUTPUT_LIMIT: Status
+SECCOMP_VIOLATION: Status
+CANCELLED: Status
+SETUP_FAILED: Status
+
+class Limits(_message.Message):
+    __slots__ = ("memory_max_bytes", "cpu_time_ms", "cpu_share_percent", "wall_time_ms", "output_max_bytes", "pids_max", "file_size_max_bytes", "open_files_max", "tmpfs_size_bytes")
+    MEMORY_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SHARE_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    WALL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PIDS_MAX_FIELD_NUMBER: _ClassVar[int]
+    FILE_SIZE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FILES_MAX_FIELD_NUMBER: _ClassVar[int]
+    TMPFS_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    memory_max_bytes: int
+    cpu_time_ms: int
+    cpu_share_percent: int
+    wall_time_ms: int
+    output_max_bytes: int
+    pids_max: int
+    file_size_max_bytes: int
+    open_files_max: int
+    tmpfs_size_bytes: int
+    def __init__(self, memory_max_bytes: _Optional[int] = ..., cpu_time_ms: _Optional[int] = ..., cpu_share_percent: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., output_max_bytes: _Optional[int] = ..., pids_max: _Optional[int] = ..., file_size_max_bytes: _Optional[int] = ..., open_files_max: _Optional[int] = ..., tmpfs_size_bytes: _Optional[int] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("argv", "profile")
+    ARGV_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    argv: _containers.RepeatedScalarFieldContainer[str]
+    profile: str
+    def __init__(self, argv: _Optional[_Iterable[str]] = ..., profile: _Optional[str] = ...) -> None: ...
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("tool", "command", "params_json", "stdin", "limits", "request_id", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    tool: str
+    command: Command
+    params_json: str
+    stdin: bytes
+    limits: Limits
+    request_id: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, tool: _Optional[str] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., params_json: _Optional[str] = ..., stdin: _Optional[bytes] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ExecuteEvent(_message.Message):
+    __slots__ = ("started", "output", "audit", "result")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    started: Started
+    output: Output
+    audit: AuditEvent
+    result: Result
+    def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., audit: _Optional[_Union[AuditEvent, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ...) -> None: ...
+
+class Started(_message.Message):
+    __slots__ = ("execution_id", "limits", "tool", "seccomp_profile", "pid", "cgroup", "request_id")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    limits: Limits
+    tool: str
+    seccomp_profile: str
+    pid: int
+    cgroup: str
+    request_id: str
+    def __init__(self, execution_id: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., tool: _Optional[str] = ..., seccomp_profile: _Optional[str] = ..., pid: _Optional[int] = ..., cgroup: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Output(_message.Message):
+    __slots__ = ("stream", "data")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    stream: Stream
+    data: bytes
+    def __init__(self, stream: _Optional[_Union[Stream, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("time", "event", "principal", "tool", "execution_id", "outcome", "details")
+    class DetailsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    event: str
+    principal: str
+    tool: str
+    execution_id: str
+    outcome: str
+    details: _containers.ScalarMap[str, str]
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[str] = ..., principal: _Optional[str] = ..., tool: _Optional[str] = ..., execution_id: _Optional[str] = ..., outcome: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("cpu_user_usec", "cpu_system_usec", "wall_time_ms", "memory_peak_bytes", "stdout_bytes", "stderr_bytes")
+    CPU_USER_USEC_FIELD_NUMBER: _ClassVar[int]
+    CPU_SYSTEM_USEC_FIELD_NUMBER: _ClassVar[int]
+    WALL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STDOUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STDERR_BYTES_FIELD_NUMBER: _ClassVar[int]
+    cpu_user_usec: int
+    cpu_system_usec: int
+    wall_time_ms: int
+    memory_peak_bytes: int
+    stdout_bytes: int
+    stderr_bytes: int
+    def __init__(self, cpu_user_usec: _Optional[int] = ..., cpu_system_usec: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., memory_peak_bytes: _Optional[int] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("execution_id", "status", "message", "exit_code", "signal", "usage", "output_truncated", "seccomp_syscall_nr", "seccomp_syscall_name", "setup_stage", "setup_errno")
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_SYSCALL_NR_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_SYSCALL_NAME_FIELD_NUMBER: _ClassVar[int]
+    SETUP_STAGE_FIELD_NUMBER: _ClassVar[int]
+    SETUP_ERRNO_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    status: Status
+    message: str
+    exit_code: int
+    signal: int
+    usage: Usage
+    output_truncated: bool
+    seccomp_syscall_nr: int
+    seccomp_syscall_name: str
+    setup_stage: str
+    setup_errno: int
+    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., output_truncated: _Optional[bool] = ..., seccomp_syscall_nr: _Optional[int] = ..., seccomp_syscall_name: _Optional[str] = ..., setup_stage: _Optional[str] = ..., setup_errno: _Optional[int] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("execution_id",)
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    def __init__(self, execution_id: _Optional[str] = ...) -> None: ...
+
+class CancelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListExecutionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RunningExecution(_message.Message):
+    __slots__ = ("execution_id", "tool", "principal", "request_id", "labels", "started_at", "pid", "cpu_usec", "memory_peak_bytes")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CPU_USEC_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    tool: str
+    principal: str
+    request_id: str
+    labels: _containers.ScalarMap[str, str]
+    started_at: _timestamp_pb2.Timestamp
+    pid: int
+    cpu_usec: int
+    memory_peak_bytes: int
+    def __init__(self, execution_id: _Optional[str] = ..., tool: _Optional[str] = ..., principal: _Optional[str] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pid: _Optional[int] = ..., cpu_usec: _Optional[int] = ..., memory_peak_bytes: _Optional[int] = ...) -> None: ...
+
+class ListExecutionsResponse(_message.Message):
+    __slots__ = ("executions",)
+    EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    executions: _containers.RepeatedCompositeFieldContainer[RunningExecution]
+    def __init__(self, executions: _Optional[_Iterable[_Union[RunningExecution, _Mapping]]] = ...) -> None: ...
+
+class ListToolsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BindInfo(_message.Message):
+    __slots__ = ("target", "writable")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    WRITABLE_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    writable: bool
+    def __init__(self, target: _Optional[str] = ..., writable: _Optional[bool] = ...) -> None: ...
+
+class Tool(_message.Message):
+    __slots__ = ("name", "description", "params_schema_json", "limits", "seccomp_profile", "network", "binds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    BINDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    params_schema_json: str
+    limits: Limits
+    seccomp_profile: str
+    network: str
+    binds: _containers.RepeatedCompositeFieldContainer[BindInfo]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params_schema_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., seccomp_profile: _Optional[str] = ..., network: _Optional[str] = ..., binds: _Optional[_Iterable[_Union[BindInfo, _Mapping]]] = ...) -> None: ...
+
+class ListToolsResponse(_message.Message):
+    __slots__ = ("tools",)
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    tools: _containers.RepeatedCompositeFieldContainer[Tool]
+    def __init__(self, tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ...) -> None: ...
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetInfoResponse(_message.Message):
+    __slots__ = ("version", "instance", "cgroup_backend", "cgroup_mode", "cgroup_base", "kernel_release", "kernel_features", "default_limits", "max_concurrent_executions", "running_executions", "max_request_bytes", "draining")
+    class KernelFeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bool
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bool] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_MODE_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_BASE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    instance: str
+    cgroup_backend: str
+    cgroup_mode: str
+    cgroup_base: str
+    kernel_release: str
+    kernel_features: _containers.ScalarMap[str, bool]
+    default_limits: Limits
+    max_concurrent_executions: int
+    running_executions: int
+    max_request_bytes: int
+    draining: bool
+    def __init__(self, version: _Optional[str] = ..., instance: _Optional[str] = ..., cgroup_backend: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., cgroup_base: _Optional[str] = ..., kernel_release: _Optional[str] = ..., kernel_features: _Optional[_Mapping[str, bool]] = ..., default_limits: _Optional[_Union[Limits, _Mapping]] = ..., max_concurrent_executions: _Optional[int] = ..., running_executions: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...

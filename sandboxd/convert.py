@@ -1,0 +1,123 @@
+"""Conversions between the engine's dataclasses and the API's protobuf messages — nothing else.
+
+Enum names are shared on purpose: ``Status.MEMORY_LIMIT`` in :mod:`sandboxd.result` is ``MEMORY_LIMIT``
+in ``sandboxd.v1.Status``, so the mapping is by name and a new status cannot be silently misnumbered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sandboxd._proto.sandboxd.v1 import sandbox_pb2 as pb
+from sandboxd.registry import LIMIT_FIELDS
+from sandboxd.result import Output, Result, Started, Stream
+from sandboxd.spec import Limits
+from sandboxd.tools import Tool
+
+
+def limits_to_proto(limits: Limits) -> pb.Limits:
+    message = pb.Limits()
+    for name in LIMIT_FIELDS:
+        value = getattr(limits, name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
+def limits_from_proto(message: pb.Limits) -> dict[str, int]:
+    """The per-call limits a request sets (unset fields are absent: "keep the tool's")."""
+    return {name: getattr(message, name) for name in LIMIT_FIELDS if message.HasField(name)}
+
+
+def timestamp(unix_seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(unix_seconds * 1e9))
+    return stamp
+
+
+def started_event(event: Started, *, tool: str, profile: str, request_id: str) -> pb.ExecuteEvent:
+    return pb.ExecuteEvent(
+        started=pb.Started(
+            execution_id=event.execution_id,
+            limits=limits_to_proto(event.limits),
+            tool=tool,
+            seccomp_profile=profile,
+            pid=event.pid,
+            cgroup=event.cgroup,
+            request_id=request_id,
+        )
+    )
+
+
+def output_event(event: Output) -> pb.ExecuteEvent:
+    stream = pb.STDOUT if event.stream is Stream.STDOUT else pb.STDERR
+    return pb.ExecuteEvent(output=pb.Output(stream=stream, data=event.data))
+
+
+def result_message(result: Result) -> pb.Result:
+    message = pb.Result(
+        execution_id=result.execution_id,
+        status=result.status.value,  # the same names on both sides
+        message=result.message,
+        usage=pb.Usage(
+            cpu_user_usec=result.cpu_user_usec,
+            cpu_system_usec=result.cpu_system_usec,
+            wall_time_ms=result.wall_time_ms,
+            memory_peak_bytes=result.memory_peak_bytes,
+            stdout_bytes=result.stdout_bytes,
+            stderr_bytes=result.stderr_bytes,
+        ),
+        output_truncated=result.output_truncated,
+        seccomp_syscall_name=result.seccomp_syscall_name,
+        setup_stage=result.setup_stage,
+        setup_errno=result.setup_errno,
+    )
+    if result.exit_code is not None:
+        message.exit_code = result.exit_code
+    if result.signal is not None:
+        message.signal = result.signal
+    if result.seccomp_syscall_nr is not None:
+        message.seccomp_syscall_nr = result.seccomp_syscall_nr
+    return message
+
+
+def result_event(result: Result) -> pb.ExecuteEvent:
+    return pb.ExecuteEvent(result=result_message(result))
+
+
+def audit_event(
+    event: str,
+    *,
+    principal: str,
+    tool: str,
+    execution_id: str,
+    outcome: str,
+    details: Mapping[str, str] | None = None,
+) -> pb.ExecuteEvent:
+    return pb.ExecuteEvent(
+        audit=pb.AuditEvent(
+            time=timestamp(time.time()),
+            event=event,
+            principal=principal,
+            tool=tool,
+            execution_id=execution_id,
+            outcome=outcome,
+            details=dict(details or {}),
+        )
+    )
+
+
+def tool_message(tool: Tool) -> pb.Tool:
+    return pb.Tool(
+        name=tool.name,
+        description=tool.description,
+        params_schema_json=json.dumps(tool.params_schema, sort_keys=True),
+        limits=limits_to_proto(tool.limits),
+        seccomp_profile=tool.seccomp_profile,
+        network=tool.network,
+        binds=[pb.BindInfo(target=str(bind.target), writable=bind.writable) for bind in tool.binds],
+    )

@@ -1,0 +1,203 @@
+"""A real sandboxd *process* for the end-to-end tests: started with the venv's ``sandboxd`` entry point on a
+temp socket, a temp state dir and a unique instance; stopped with SIGTERM; and checked to have left nothing
+behind (execution cgroups, processes of the sandbox uid, the socket).
+
+Each test module makes its own fixture, so it can shape the daemon's configuration::
+
+    daemon = daemon_fixture(max_concurrent_executions=2, grace_period="1s")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandboxd.client import SandboxClient, SandboxdError
+
+BIN = Path(sys.executable).parent
+SANDBOXD = BIN / "sandboxd"
+SANDBOXCTL = BIN / "sandboxctl"
+SANDBOX_UID = 65534
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 60.0
+
+# A profile that allows everything but ptrace, which kills: SECCOMP_VIOLATION on demand.
+KILL_PTRACE_PROFILE = """{
+  "defaultAction": "SCMP_ACT_ALLOW",
+  "syscalls": [{"names": ["ptrace"], "action": "SCMP_ACT_KILL_PROCESS"}]
+}
+"""
+
+
+@dataclass
+class Daemon:
+    root: Path
+    instance: str
+    config_path: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    terminated: bool = False
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.root / "sandboxd.log"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "sandboxd.sock"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def tools_dir(self) -> Path:
+        return self.root / "tools"
+
+    def command(self) -> list[str]:
+        return [str(SANDBOXD), "--config", str(self.config_path), "--socket", str(self.socket),
+                "--state-dir", str(self.state_dir), "--instance", self.instance]
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"sandboxd exited {self.process.returncode} at start:\n{self.logs()}")
+            if self.socket.exists():
+                try:
+                    with SandboxClient(self.socket) as client:
+                        if client.health() == "SERVING":
+                            return
+                except SandboxdError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError(f"sandboxd did not become ready in {START_TIMEOUT_S}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def client(self) -> SandboxClient:
+        return SandboxClient(self.socket)
+
+    def ctl(self, *args: str, stdin: bytes | None = None, timeout_s: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run ``sandboxctl --socket <ours> ARGS`` and return what it did."""
+        return subprocess.run([str(SANDBOXCTL), "--socket", str(self.socket), *args], input=stdin,
+                              capture_output=True, timeout=timeout_s, env=env)
+
+    def ctl_popen(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(SANDBOXCTL), "--socket", str(self.socket), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        self.terminated = self.terminated or signum in (signal.SIGTERM, signal.SIGINT)
+
+    def stop(self) -> int:
+        """SIGTERM, wait, and return the exit status (SIGKILL and fail if it hangs)."""
+        assert self.process is not None
+        if self.process.poll() is None and not self.terminated:
+            self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"sandboxd did not stop within {STOP_TIMEOUT_S}s:\n{self.logs()}") from None
+
+
+def cgroup_dirs(instance: str) -> list[Path]:
+    """This daemon's cgroup directories in every v1 hierarchy (below our own cgroup there), and on v2."""
+    found = []
+    with open("/proc/self/cgroup", encoding="ascii") as file:
+        for line in file:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else ["unified"]:
+                base = Path("/sys/fs/cgroup") / controller.removeprefix("name=") / path.lstrip("/")
+                found.append(base / f"sandboxd-{instance}")
+    found.append(Path("/sys/fs/cgroup/pids") / f"sandboxd-{instance}")
+    return found
+
+
+def sandbox_processes(uid: int = SANDBOX_UID) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            except FileNotFoundError:
+                pass
+    return pids
+
+
+def assert_nothing_left(daemon: Daemon) -> None:
+    leaves = [leaf for base in cgroup_dirs(daemon.instance) if base.is_dir()
+              for leaf in base.iterdir() if leaf.is_dir()]
+    assert not leaves, f"execution cgroups left behind: {leaves}"
+    deadline = time.monotonic() + 5
+    while sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not sandbox_processes(), f"processes of uid {SANDBOX_UID} survived: {sandbox_processes()}"
+    assert not daemon.socket.exists(), "the socket was not removed"
+    assert not list(daemon.root.glob(f".{daemon.socket.name}.*")), "a socket bound aside was left"
+    root = daemon.state_dir / "root"
+    assert not root.exists() or not any(root.iterdir()), "the sandbox root mount point is not empty"
+
+
+def write_config(root: Path, *, tools: dict[str, str], limits: dict[str, str] | None = None,
+                 **daemon_keys: Any) -> Path:
+    (root / "tools").mkdir()
+    (root / "profiles").mkdir()
+    (root / "profiles" / "kill-ptrace.json").write_text(KILL_PTRACE_PROFILE)
+    for name, text in tools.items():
+        (root / "tools" / f"{name}.toml").write_text(text)
+    lines = [f'tools_dir = "{root / "tools"}"', f'profiles_dir = "{root / "profiles"}"', "[daemon]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in daemon_keys.items()]
+    lines += ["[sandbox.limits]"] + [f"{key} = {json.dumps(value)}" for key, value in (limits or {}).items()]
+    path = root / "sandboxd.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def make_daemon(tmp_path: Path, *, tools: dict[str, str] | None = None, env: dict[str, str] | None = None,
+                limits: dict[str, str] | None = None, **daemon_keys: Any) -> Daemon:
+    """A daemon (not started) with test tools, a test profile, [sandbox.limits] and [daemon] keys."""
+    root = tmp_path / f"d-{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    config = write_config(root, tools=tools or {}, limits=limits, **daemon_keys)
+    return Daemon(root, f"test-d-{uuid.uuid4().hex[:8]}", config, {**os.environ, **(env or {})})
+
+
+def daemon_fixture(**options: Any) -> Callable[..., Iterator[Daemon]]:
+    """A pytest fixture: a started daemon with ``options`` (see :func:`make_daemon`), checked at teardown."""
+
+    @pytest.fixture
+    def fixture(tmp_path: Path) -> Iterator[Daemon]:
+        if os.geteuid() != 0:
+            pytest.skip("the daemon's end-to-end tests need root")
+        assert not sandbox_processes(), "processes of the sandbox uid exist before the test"
+        daemon = make_daemon(tmp_path, **options)
+        daemon.start()
+        try:
+            yield daemon
+        finally:
+            status = daemon.stop()
+            assert status == 0, f"sandboxd exited {status}:\n{daemon.logs()}"
+            assert_nothing_left(daemon)
+
+    return fixture

@@ -1,0 +1,63 @@
+"""Every refusal maps to one gRPC status code, in one table, with the machine reason in the metadata."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from sandboxd import api_errors, errors
+from sandboxd.api_errors import (
+    REASON_METADATA_KEY,
+    STATUS_BY_REASON,
+    reason_from_metadata,
+    status_for,
+    trailing_metadata_for,
+)
+
+C = grpc.StatusCode
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (api_errors.UnknownTool("x"), C.NOT_FOUND),
+        (api_errors.UnknownProfile("x"), C.NOT_FOUND),
+        (api_errors.UnknownExecution("x"), C.NOT_FOUND),
+        (api_errors.InvalidParams("x"), C.INVALID_ARGUMENT),
+        (api_errors.InvalidRequest("x"), C.INVALID_ARGUMENT),
+        (api_errors.LimitAboveCeiling("x"), C.INVALID_ARGUMENT),
+        (api_errors.PayloadTooLarge("x"), C.RESOURCE_EXHAUSTED),
+        (api_errors.TooManyExecutions("x"), C.RESOURCE_EXHAUSTED),
+        (api_errors.Draining("x"), C.UNAVAILABLE),
+        (errors.InvalidSpec("x"), C.INVALID_ARGUMENT),
+        (errors.ConfigError("x"), C.FAILED_PRECONDITION),
+        (errors.ProfileError("x"), C.FAILED_PRECONDITION),
+        (errors.SpawnerError("x"), C.UNAVAILABLE),
+        (errors.CgroupError("x"), C.INTERNAL),
+        (errors.SandboxError("x"), C.INTERNAL),
+        (errors.SandboxError("x", reason="PERMISSION_DENIED"), C.PERMISSION_DENIED),
+        (errors.SandboxError("x", reason="AUTH_FAILED"), C.UNAUTHENTICATED),
+        (errors.SandboxError("x", reason="SOMETHING_NEW"), C.INTERNAL),
+        (errors.SandboxError("x", reason="SOMETHING_NEW", temporary=True), C.UNAVAILABLE),
+    ],
+)
+def test_status_for(error: errors.SandboxError, code: grpc.StatusCode) -> None:
+    assert status_for(error) == code
+
+
+def test_every_error_class_of_ours_is_in_the_table() -> None:
+    classes = [value for value in vars(api_errors).values()
+               if isinstance(value, type) and issubclass(value, errors.SandboxError)]
+    classes += [value for value in vars(errors).values()
+                if isinstance(value, type) and issubclass(value, errors.SandboxError)]
+    for cls in classes:
+        assert cls.reason in STATUS_BY_REASON, cls
+
+
+def test_reason_travels_in_trailing_metadata() -> None:
+    metadata = trailing_metadata_for(api_errors.TooManyExecutions("busy"))
+    assert (REASON_METADATA_KEY, "TOO_MANY_EXECUTIONS") in metadata
+    assert ("sandboxd-temporary", "true") in metadata
+    assert reason_from_metadata(metadata) == "TOO_MANY_EXECUTIONS"
+    assert reason_from_metadata(None) == ""
+    assert reason_from_metadata((("other", "x"),)) == ""

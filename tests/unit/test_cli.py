@@ -1,0 +1,127 @@
+"""sandboxctl without a daemon: arguments, exit codes, and the --json rendering."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from sandboxd import cli
+from sandboxd.client import pb
+
+
+def result(status: str, **fields: Any) -> pb.Result:
+    return pb.Result(status=status, **fields)
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        (result("OK", exit_code=0), 0),
+        (result("NONZERO_EXIT", exit_code=3), 3),
+        (result("SIGNALED", signal=11), 139),
+        (result("TIMEOUT", signal=9), 137),
+        (result("CPU_LIMIT", signal=24), 152),
+        (result("MEMORY_LIMIT", signal=9), 137),
+        (result("OUTPUT_LIMIT"), 137),
+        (result("SECCOMP_VIOLATION", signal=31), 159),
+        (result("CANCELLED", signal=9), 137),
+        (result("SETUP_FAILED"), 125),
+        (pb.Result(), 125),
+    ],
+)
+def test_exit_codes(message: pb.Result, code: int) -> None:
+    assert cli.exit_code_for(message) == code
+
+
+def test_exec_argv_after_double_dash() -> None:
+    args = cli.build_parser().parse_args(
+        ["--socket", "/s", "exec", "--memory", "64M", "--timeout", "5s", "--", "/bin/sh", "-c", "exit 3"])
+    assert args.argv == ["--", "/bin/sh", "-c", "exit 3"]
+    assert cli._limits(args) == {"memory_max_bytes": 64 * 1024**2, "wall_time_ms": 5000}
+    assert args.socket == "/s" and args.json is False
+
+
+def test_common_options_after_the_subcommand() -> None:
+    args = cli.build_parser().parse_args(["run", "python", "--json", "--socket", "/x", "--output-limit", "1K",
+                                          "--cpu-time", "250ms", "--pids", "4", "--cpu-share", "50%"])
+    assert args.json is True and args.socket == "/x"
+    assert cli._limits(args) == {"output_max_bytes": 1024, "cpu_time_ms": 250, "pids_max": 4,
+                                 "cpu_share_percent": 50}
+
+
+@pytest.mark.parametrize("bad", [["--memory", "lots"], ["--timeout", "5"], ["--pids", "0"]])
+def test_bad_limits_are_usage_errors(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.build_parser().parse_args(["run", "python", *bad])
+    assert caught.value.code == 2
+    assert bad[0] in capsys.readouterr().err
+
+
+class SchemaClient:
+    def list_tools(self) -> list[pb.Tool]:
+        schema = {"type": "object", "properties": {"code": {"type": "string"}, "lines": {"type": "integer"},
+                                                   "flags": {"type": "array"}}}
+        return [pb.Tool(name="t", params_schema_json=json.dumps(schema))]
+
+
+def test_params_follow_the_schema_types(tmp_path: Any) -> None:
+    params_file = tmp_path / "p.json"
+    params_file.write_text('{"code": "from file", "other": 1}')
+    args = cli.build_parser().parse_args(
+        ["run", "t", "--params-json", f"@{params_file}", "--param", "code=1", "--param", "lines=5",
+         "--param", 'flags=["a"]', "--param", "free=true", "--param", "word=hello"])
+    params = cli.build_params(args, SchemaClient())  # type: ignore[arg-type]
+    assert params == {"code": "1", "other": 1, "lines": 5, "flags": ["a"], "free": True, "word": "hello"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [(["--param", "novalue"], "expects K=V"), (["--params-json", "[1]"], "JSON object"),
+     (["--params-json", "{"], "not JSON"), (["--params-json", "@/no/such/file"], "cannot read")],
+)
+def test_param_errors(argv: list[str], words: str) -> None:
+    args = cli.build_parser().parse_args(["run", "t", *argv])
+    with pytest.raises(cli.UsageError, match=words):
+        cli.build_params(args, SchemaClient())  # type: ignore[arg-type]
+
+
+def events() -> list[pb.ExecuteEvent]:
+    return [
+        pb.ExecuteEvent(started=pb.Started(execution_id="e1", limits=pb.Limits(memory_max_bytes=1024))),
+        pb.ExecuteEvent(output=pb.Output(stream=pb.STDOUT, data=b"out")),
+        pb.ExecuteEvent(output=pb.Output(stream=pb.STDERR, data=b"err")),
+        pb.ExecuteEvent(result=pb.Result(execution_id="e1", status=pb.TIMEOUT, message="too slow", signal=9)),
+    ]
+
+
+def test_stream_events_live() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    code = cli.stream_events(iter(events()), as_json=False, out=out, err=err)
+    assert code == 137
+    assert out.getvalue() == b"out"
+    assert err.getvalue() == b"errsandboxctl: TIMEOUT: too slow\n"
+
+
+def test_stream_events_json() -> None:
+    out, err = io.BytesIO(), io.BytesIO()
+    code = cli.stream_events(iter(events()), as_json=True, out=out, err=err)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 137
+    assert lines[0] == {"started": {"executionId": "e1", "limits": {"memoryMaxBytes": "1024"}}}
+    assert lines[1] == {"output": {"stream": "STDOUT", "data": "b3V0"}}
+    assert lines[-1]["result"]["status"] == "TIMEOUT"
+    assert err.getvalue() == b"sandboxctl: TIMEOUT: too slow\n"
+
+
+def test_no_result_is_an_error() -> None:
+    err = io.BytesIO()
+    assert cli.stream_events(iter(events()[:2]), as_json=False, out=io.BytesIO(), err=err) == 125
+    assert b"no result" in err.getvalue()
+
+
+def test_unreachable_daemon_is_125(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--socket", str(tmp_path / "absent.sock"), "tools"]) == 125
+    assert "is sandboxd running" in capsys.readouterr().err

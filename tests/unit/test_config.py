@@ -1,0 +1,146 @@
+"""The daemon's TOML configuration: embedded defaults, units, and errors naming file, key and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandboxd.config import SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR, Config, load_config
+from sandboxd.errors import ConfigError
+from sandboxd.spec import Limits
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sandboxd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_is_the_embedded_defaults() -> None:
+    config = load_config(None)
+    assert config == Config()
+    assert config.daemon.socket == Path("/run/sandboxd/sandboxd.sock")
+    assert config.daemon.socket_mode == 0o660
+    assert config.daemon.max_request_bytes == 1024 * 1024
+    assert config.daemon.grace_period_ms == 10_000
+    assert config.sandbox.uid == 65534
+    assert config.sandbox.limits == Limits()
+    assert config.tool_dirs[0] == SHIPPED_TOOLS_DIR
+    assert config.profile_dirs[-1] == SHIPPED_PROFILES_DIR
+
+
+def test_empty_file_is_the_defaults_too(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""))
+    assert config.daemon == Config().daemon
+    assert config.source == tmp_path / "sandboxd.toml"
+
+
+def test_every_key(tmp_path: Path) -> None:
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "seccomp").mkdir()
+    config = load_config(write(tmp_path, f"""
+tools_dir = "{tmp_path}/tools"
+profiles_dir = "{tmp_path}/seccomp"
+shipped_tools = false
+
+[daemon]
+socket = "/run/other/s.sock"
+socket_mode = "0600"
+socket_group = "adm"
+tcp_listen = "127.0.0.1:7070"
+state_dir = "/run/other"
+instance = "blue-2"
+max_concurrent_executions = 3
+max_request_bytes = "64K"
+grace_period = "1.5s"
+
+[sandbox]
+uid = 1234
+gid = 4321
+default_profile = "strict"
+
+[sandbox.limits]
+memory = "64M"
+cpu_time = "2s"
+cpu_share = "25%"
+wall_time = "250ms"
+output = "1K"
+pids = 16
+file_size = "1M"
+open_files = 32
+tmpfs_size = "8M"
+"""))
+    daemon = config.daemon
+    assert (daemon.socket, daemon.socket_mode, daemon.socket_group) == (Path("/run/other/s.sock"), 0o600, "adm")
+    assert daemon.tcp_listen == "127.0.0.1:7070"
+    assert (daemon.instance, daemon.max_concurrent_executions) == ("blue-2", 3)
+    assert (daemon.max_request_bytes, daemon.grace_period_ms) == (64 * 1024, 1500)
+    assert (config.sandbox.uid, config.sandbox.gid, config.sandbox.default_profile) == (1234, 4321, "strict")
+    assert config.sandbox.limits == Limits(
+        memory_max_bytes=64 * 1024**2, cpu_time_ms=2000, cpu_share_percent=25, wall_time_ms=250,
+        output_max_bytes=1024, pids_max=16, file_size_max_bytes=1024**2, open_files_max=32,
+        tmpfs_size_bytes=8 * 1024**2,
+    )
+    assert config.tool_dirs == (tmp_path / "tools",)
+    assert config.profile_dirs == (tmp_path / "seccomp", SHIPPED_PROFILES_DIR)
+
+
+def test_unlimited_and_partial_limits(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[sandbox.limits]\nmemory = "unlimited"\npids = 5\n'))
+    assert config.sandbox.limits.memory_max_bytes is None
+    assert config.sandbox.limits.pids_max == 5
+    assert config.sandbox.limits.wall_time_ms == Limits().wall_time_ms
+
+
+def test_sandbox_user_by_name(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[sandbox]\nuid = "nobody"\ngid = "nogroup"\n'))
+    assert (config.sandbox.uid, config.sandbox.gid) == (65534, 65534)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ("colour = 1", "colour", "unknown key"),
+        ("[daemon]\nsockett = '/x'", "daemon.sockett", "unknown key"),
+        ("[sandbox.limits]\nmemroy = '1M'", "sandbox.limits.memroy", "unknown key"),
+        ("[daemon]\nmax_request_bytes = '12 parsecs'", "daemon.max_request_bytes", "unknown size unit"),
+        ("[daemon]\ngrace_period = 10", "daemon.grace_period", "with a unit"),
+        ("[daemon]\ngrace_period = '10'", "daemon.grace_period", "add a unit"),
+        ("[daemon]\nmax_concurrent_executions = 0", "daemon.max_concurrent_executions", "between 1 and"),
+        ("[daemon]\nmax_concurrent_executions = true", "daemon.max_concurrent_executions", "an integer"),
+        ("[daemon]\nsocket = 'relative.sock'", "daemon.socket", "absolute"),
+        ("[daemon]\nsocket_mode = '0666'", "daemon.socket_mode", "every user"),
+        ("[daemon]\nsocket_mode = 'rw'", "daemon.socket_mode", "octal"),
+        ("[daemon]\ntcp_listen = '0.0.0.0:7070'", "daemon.tcp_listen", "TLS"),
+        ("[daemon]\ntcp_listen = '127.0.0.1'", "daemon.tcp_listen", "host:port"),
+        ("[daemon]\ninstance = '../x'", "daemon.instance", "letters"),
+        ("[sandbox]\nuid = 0", "sandbox.uid", "from 1"),
+        ("[sandbox]\nuid = 'no-such-user-here'", "sandbox.uid", "no user named"),
+        ("[sandbox]\ndefault_profile = '../etc/x'", "sandbox.default_profile", "not a profile name"),
+        ("[sandbox.limits]\nmemory = '0'", "sandbox.limits.memory", "positive"),
+        ("[sandbox.limits]\ntmpfs_size = 'unlimited'", "sandbox.limits.tmpfs_size", "cannot be unlimited"),
+        ("[sandbox.limits]\npids = '5'", "sandbox.limits.pids", "whole number"),
+        ("tools_dir = '/no/such/dir'", "tools_dir", "not a directory"),
+        ("daemon = 3", "daemon", "a table"),
+    ],
+)
+def test_errors_name_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = caught.value.message
+    assert message.startswith(f"{path}: {key}: "), message
+    assert reason in message
+    assert caught.value.reason == "CONFIG_INVALID"
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[daemon\n")
+    with pytest.raises(ConfigError, match=f"{path}: not valid TOML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")

@@ -1,0 +1,121 @@
+"""The registry turns a call into an ExecutionSpec — or refuses it before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sandboxd.api_errors import InvalidParams, InvalidRequest, LimitAboveCeiling, UnknownProfile, UnknownTool
+from sandboxd.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR
+from sandboxd.errors import ConfigError
+from sandboxd.registry import ToolRegistry, apply_ceilings
+from sandboxd.spec import Limits
+from sandboxd.tools import BASE_ENV, load_tools
+
+DEFAULTS = Limits()
+
+
+class FakeCompiler:
+    def __init__(self) -> None:
+        self.compiled: list[Path] = []
+
+    def __call__(self, path: Path) -> bytes:
+        self.compiled.append(path)
+        return b"bpf:" + path.name.encode()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ToolRegistry:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "sqlite").mkdir()
+    tools = load_tools([SHIPPED_TOOLS_DIR], placeholders={"handlers_dir": str(SHIPPED_HANDLERS_DIR),
+                       "state_dir": str(tmp_path), "data_dir": str(tmp_path)}, default_limits=DEFAULTS)
+    return ToolRegistry(tools, default_limits=DEFAULTS, default_profile="default",
+                        profile_dirs=(tmp_path / "profiles", SHIPPED_PROFILES_DIR), compile_profile=FakeCompiler(),
+                        host_env={"PATH": "/host", "AWS_SECRET_ACCESS_KEY": "x"})
+
+
+def test_ceilings_only_lower() -> None:
+    ceilings = Limits(memory_max_bytes=100, wall_time_ms=1000, pids_max=None)
+    lowered = apply_ceilings(ceilings, {"memory_max_bytes": 50, "pids_max": 10_000}, owner="tool 't'")
+    assert lowered.memory_max_bytes == 50
+    assert lowered.pids_max == 10_000  # no ceiling of that kind: any value
+    assert lowered.wall_time_ms == 1000
+    with pytest.raises(LimitAboveCeiling, match="memory_max_bytes=101 is above the tool 't''s ceiling of 100"):
+        apply_ceilings(ceilings, {"memory_max_bytes": 101}, owner="tool 't'")
+    with pytest.raises(InvalidRequest, match="positive"):
+        apply_ceilings(ceilings, {"wall_time_ms": 0}, owner="daemon")
+    with pytest.raises(InvalidRequest, match="unknown limit"):
+        apply_ceilings(ceilings, {"colour": 1}, owner="daemon")
+
+
+def test_plan_tool(registry: ToolRegistry) -> None:
+    spec = registry.plan_tool("python", params_json='{"code": "print(1)"}', stdin=b"data",
+                              limits={"wall_time_ms": 5000}, labels={"team": "a"})
+    assert spec.argv[0] == "/usr/bin/python3"
+    assert spec.stdin == b'{"code":"print(1)"}\ndata'
+    assert spec.limits.wall_time_ms == 5000
+    assert spec.limits.memory_max_bytes == 256 * 1024**2  # the tool's ceiling, kept
+    assert spec.seccomp_bpf == b"bpf:python.json"
+    assert spec.seccomp_profile_name == "python"
+    assert spec.tool == "python" and spec.labels == {"team": "a"}
+    assert dict(spec.env) == dict(BASE_ENV)  # nothing of the host's
+
+
+def test_plan_tool_refusals(registry: ToolRegistry) -> None:
+    with pytest.raises(UnknownTool, match="no tool named 'nope'"):
+        registry.plan_tool("nope", params_json="{}")
+    with pytest.raises(InvalidParams):
+        registry.plan_tool("python", params_json='{"code": 1}')
+    with pytest.raises(LimitAboveCeiling):
+        registry.plan_tool("python", params_json='{"code": "1"}', limits={"memory_max_bytes": 2**40})
+
+
+def test_plan_command(registry: ToolRegistry) -> None:
+    spec = registry.plan_command(["/bin/echo", "hi"], stdin=b"in", limits={"output_max_bytes": 10})
+    assert spec.argv == ("/bin/echo", "hi")
+    assert spec.stdin == b"in"
+    assert spec.seccomp_profile_name == "default"
+    assert spec.limits.output_max_bytes == 10
+    assert spec.tool == ""
+    assert registry.plan_command(["sh"], profile="python").seccomp_bpf == b"bpf:python.json"
+    with pytest.raises(InvalidRequest, match="must name a program"):
+        registry.plan_command([])
+    with pytest.raises(InvalidRequest, match="NUL"):
+        registry.plan_command(["/bin/echo", "a\0b"])
+    with pytest.raises(LimitAboveCeiling, match="daemon's ceiling"):
+        registry.plan_command(["/bin/true"], limits={"wall_time_ms": 10**9})
+
+
+def test_profiles_are_names_searched_in_order(registry: ToolRegistry, tmp_path: Path) -> None:
+    assert registry.profile_path("default") == SHIPPED_PROFILES_DIR / "default.json"
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "default.json").write_text("{}")
+    assert registry.profile_path("default") == tmp_path / "profiles" / "default.json"
+    for bad in ("../default", "/etc/passwd", ".hidden", ""):
+        with pytest.raises(UnknownProfile):
+            registry.profile_path(bad)
+    with pytest.raises(UnknownProfile, match="no seccomp profile named 'absent'"):
+        registry.profile_path("absent")
+
+
+def test_compile_all_fails_the_start_naming_the_tool(tmp_path: Path) -> None:
+    tool_dir = tmp_path / "tools"
+    tool_dir.mkdir()
+    (tool_dir / "t.toml").write_text('description = "t"\nargv = ["/bin/true"]\nseccomp_profile = "absent"\n')
+    tools = load_tools([tool_dir], placeholders={}, default_limits=DEFAULTS)
+    registry = ToolRegistry(tools, default_limits=DEFAULTS, default_profile="default",
+                            profile_dirs=(SHIPPED_PROFILES_DIR,), compile_profile=FakeCompiler(), host_env={})
+    with pytest.raises(ConfigError, match=f"{tool_dir / 't.toml'}: seccomp_profile: no seccomp profile named"):
+        registry.compile_all()
+
+
+def test_shipped_profiles_compile_for_real() -> None:
+    seccomp = pytest.importorskip("sandboxd.seccomp")
+    cache = seccomp.ProfileCache()
+    for name in ("default", "python", "file_processor", "sqlite_query"):
+        path = SHIPPED_PROFILES_DIR / f"{name}.json"
+        assert json.loads(path.read_text())["defaultAction"] == "SCMP_ACT_ERRNO"
+        assert cache.get(path).bpf

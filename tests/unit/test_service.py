@@ -1,0 +1,248 @@
+"""The servicer over a real gRPC socket, with a fake engine: conversions, refusals and their codes, admission,
+cancellation, and the promise of exactly one Result per accepted execution. No root needed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.admission import Admission
+from sandboxd.client import SandboxClient, SandboxdError, pb
+from sandboxd.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR
+from sandboxd.errors import SpawnerError
+from sandboxd.host_info import DaemonFacts
+from sandboxd.registry import ToolRegistry
+from sandboxd.result import Event, Output, Result, Started, Status, Stream
+from sandboxd.service import SandboxService
+from sandboxd.spec import ExecutionSpec, Limits
+from sandboxd.tools import load_tools
+
+MAX_REQUEST_BYTES = 8192
+
+
+@dataclass
+class FakeRunning:
+    execution_id: str
+    started_at: float
+    pid: int = 4242
+    cpu_usec: int = 1500
+    memory_peak_bytes: int = 2048
+
+
+@dataclass
+class FakeExecutor:
+    """Commands name their behaviour: /wait blocks until cancelled, /explode raises, anything else echoes."""
+
+    backend_name: str = "fake"
+    cgroup_base: str = "/fake/cgroup"
+    specs: list[ExecutionSpec] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    gates: dict[str, asyncio.Event] = field(default_factory=dict)
+    running_ids: dict[str, float] = field(default_factory=dict)
+
+    async def execute(self, spec: ExecutionSpec, *, execution_id: str | None = None) -> AsyncIterator[Event]:
+        eid = execution_id or "x"
+        self.specs.append(spec)
+        gate = self.gates[eid] = asyncio.Event()
+        try:
+            if spec.argv[0] == "/explode":
+                raise SpawnerError("the spawner died")
+            self.running_ids[eid] = time.time()
+            yield Started(eid, 4242, spec.limits, f"exec-{eid}")
+            yield Output(eid, Stream.STDOUT, b"hello")
+            yield Output(eid, Stream.STDERR, b"warn")
+            if spec.argv[0] == "/wait":
+                await gate.wait()
+                yield Result(eid, Status.CANCELLED, "cancelled", signal=9)
+                return
+            yield Result(eid, Status.OK, "exited 0", exit_code=0, stdout_bytes=5, stderr_bytes=4)
+        finally:
+            self.running_ids.pop(eid, None)
+            self.closed.append(eid)
+
+    def cancel(self, execution_id: str) -> bool:
+        gate = self.gates.get(execution_id)
+        if gate is None:
+            return False
+        gate.set()
+        return True
+
+    def running(self) -> list[FakeRunning]:
+        return [FakeRunning(eid, started) for eid, started in self.running_ids.items()]
+
+
+@dataclass
+class Harness:
+    client: SandboxClient
+    executor: FakeExecutor
+    admission: Admission
+    loop: asyncio.AbstractEventLoop
+
+    def call_soon(self, fn: Any) -> None:
+        self.loop.call_soon_threadsafe(fn)
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "sqlite").mkdir()
+    tools = load_tools([SHIPPED_TOOLS_DIR], placeholders={"handlers_dir": str(SHIPPED_HANDLERS_DIR),
+                       "state_dir": str(tmp_path), "data_dir": str(tmp_path)}, default_limits=Limits())
+    registry = ToolRegistry(tools, default_limits=Limits(), default_profile="default",
+                            profile_dirs=(SHIPPED_PROFILES_DIR,), compile_profile=lambda path: b"bpf",
+                            host_env={})
+    executor = FakeExecutor()
+    admission = Admission(max_concurrent_executions=1)
+    socket_path = tmp_path / "s.sock"
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop: asyncio.Event | None = None
+
+    async def serve() -> None:
+        nonlocal stop
+        stop = asyncio.Event()
+        server = grpc.aio.server()
+        facts = DaemonFacts(instance="unit", max_request_bytes=MAX_REQUEST_BYTES, cgroup_mode="hybrid")
+        service = SandboxService(registry=registry, executor=executor, admission=admission, facts=facts)
+        pb_grpc.add_SandboxServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        server.add_insecure_port(f"unix:{socket_path}")
+        await server.start()
+        ready.set()
+        await stop.wait()
+        await server.stop(0.5)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    client = SandboxClient(socket_path)
+    try:
+        yield Harness(client, executor, admission, loop)
+    finally:
+        client.close()
+        loop.call_soon_threadsafe(stop.set)  # type: ignore[union-attr]
+        thread.join(10)
+        loop.close()
+
+
+def refusal(fn: Any) -> SandboxdError:
+    with pytest.raises(SandboxdError) as caught:
+        fn()
+    return caught.value
+
+
+def test_execute_streams_events_and_one_result(harness: Harness) -> None:
+    events = list(harness.client.execute(tool="python", params={"code": "print(1)"}, stdin=b"in",
+                                         limits={"wall_time_ms": 1000}, request_id="r-1", labels={"a": "b"}))
+    kinds = [event.WhichOneof("event") for event in events]
+    assert kinds == ["audit", "started", "output", "output", "audit", "result"]
+    started, result = events[1].started, events[-1].result
+    assert started.tool == "python" and started.request_id == "r-1" and started.seccomp_profile == "python"
+    assert started.limits.wall_time_ms == 1000 and started.limits.memory_max_bytes == 256 * 1024**2
+    assert started.execution_id == result.execution_id == events[0].audit.execution_id
+    assert result.status == pb.OK and result.exit_code == 0 and result.usage.stdout_bytes == 5
+    assert events[4].audit.outcome == "OK"
+    spec = harness.executor.specs[0]
+    assert spec.stdin == b'{"code":"print(1)"}\nin'
+    assert dict(spec.labels) == {"a": "b"}
+
+
+def test_run_collects_an_outcome(harness: Harness) -> None:
+    outcome = harness.client.run_command(["/bin/echo"])
+    assert (outcome.stdout, outcome.stderr, outcome.status_name) == (b"hello", b"warn", "OK")
+    assert outcome.started is not None and outcome.started.tool == ""
+    assert [audit.event for audit in outcome.audit] == ["execution.admitted", "execution.finished"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "reason", "words"),
+    [
+        ({"tool": "nope"}, grpc.StatusCode.NOT_FOUND, "UNKNOWN_TOOL", "no tool named 'nope'"),
+        ({"tool": "python", "params": {"code": 7}}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMS", "$.code"),
+        ({"tool": "python", "params": "{"}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMS", "not valid JSON"),
+        ({"tool": "python", "params": {"code": "1"}, "limits": {"memory_max_bytes": 2**40}},
+         grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_ABOVE_CEILING", "ceiling"),
+        ({"tool": "python", "params": {"code": "x" * MAX_REQUEST_BYTES}},
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE", "max_request_bytes"),
+        ({"command": []}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "must name a program"),
+        ({"command": ["/bin/true"], "profile": "absent"}, grpc.StatusCode.NOT_FOUND, "UNKNOWN_PROFILE", "absent"),
+    ],
+)
+def test_refusals(harness: Harness, kwargs: dict[str, Any], code: grpc.StatusCode, reason: str, words: str) -> None:
+    error = refusal(lambda: list(harness.client.execute(**kwargs)))
+    assert (error.code, error.reason) == (code, reason)
+    assert words in error.message
+    assert not harness.executor.specs  # nothing ran
+    assert len(harness.admission) == 0
+
+
+def test_concurrency_bound_and_cancel(harness: Harness) -> None:
+    stream = harness.client.execute(command=["/wait"], request_id="slow")
+    assert next(stream).WhichOneof("event") == "audit"
+    started = next(stream).started
+    error = refusal(lambda: list(harness.client.execute(command=["/bin/true"])))
+    assert (error.code, error.reason, error.temporary) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                            "TOO_MANY_EXECUTIONS", True)
+    [running] = harness.client.list_executions()
+    assert (running.execution_id, running.request_id, running.pid) == (started.execution_id, "slow", 4242)
+    assert running.principal.startswith("unix:")
+    assert harness.client.info().running_executions == 1
+    harness.client.cancel(started.execution_id)
+    rest = list(stream)
+    assert rest[-1].result.status == pb.CANCELLED
+    assert sum(1 for event in rest if event.WhichOneof("event") == "result") == 1
+    assert harness.client.run_command(["/bin/true"]).status_name == "OK"  # the slot is free again
+
+
+def test_cancel_unknown_execution(harness: Harness) -> None:
+    error = refusal(lambda: harness.client.cancel("0123456789abcdef"))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "EXECUTION_NOT_FOUND")
+
+
+def test_draining_refuses_new_work(harness: Harness) -> None:
+    harness.call_soon(harness.admission.start_draining)
+    time.sleep(0.1)
+    error = refusal(lambda: list(harness.client.execute(tool="python", params={"code": "1"})))
+    assert (error.code, error.reason, error.temporary) == (grpc.StatusCode.UNAVAILABLE, "DRAINING", True)
+    assert harness.client.info().draining
+
+
+def test_engine_failure_still_ends_with_a_result(harness: Harness) -> None:
+    outcome = harness.client.run_command(["/explode"])
+    assert outcome.status_name == "SETUP_FAILED"
+    assert "the spawner died" in outcome.result.message
+    assert len(harness.admission) == 0
+
+
+def test_caller_leaving_closes_the_execution(harness: Harness) -> None:
+    stream = harness.client.execute(command=["/wait"])
+    next(stream)
+    eid = next(stream).started.execution_id
+    stream.close()  # the caller goes away before the Result
+    deadline = time.monotonic() + 5
+    while eid not in harness.executor.closed and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert eid in harness.executor.closed
+    while len(harness.admission) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(harness.admission) == 0
+
+
+def test_list_tools_and_info(harness: Harness) -> None:
+    tools = {tool.name: tool for tool in harness.client.list_tools()}
+    assert sorted(tools) == ["file_processor", "python", "sqlite_query"]
+    assert '"required": ["code"]' in tools["python"].params_schema_json
+    assert tools["python"].limits.memory_max_bytes == 256 * 1024**2
+    assert [bind.target for bind in tools["sqlite_query"].binds] == ["/opt/sandboxd/handlers", "/data/sqlite"]
+    info = harness.client.info()
+    assert (info.cgroup_backend, info.cgroup_base, info.instance) == ("fake", "/fake/cgroup", "unit")
+    assert info.max_concurrent_executions == 1 and info.max_request_bytes == MAX_REQUEST_BYTES
+    assert info.default_limits.wall_time_ms == Limits().wall_time_ms
