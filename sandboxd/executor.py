@@ -155,45 +155,53 @@ class Executor:
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         handle: SpawnHandle | None = None
         tasks: list[asyncio.Task[None]] = []
+        final: Result | None = None
         try:
             try:
                 spawner = await self._live_spawner()
                 handle = spawner.spawn(build_plan(self._config, spec, eid, cgroup.procs_files),
                                        (stdin_r, out_w, err_w))
             except SpawnerError as e:
-                yield Result(eid, Status.SETUP_FAILED, str(e), setup_stage="spawn")
-                return
+                final = Result(eid, Status.SETUP_FAILED, str(e), setup_stage="spawn")
             finally:
                 close_quietly(stdin_r, out_w, err_w)
-            tasks.append(asyncio.create_task(feed_stdin(stdin_w, spec.stdin)))
-            started = await handle.started
-            if isinstance(started, SetupFailure):
-                yield await self._setup_failed(run, handle, started, t0)
-                return
-            run.pid = started
-            if run.kill_reason is not None:  # cancelled while it was being set up
-                run.kill(run.kill_reason)
-            tasks.append(asyncio.create_task(self._monitor(run, t0)))
-            yield Started(eid, started, limits, cgroup.name)
-            async for event in relay_output(run, out_r, err_r, limits.output_max_bytes):
-                yield event
-            report = await handle.exited
-            yield await self._finish(run, report, t0)
+            if handle is not None:
+                tasks.append(asyncio.create_task(feed_stdin(stdin_w, spec.stdin)))
+                started = await handle.started
+                if isinstance(started, SetupFailure):
+                    final = await self._setup_failed(run, handle, started, t0)
+                else:
+                    run.pid = started
+                    if run.kill_reason is not None:  # cancelled while it was being set up
+                        run.kill(run.kill_reason)
+                    tasks.append(asyncio.create_task(self._monitor(run, t0)))
+                    yield Started(eid, started, limits, cgroup.name)
+                    async for event in relay_output(run, out_r, err_r, limits.output_max_bytes):
+                        yield event
+                    final = await self._finish(run, await handle.exited, t0)
         finally:
-            for task in tasks:
-                task.cancel()
-            if handle is not None and not handle.exited.done():  # the consumer left early
-                await asyncio.to_thread(run.kill, Status.CANCELLED)
-                try:
-                    await asyncio.wait_for(asyncio.shield(handle.exited), 10)
-                except (TimeoutError, SpawnerError) as e:
-                    log.error("execution %s: no exit report after kill: %r", eid, e)
-            close_quietly(stdin_w, out_r, err_r)
+            await self._release(run, handle, tasks, (stdin_w, out_r, err_r))
+        # Yielded only after the release: a caller that stops at the Result finds nothing of it left.
+        if final is not None:
+            yield final
+
+    async def _release(self, run: _Run, handle: SpawnHandle | None, tasks: list[asyncio.Task[None]],
+                       fds: tuple[int, ...]) -> None:
+        """Kill what is left, close our pipe ends, remove the cgroup. Runs exactly once per execution."""
+        for task in tasks:
+            task.cancel()
+        if handle is not None and not handle.exited.done():  # the consumer left early
+            await asyncio.to_thread(run.kill, Status.CANCELLED)
             try:
-                await asyncio.to_thread(cgroup.remove)
-            except CgroupError as e:
-                log.error("execution %s: %s", eid, e)
-            del self._runs[eid]
+                await asyncio.wait_for(asyncio.shield(handle.exited), 10)
+            except (TimeoutError, SpawnerError) as e:
+                log.error("execution %s: no exit report after kill: %r", run.execution_id, e)
+        close_quietly(*fds)
+        try:
+            await asyncio.to_thread(run.cgroup.remove)
+        except CgroupError as e:
+            log.error("execution %s: %s", run.execution_id, e)
+        del self._runs[run.execution_id]
 
     async def _monitor(self, run: _Run, t0: float) -> None:
         limits = run.spec.limits

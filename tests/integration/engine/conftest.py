@@ -106,8 +106,8 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     config = EngineConfig(state_dir=tmp_path / "state", instance=instance)
     mounts_before = Path("/proc/self/mountinfo").read_text()
     yield Engine(config)
-    leftovers = [d for d in _our_cgroup_dirs(instance) if any(p.is_dir() for p in d.iterdir())]
-    assert not leftovers, f"execution cgroups left behind: {leftovers}"
+    leftovers = _our_cgroup_dirs(instance)
+    assert not leftovers, f"cgroups left behind: {leftovers} holding {[list(d.iterdir()) for d in leftovers]}"
     assert Path("/proc/self/mountinfo").read_text() == mounts_before, "a mount leaked into the host"
     assert not _sandbox_processes(config.sandbox_uid), "a sandboxed process survived its execution"
     root = config.root_mountpoint
