@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from daemon_harness import cgroup_dirs, sandbox_processes  # tests/integration is on sys.path (no __init__)
 
 from sandboxd.engine_config import EngineConfig
 from sandboxd.executor import Executor
@@ -74,30 +75,6 @@ class Engine:
             await executor.close()
 
 
-def _our_cgroup_dirs(instance: str) -> list[Path]:
-    found = []
-    with open("/proc/self/cgroup", encoding="ascii") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(","):
-                d = Path("/sys/fs/cgroup") / controller / path.lstrip("/") / f"sandboxd-{instance}"
-                if controller and d.exists():
-                    found.append(d)
-    return found
-
-
-def _sandbox_processes(uid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    pids.append(int(entry.name))
-            except FileNotFoundError:
-                pass
-    return pids
-
-
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     if os.geteuid() != 0:
@@ -106,9 +83,9 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     config = EngineConfig(state_dir=tmp_path / "state", instance=instance)
     mounts_before = Path("/proc/self/mountinfo").read_text()
     yield Engine(config)
-    leftovers = _our_cgroup_dirs(instance)
+    leftovers = [d for d in cgroup_dirs(instance) if d.exists()]
     assert not leftovers, f"cgroups left behind: {leftovers} holding {[list(d.iterdir()) for d in leftovers]}"
     assert Path("/proc/self/mountinfo").read_text() == mounts_before, "a mount leaked into the host"
-    assert not _sandbox_processes(config.sandbox_uid), "a sandboxed process survived its execution"
+    assert not sandbox_processes(config.sandbox_uid), "a sandboxed process survived its execution"
     root = config.root_mountpoint
     assert not root.exists() or not any(root.iterdir()), "the sandbox root mount point is not empty"
