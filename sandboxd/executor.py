@@ -22,7 +22,7 @@ from sandboxd.engine_config import EngineConfig
 from sandboxd.errors import CgroupError, InvalidSpec, SpawnerError
 from sandboxd.kmsg import find_seccomp_kill
 from sandboxd.plan import build_plan
-from sandboxd.relay import feed_stdin, relay_output
+from sandboxd.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output
 from sandboxd.result import Event, Result, Started, Status
 from sandboxd.seccomp_names import syscall_name
 from sandboxd.spawnclient import ExitReport, SetupFailure, SpawnerClient, SpawnHandle, close_quietly
@@ -150,7 +150,8 @@ class Executor:
             return
         run = _Run(eid, spec, cgroup)
         self._runs[eid] = run
-        stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
+        stdin_r, stdin_fd = os.pipe2(os.O_CLOEXEC)
+        stdin_w = OwnedFd(stdin_fd)  # feed_stdin closes it when done (EOF for the handler), or _release does
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         handle: SpawnHandle | None = None
@@ -180,16 +181,16 @@ class Executor:
                         yield event
                     final = await self._finish(run, await handle.exited, t0)
         finally:
-            await self._release(run, handle, tasks, (stdin_w, out_r, err_r))
+            await self._release(run, handle, tasks, stdin_w, (out_r, err_r))
         # Yielded only after the release: a caller that stops at the Result finds nothing of it left.
         if final is not None:
             yield final
 
     async def _release(self, run: _Run, handle: SpawnHandle | None, tasks: list[asyncio.Task[None]],
-                       fds: tuple[int, ...]) -> None:
+                       stdin: OwnedFd, fds: tuple[int, ...]) -> None:
         """Kill what is left, close our pipe ends, remove the cgroup. Runs exactly once per execution."""
-        for task in tasks:
-            task.cancel()
+        await cancel_and_wait(tasks)  # before any fd is closed
+        stdin.close()
         if handle is not None and not handle.exited.done():  # the consumer left early
             await asyncio.to_thread(run.kill, Status.CANCELLED)
             try:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Protocol
 
 from sandboxd.result import Output, Status, Stream
 
@@ -40,6 +40,16 @@ async def _wait_fd(fd: int, *, write: bool) -> None:
         (loop.remove_writer if write else loop.remove_reader)(fd)
 
 
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel and wait, so each task's fd watcher is unregistered before anyone closes the fd: the event loop's
+    selector is keyed by fd number, and a late ``remove_reader`` would drop the registration of whatever pipe
+    reused that number."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def read_chunk(fd: int) -> bytes:
     """One chunk, or b"" at EOF (or on a read error, which ends the stream the same way)."""
     while True:
@@ -51,8 +61,28 @@ async def read_chunk(fd: int) -> bytes:
             return b""
 
 
-async def feed_stdin(fd: int, data: bytes) -> None:
+class OwnedFd:
+    """An fd closed exactly once, whoever gets there first: closing a number twice can close another
+    execution's pipe that reused it in between."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise ValueError("fd already closed")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+async def feed_stdin(stdin: OwnedFd, data: bytes) -> None:
     """Write ``data`` to the handler's stdin, then close it. A handler that exits early just ends it."""
+    fd = stdin.fd
     os.set_blocking(fd, False)
     view = memoryview(data)
     try:
@@ -64,7 +94,7 @@ async def feed_stdin(fd: int, data: bytes) -> None:
     except OSError:  # EPIPE: the handler closed stdin or exited
         pass
     finally:
-        os.close(fd)
+        stdin.close()
 
 
 async def relay_output(run: _Counts, out_fd: int, err_fd: int, limit_bytes: int | None) -> AsyncIterator[Output]:
@@ -96,5 +126,4 @@ async def relay_output(run: _Counts, out_fd: int, err_fd: int, limit_bytes: int 
                     return
                 pending[stream] = asyncio.create_task(read_chunk(fds[stream]))
     finally:
-        for task in pending.values():
-            task.cancel()
+        await cancel_and_wait(pending.values())
