@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 import uuid
@@ -316,13 +317,17 @@ def wait_gone(pids: set[int], timeout_s: float = 10.0) -> list[int]:
 
 
 @pytest.fixture
-def engine(run_cgroup: RunCgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+def engine(run_cgroup: RunCgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+           caplog: pytest.LogCaptureFixture) -> Iterator[Engine]:
+    caplog.set_level(logging.WARNING, logger="sandboxd")
     assert not sandbox_processes(SANDBOX_UID), "processes of the sandbox uid exist before the test"
     config = EngineConfig(state_dir=tmp_path / "state", instance=f"test-{uuid.uuid4().hex[:8]}")
     mounts_before = Path("/proc/self/mountinfo").read_text()
     engine = Engine(run_cgroup, config, Recorder(monkeypatch))
     yield engine
     assert not engine.leftovers, f"cgroups left behind: {engine.leftovers}"
+    # The executor logs (and does not raise) failed kills, removals and accounting reads.
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("sandboxd")]
     assert Path("/proc/self/mountinfo").read_text() == mounts_before, "a mount leaked into the host"
     assert not sandbox_processes(SANDBOX_UID), "a sandboxed process survived its execution"
     root = config.root_mountpoint
@@ -368,3 +373,5 @@ def daemon(run_cgroup: RunCgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not left, f"cgroups left behind in {base}: {left}"
     assert not wait_gone(set(sandbox_processes(SANDBOX_UID))), "a sandboxed process survived"
     assert not started.socket.exists(), "the socket was not removed"
+    errors = [line for line in started.logs().splitlines() if line.startswith("ERROR")]
+    assert not errors, started.logs()

@@ -27,6 +27,7 @@ def test_cpu_max_throttles_a_spin(engine: Engine) -> None:
     capped = engine.run(engine.spec(*SPIN, limits=Limits(cpu_share_percent=20, wall_time_ms=WALL_MS,
                                                          cpu_time_ms=None)))
     assert engine.recorder.limit_files["cpu.max"] == "20000 100000"
+    print(f"CPU in {WALL_MS} ms of wall time: {cpu_ms(free):.0f} ms free, {cpu_ms(capped):.0f} ms at 20 %")
     assert free.result.status is Status.TIMEOUT, free.result
     assert capped.result.status is Status.TIMEOUT, capped.result
     # 20 % of one CPU for at most WALL_MS (the wall clock starts before the leaf is even made).

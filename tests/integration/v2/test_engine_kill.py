@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from sandboxd.cgroups.v2 import V2ExecCgroup
 from sandboxd.result import Status
 from sandboxd.spec import Limits
 
@@ -17,10 +20,11 @@ TREE = ("/bin/sh", "-c", "sleep 300 & sleep 300 & (sleep 300 &) ; echo ready; wa
 WALL_MS = 8000
 
 
-def assert_tree_killed(engine: Engine, run: Run) -> None:
+def assert_tree_killed(engine: Engine, run: Run, *, by_cgroup_kill: bool = True) -> None:
     assert run.started is not None and run.started.pid in run.leaf_pids_seen
     assert len(run.leaf_pids_seen) >= 4, run.leaf_pids_seen
-    assert run.leaf is not None and "1" in engine.recorder.kill_writes(run.leaf)
+    assert run.leaf is not None
+    assert ("1" in engine.recorder.kill_writes(run.leaf)) is by_cgroup_kill
     assert wait_gone(run.leaf_pids_seen) == []
 
 
@@ -38,6 +42,18 @@ def test_cancel_kills_the_tree(engine: Engine) -> None:
     assert run.result.status is Status.CANCELLED, run.result
     assert run.result.wall_time_ms < 60_000
     assert_tree_killed(engine, run)
+
+
+def test_without_cgroup_kill_the_freezer_kills_the_tree(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels before 5.14 (Debian 11's 5.10) have no cgroup.kill: freeze the leaf, SIGKILL each task, thaw."""
+    has = V2ExecCgroup._has
+    monkeypatch.setattr(V2ExecCgroup, "_has", lambda cg, name: name != "cgroup.kill" and has(cg, name))
+    run = engine.run(engine.spec(*TREE, limits=Limits(wall_time_ms=WALL_MS, cpu_time_ms=None)))
+    assert run.result.status is Status.TIMEOUT, run.result
+    assert_tree_killed(engine, run, by_cgroup_kill=False)
+    assert run.leaf is not None
+    freezes = [value for path, value in engine.recorder.writes if path == str(run.leaf / "cgroup.freeze")]
+    assert freezes[:2] == ["1", "0"], freezes
 
 
 def test_executor_layout_while_running(engine: Engine) -> None:

@@ -31,6 +31,19 @@ def test_memory_hog_ends_memory_limit_from_memory_events(engine: Engine) -> None
     assert 0.8 * LIMIT_BYTES <= run.result.memory_peak_bytes <= 1.05 * LIMIT_BYTES, run.result.memory_peak_bytes
 
 
+def test_oom_kills_the_whole_leaf(engine: Engine) -> None:
+    """memory.oom.group=1: the kernel kills every process of the leaf, not only the hog. Without it, pid 1 (sh)
+    would go on to its next command and the execution would end only at the wall limit."""
+    limits = Limits(memory_max_bytes=LIMIT_BYTES, wall_time_ms=120_000, cpu_time_ms=None)
+    script = f"sleep 300 & /usr/bin/python3 -c '{HOG}'; sleep 300"
+    run = engine.run(engine.spec("/bin/sh", "-c", script, limits=limits))
+    assert run.result.status is Status.MEMORY_LIMIT, run.result
+    assert run.result.wall_time_ms < 60_000, run.result.wall_time_ms
+    assert run.result.signal == 9, run.result  # sh itself was killed
+    events = fsutil.parse_keyed(run.final_files["memory.events"])
+    assert events.get("oom_group_kill", 1) >= 1, run.final_files["memory.events"]  # counted from kernel 5.17
+
+
 def test_small_program_is_not_oom_killed(engine: Engine) -> None:
     limits = Limits(memory_max_bytes=LIMIT_BYTES, wall_time_ms=120_000, cpu_time_ms=None)
     run = engine.run(engine.spec("/bin/sh", "-c", "echo fine", limits=limits))
