@@ -48,6 +48,12 @@ def test_supervisor_and_one_leaf_per_execution(daemon: CgroupDaemon) -> None:
             assert (read(leaf / "memory.max"), read(leaf / "pids.max"), read(leaf / "cpu.max")) == (
                 str(96 << 20), "16", "50000 100000")
             assert read(leaf / "memory.oom.group") == "1"
+            # What the API reports about it comes from the same leaf.
+            info = client.info()
+            assert (info.cgroup_backend, info.cgroup_mode, info.cgroup_base) == ("v2", "unified", str(base))
+            [running] = client.list_executions()
+            assert (running.execution_id, running.pid) == (started.execution_id, started.pid)
+            assert running.memory_peak_bytes > 0
         finally:
             client.cancel(started.execution_id)
         result = next_of(events, "result").result
