@@ -31,7 +31,6 @@ class EngineConfig:
     sandbox_gid: int = 65534
     system_binds: tuple[str, ...] = DEFAULT_SYSTEM_BINDS
     etc_binds: tuple[str, ...] = DEFAULT_ETC_BINDS
-    kill_grace_ms: int = 0  # reserved: SIGKILL is immediate today
 
     @property
     def root_mountpoint(self) -> Path:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from sandboxd.cgroups import Backend, CgroupLimits, CgroupStats, ExecCgroup, detect_backend
 from sandboxd.engine_config import EngineConfig
-from sandboxd.errors import CgroupError, InvalidSpec, SpawnerError
+from sandboxd.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
 from sandboxd.kmsg import find_seccomp_kill
 from sandboxd.plan import build_plan
 from sandboxd.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output
@@ -94,7 +94,7 @@ class Executor:
         config.state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         config.root_mountpoint.mkdir(mode=0o755, exist_ok=True)
         if any(config.root_mountpoint.iterdir()):
-            raise InvalidSpec(f"sandbox root mount point {config.root_mountpoint} must be empty")
+            raise ConfigError(f"sandbox root mount point {config.root_mountpoint} must be empty")
         return cls(config, backend, await SpawnerClient.start())
 
     @property
@@ -109,9 +109,8 @@ class Executor:
         for run in list(self._runs.values()):
             await asyncio.to_thread(run.kill, Status.CANCELLED)
         await self._spawner.close()
-        remove_base = getattr(self._backend, "remove_base", None)
-        if remove_base is not None and not self._runs:
-            remove_base()
+        if not self._runs:
+            self._backend.remove_base()
 
     def cancel(self, execution_id: str) -> bool:
         run = self._runs.get(execution_id)

@@ -41,7 +41,7 @@ from sandboxd.rootfs import Bind, RootPlan, SetupError, build_and_pivot
 from sandboxd.seccomp_install import install_bpf
 
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
-_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 _RLIMITS = {"cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE,
             "core": resource.RLIMIT_CORE}
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
@@ -206,7 +206,7 @@ def run_init(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joined: 
         stage = "stdio"
         errpipe = _install_stdio(stdio, errpipe)
         stage = "find handler"
-        path = _resolve(plan.argv[0], plan.env.get("PATH", _DEFAULT_PATH))
+        path = _resolve(plan.argv[0], plan.env.get("PATH", DEFAULT_PATH))
         stage = "seccomp"
         install_bpf(plan.seccomp_bpf)  # last before execve: nothing of ours runs under the filter
         stage = "execve"

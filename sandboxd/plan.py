@@ -6,11 +6,9 @@ from __future__ import annotations
 import math
 
 from sandboxd.engine_config import EngineConfig
-from sandboxd.jail import JailPlan
+from sandboxd.jail import DEFAULT_PATH, JailPlan
 from sandboxd.rootfs import Bind, RootPlan
 from sandboxd.spec import ExecutionSpec, Limits
-
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def _etc_files(config: EngineConfig, spec: ExecutionSpec) -> dict[str, str]:
