@@ -3,10 +3,16 @@
 Each error is a :class:`~sandboxd.errors.SandboxError` with a machine ``reason``; :func:`status_for` maps a
 reason — ours or the engine's — to a status code in one table. The reason travels to the caller in the
 trailing metadata (``sandboxd-reason``), beside ``sandboxd-temporary`` (``"true"`` when the same request
-may succeed later), so callers branch on a word, not on message text.
+may succeed later), so callers branch on a word, not on message text. A refusal that knows when a retry
+will pass (RATE_LIMITED) adds ``sandboxd-retry-after-s``: seconds, as a decimal string.
+
+The policy's refusals (:class:`PolicyDenied` and its subclasses) carry the ``role`` that matched, ``""``
+when none did, for the audit record of the decision.
 """
 
 from __future__ import annotations
+
+import math
 
 import grpc
 
@@ -14,6 +20,7 @@ from sandboxd.errors import SandboxError
 
 REASON_METADATA_KEY = "sandboxd-reason"
 TEMPORARY_METADATA_KEY = "sandboxd-temporary"
+RETRY_AFTER_METADATA_KEY = "sandboxd-retry-after-s"
 
 
 class UnknownTool(SandboxError):
@@ -44,14 +51,59 @@ class InvalidParams(SandboxError):
         self.json_path = json_path
 
 
-class LimitAboveCeiling(SandboxError):
-    """A per-call limit asks for more than the tool (or the daemon, for raw commands) allows."""
+class AuthFailed(SandboxError):
+    """The caller has no identity we accept. The message says what was wrong, never the credential."""
+
+    reason = "AUTH_FAILED"
+
+
+class PolicyDenied(SandboxError):
+    """A refusal by the policy; ``role`` is the caller's role that matched the request (``""``: none)."""
+
+    reason = "PERMISSION_DENIED"
+
+    def __init__(self, message: str, *, role: str = "") -> None:
+        super().__init__(message)
+        self.role = role
+
+
+class ToolNotGranted(PolicyDenied):
+    reason = "TOOL_NOT_GRANTED"
+
+
+class GrantExpired(PolicyDenied):
+    """The only grants of the tool the caller's roles hold have expired."""
+
+    reason = "GRANT_EXPIRED"
+
+
+class CommandNotGranted(PolicyDenied):
+    """A raw command, and none of the caller's roles has ``commands = true``."""
+
+    reason = "COMMAND_NOT_GRANTED"
+
+
+class LimitAboveCeiling(PolicyDenied):
+    """A per-call limit asks for more than the tool, the role (or the daemon, for raw commands) allows."""
 
     reason = "LIMIT_ABOVE_CEILING"
 
 
-class PayloadTooLarge(SandboxError):
+class PayloadTooLarge(PolicyDenied):
+    """The request is larger than the role's ``max_payload`` (or the daemon's ``max_request_bytes``)."""
+
     reason = "PAYLOAD_TOO_LARGE"
+
+
+class RateLimited(PolicyDenied):
+    """The role's rate for this principal is used up; ``retry_after_s`` says when the next request passes."""
+
+    reason = "RATE_LIMITED"
+    temporary = True
+
+    def __init__(self, message: str, *, retry_after_s: float, role: str = "") -> None:
+        super().__init__(message, role=role)
+        self.retry_after_s = retry_after_s
 
 
 class TooManyExecutions(SandboxError):
@@ -74,15 +126,18 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     "INVALID_REQUEST": grpc.StatusCode.INVALID_ARGUMENT,
     "INVALID_PARAMS": grpc.StatusCode.INVALID_ARGUMENT,
     "INVALID_SPEC": grpc.StatusCode.INVALID_ARGUMENT,
-    "LIMIT_ABOVE_CEILING": grpc.StatusCode.INVALID_ARGUMENT,
-    # gRPC itself answers RESOURCE_EXHAUSTED to an oversized message; ours says the same, with a reason
-    "PAYLOAD_TOO_LARGE": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    # a bigger request would not help, so not RESOURCE_EXHAUSTED (which callers may read as "retry later")
+    "PAYLOAD_TOO_LARGE": grpc.StatusCode.INVALID_ARGUMENT,
     "TOO_MANY_EXECUTIONS": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "RATE_LIMITED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "DRAINING": grpc.StatusCode.UNAVAILABLE,
     # callers (the policy issue raises these)
     "AUTH_FAILED": grpc.StatusCode.UNAUTHENTICATED,
     "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "TOOL_NOT_GRANTED": grpc.StatusCode.PERMISSION_DENIED,
+    "GRANT_EXPIRED": grpc.StatusCode.PERMISSION_DENIED,
+    "COMMAND_NOT_GRANTED": grpc.StatusCode.PERMISSION_DENIED,
+    "LIMIT_ABOVE_CEILING": grpc.StatusCode.PERMISSION_DENIED,
     # the daemon's own state
     "CONFIG_INVALID": grpc.StatusCode.FAILED_PRECONDITION,
     "PROFILE_INVALID": grpc.StatusCode.FAILED_PRECONDITION,
@@ -102,7 +157,12 @@ def status_for(error: SandboxError) -> grpc.StatusCode:
 
 def trailing_metadata_for(error: SandboxError) -> tuple[tuple[str, str], ...]:
     temporary = "true" if error.temporary else "false"
-    return ((REASON_METADATA_KEY, error.reason), (TEMPORARY_METADATA_KEY, temporary))
+    metadata: tuple[tuple[str, str], ...] = ((REASON_METADATA_KEY, error.reason), (TEMPORARY_METADATA_KEY, temporary))
+    retry_after_s: float | None = getattr(error, "retry_after_s", None)
+    if retry_after_s is not None:
+        # up to the next millisecond: a caller that waits exactly this long must not be refused again
+        metadata += ((RETRY_AFTER_METADATA_KEY, repr(math.ceil(retry_after_s * 1000) / 1000)),)
+    return metadata
 
 
 def reason_from_metadata(metadata: object) -> str:

@@ -8,6 +8,7 @@ import pytest
 from sandboxd import api_errors, errors
 from sandboxd.api_errors import (
     REASON_METADATA_KEY,
+    RETRY_AFTER_METADATA_KEY,
     STATUS_BY_REASON,
     reason_from_metadata,
     status_for,
@@ -25,8 +26,13 @@ C = grpc.StatusCode
         (api_errors.UnknownExecution("x"), C.NOT_FOUND),
         (api_errors.InvalidParams("x"), C.INVALID_ARGUMENT),
         (api_errors.InvalidRequest("x"), C.INVALID_ARGUMENT),
-        (api_errors.LimitAboveCeiling("x"), C.INVALID_ARGUMENT),
-        (api_errors.PayloadTooLarge("x"), C.RESOURCE_EXHAUSTED),
+        (api_errors.LimitAboveCeiling("x"), C.PERMISSION_DENIED),
+        (api_errors.PayloadTooLarge("x"), C.INVALID_ARGUMENT),
+        (api_errors.AuthFailed("x"), C.UNAUTHENTICATED),
+        (api_errors.ToolNotGranted("x"), C.PERMISSION_DENIED),
+        (api_errors.GrantExpired("x"), C.PERMISSION_DENIED),
+        (api_errors.CommandNotGranted("x"), C.PERMISSION_DENIED),
+        (api_errors.RateLimited("x", retry_after_s=1.0), C.RESOURCE_EXHAUSTED),
         (api_errors.TooManyExecutions("x"), C.RESOURCE_EXHAUSTED),
         (api_errors.Draining("x"), C.UNAVAILABLE),
         (errors.InvalidSpec("x"), C.INVALID_ARGUMENT),
@@ -61,3 +67,18 @@ def test_reason_travels_in_trailing_metadata() -> None:
     assert reason_from_metadata(metadata) == "TOO_MANY_EXECUTIONS"
     assert reason_from_metadata(None) == ""
     assert reason_from_metadata((("other", "x"),)) == ""
+
+
+def test_rate_limited_says_when_to_retry_rounded_up_to_the_millisecond() -> None:
+    metadata = dict(trailing_metadata_for(api_errors.RateLimited("slow down", retry_after_s=0.6, role="analyst")))
+    assert metadata == {REASON_METADATA_KEY: "RATE_LIMITED", "sandboxd-temporary": "true",
+                        RETRY_AFTER_METADATA_KEY: "0.6"}
+    assert dict(trailing_metadata_for(api_errors.RateLimited("x", retry_after_s=0.0001)))[
+        RETRY_AFTER_METADATA_KEY] == "0.001"
+    assert RETRY_AFTER_METADATA_KEY not in dict(trailing_metadata_for(api_errors.ToolNotGranted("x")))
+
+
+def test_policy_refusals_carry_the_matched_role() -> None:
+    assert api_errors.LimitAboveCeiling("x", role="analyst").role == "analyst"
+    assert api_errors.ToolNotGranted("x").role == ""
+    assert isinstance(api_errors.PayloadTooLarge("x"), api_errors.PolicyDenied)
