@@ -106,6 +106,12 @@ class RateLimited(PolicyDenied):
         self.retry_after_s = retry_after_s
 
 
+class AdminOnly(PolicyDenied):
+    """What only a role with ``admin = true`` may do: the audit stream, another principal's executions."""
+
+    reason = "ADMIN_ONLY"
+
+
 class TooManyExecutions(SandboxError):
     reason = "TOO_MANY_EXECUTIONS"
     temporary = True
@@ -138,6 +144,7 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     "GRANT_EXPIRED": grpc.StatusCode.PERMISSION_DENIED,
     "COMMAND_NOT_GRANTED": grpc.StatusCode.PERMISSION_DENIED,
     "LIMIT_ABOVE_CEILING": grpc.StatusCode.PERMISSION_DENIED,
+    "ADMIN_ONLY": grpc.StatusCode.PERMISSION_DENIED,
     # the daemon's own state
     "CONFIG_INVALID": grpc.StatusCode.FAILED_PRECONDITION,
     "PROFILE_INVALID": grpc.StatusCode.FAILED_PRECONDITION,

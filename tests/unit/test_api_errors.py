@@ -32,6 +32,7 @@ C = grpc.StatusCode
         (api_errors.ToolNotGranted("x"), C.PERMISSION_DENIED),
         (api_errors.GrantExpired("x"), C.PERMISSION_DENIED),
         (api_errors.CommandNotGranted("x"), C.PERMISSION_DENIED),
+        (api_errors.AdminOnly("x"), C.PERMISSION_DENIED),
         (api_errors.RateLimited("x", retry_after_s=1.0), C.RESOURCE_EXHAUSTED),
         (api_errors.TooManyExecutions("x"), C.RESOURCE_EXHAUSTED),
         (api_errors.Draining("x"), C.UNAVAILABLE),
