@@ -160,7 +160,10 @@ def subject_name(text: str) -> x509.Name:
     try:
         name = x509.Name.from_rfc4514_string(text, _SUBJECT_NAMES)
     except ValueError as exc:  # also binascii.Error and UnicodeDecodeError of "#hex" values
-        raise ValueError(f"{text!r} is not an RFC 4514 subject such as \"CN=gateway.example,O=Example\"") from exc
+        hint = " (no space after a comma)" if ", " in text else ""
+        raise ValueError(
+            f"{text!r} is not an RFC 4514 subject such as \"CN=gateway.example,O=Example\"{hint}"
+        ) from exc
     if not len(name):
         raise ValueError("a certificate subject cannot be empty")
     return name
@@ -363,18 +366,19 @@ def _check_identities(policy: PolicyConfig) -> None:
             f"{policy.source}: auth.unix_socket_principal: no principal named {socket!r}{hint}; "
             f"define [principals.{socket}], or write \"\" to make callers on the socket present a token"
         )
-    seen: dict[str, str] = {}
+    seen: dict[object, str] = {}
     for principal in policy.principals.values():
-        for kind, values in (("token_sha256", principal.token_sha256),
-                             ("certificate_subjects", principal.certificate_subjects)):
-            for value in values:
-                other = seen.setdefault(f"{kind}:{value}", principal.name)
-                if other != principal.name:
-                    shown = "a token hash" if kind == "token_sha256" else repr(value)
-                    raise ConfigError(
-                        f"{policy.source}: principals.{principal.name}.{kind}: {shown} is also principal "
-                        f"{other!r}'s: a credential must name one principal"
-                    )
+        credentials = [("token_sha256", digest, "a token hash") for digest in principal.token_sha256]
+        # as parsed names: "CN=a+UID=x" and "UID=x+CN=a" are one subject
+        credentials += [("certificate_subjects", subject_name(text), repr(text))
+                        for text in principal.certificate_subjects]
+        for kind, credential, shown in credentials:
+            other = seen.setdefault((kind, credential), principal.name)
+            if other != principal.name:
+                raise ConfigError(
+                    f"{policy.source}: principals.{principal.name}.{kind}: {shown} is also principal "
+                    f"{other!r}'s: a credential must name one principal"
+                )
 
 
 def _check_role_references(policy: PolicyConfig) -> None:
