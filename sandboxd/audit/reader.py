@@ -166,16 +166,20 @@ def file_records(path: Path) -> Iterator[AuditRecord]:
 def iter_records(paths: Sequence[Path], *, since: float | None = None) -> Iterator[AuditRecord]:
     """The records of ``paths`` (in the order given), those written at or after UNIX time ``since``.
 
-    A file whose last record is older than ``since`` is passed over without reading the rest of it.
+    A file whose last record is older than ``since`` is passed over without reading the rest of it. A file
+    gone since it was listed (expired, or the active file mid-rotation) is passed over too.
     """
     for path in paths:
-        if since is not None:
-            last = last_record(path)
-            if last is None or last.unix_time_s < since:
-                continue
-        for record in file_records(path):
-            if since is None or record.unix_time_s >= since:
-                yield record
+        try:
+            if since is not None:
+                last = last_record(path)
+                if last is None or last.unix_time_s < since:
+                    continue
+            for record in file_records(path):
+                if since is None or record.unix_time_s >= since:
+                    yield record
+        except FileNotFoundError:
+            continue
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,10 @@ def last_records(paths: Sequence[Path], count: int, *, record_filter: RecordFilt
     for path in reversed(paths):
         if len(found) >= count:
             break
-        fd = open_for_reading(path)
+        try:
+            fd = open_for_reading(path)
+        except FileNotFoundError:
+            continue
         try:
             for offset, line in reverse_lines(fd, os.fstat(fd).st_size):
                 if len(found) >= count:

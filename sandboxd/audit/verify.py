@@ -36,7 +36,7 @@ __all__ = ["ChainBroken", "VerifyReport", "Why", "chain_order", "verify_files"]
 class Why(enum.StrEnum):
     MALFORMED = "malformed line"
     HASH_MISMATCH = "hash mismatch (record edited or forged, or the wrong key)"
-    SEQ_GAP = "seq gap (records dropped)"
+    SEQ_GAP = "seq gap (records dropped or moved)"
     SEQ_NOT_INCREASING = "seq not increasing (records reordered, duplicated or inserted)"
     PREV_MISMATCH = "prev mismatch (records dropped, inserted or reordered)"
     TORN = "torn last line (the file ends inside a record)"

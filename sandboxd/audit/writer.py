@@ -235,25 +235,27 @@ class AuditLog:
                     return
             try:
                 fsync_s = self._commit(batch)
-            except OSError as exc:
-                self._fail(f"{self._path}: cannot write the audit log: {exc.strerror}")
-                return
-            if self.on_fsync is not None:
-                try:
-                    self.on_fsync(fsync_s)
-                except Exception:
-                    log.exception("audit on_fsync callback failed")
-            self._mark_durable(batch[-1][0])
-            if self._active_size >= self._rotate_bytes:
-                try:
+                self._report_fsync(fsync_s)
+                rotate = self._active_size >= self._rotate_bytes
+                if rotate:  # before the waiters wake: whoever saw its record durable finds the files settled
                     self._rotate()
-                except OSError as exc:
-                    self._fail(f"{self._path}: cannot rotate the audit log: {exc.strerror} ({exc.filename})")
-                    return
+            except OSError as exc:
+                self._fail(f"{self._path}: cannot write or rotate the audit log: {exc.strerror}"
+                           + (f" ({exc.filename})" if exc.filename else ""))
+                return
+            self._mark_durable(batch[-1][0])
+            if rotate:
                 try:
                     self.expire_old_files()
                 except SandboxError as error:
                     log.error("audit retention: %s", error.message)
+
+    def _report_fsync(self, fsync_s: float) -> None:
+        if self.on_fsync is not None:
+            try:
+                self.on_fsync(fsync_s)
+            except Exception:
+                log.exception("audit on_fsync callback failed")
 
     def _commit(self, batch: list[tuple[int, bytes]]) -> float:
         """One write of every line taken, one fsync; returns the fsync's duration."""
