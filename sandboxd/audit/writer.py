@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 _DAY_S = 86_400
 _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 _REMOVED_PREFIX_CHARS = 200
+STALLED_COMMIT_S = 30.0  # a write+fsync this long means a dying disk: healthy() says so
 
 
 class AuditUnavailable(SandboxError):
@@ -104,6 +105,7 @@ class AuditLog:
         self._broken: str | None = None
         self._waiters: list[_Waiter] = []
         self._waiter_ids = itertools.count()
+        self._commit_started: float | None = None  # monotonic time of the commit in progress
         self._expire_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
 
@@ -200,6 +202,20 @@ class AuditLog:
         self._thread.join()
         os.close(self._fd)
 
+    # -- health --------------------------------------------------------------------------------------
+
+    def check_writable(self) -> None:
+        """Raise AuditUnavailable when the log is broken or closed, so nothing unrecordable is started."""
+        refusal = self._refusal
+        if refusal is not None:
+            raise AuditUnavailable(refusal)
+
+    def healthy(self) -> bool:
+        """For the watchdog: writable, the writer alive, and no commit stuck in write/fsync for long."""
+        started = self._commit_started
+        stalled = started is not None and time.monotonic() - started > STALLED_COMMIT_S
+        return self._refusal is None and self._thread.is_alive() and not stalled
+
     # -- what is there ---------------------------------------------------------------------------------
 
     @property
@@ -233,6 +249,7 @@ class AuditLog:
                 if not batch:  # closing, and all written
                     self._refusal = self._refusal or f"{self._path}: the audit log is closed"
                     return
+            self._commit_started = time.monotonic()
             try:
                 fsync_s = self._commit(batch)
                 self._report_fsync(fsync_s)
@@ -244,6 +261,7 @@ class AuditLog:
                            + (f" ({exc.filename})" if exc.filename else ""))
                 return
             self._mark_durable(batch[-1][0])
+            self._commit_started = None
             if rotate:
                 try:
                     self.expire_old_files()

@@ -77,7 +77,7 @@ def test_two_bad_records_are_damage_not_a_crash(tmp_path: Path) -> None:
     write_records(path, 4)
     before = path.read_bytes()
     path.write_bytes(before.replace(b'"i":2', b'"i":7').replace(b'"i":3', b'"i":8'))
-    with pytest.raises(AuditUnavailable, match="last two records .* do not verify.*sandboxctl audit verify"):
+    with pytest.raises(AuditUnavailable, match=r"last two records .* do not verify.*sandboxctl audit verify"):
         open_log(path)
     assert len(path.read_bytes()) == len(before)  # evidence kept
 

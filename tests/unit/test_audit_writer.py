@@ -118,6 +118,25 @@ def test_wait_durable_returns_only_after_the_fsync(tmp_path: Path) -> None:
         log.close()
 
 
+def test_a_stalled_commit_is_unhealthy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sandboxd.audit.writer.STALLED_COMMIT_S", 0.05)
+    stuck = threading.Event()
+    release = threading.Event()
+    log = open_log(tmp_path / "audit.log", on_fsync=lambda _: (stuck.set(), release.wait(5)))
+    try:
+        assert log.healthy()
+        log.append("test.stall")
+        assert stuck.wait(5)
+        time.sleep(0.1)
+        assert not log.healthy()  # the watchdog stops pinging: systemd restarts a daemon on a dying disk
+        release.set()
+        log.flush(5)
+        assert log.healthy()
+    finally:
+        release.set()
+        log.close()
+
+
 def test_group_commit_takes_far_fewer_fsyncs_than_records(tmp_path: Path) -> None:
     fsyncs: list[float] = []
     log = open_log(tmp_path / "audit.log", on_fsync=fsyncs.append)
@@ -175,8 +194,11 @@ def test_close_is_idempotent_and_writes_what_is_queued(tmp_path: Path) -> None:
     log = open_log(tmp_path / "audit.log")
     for _ in range(100):
         log.append("test.close")
+    assert log.healthy()
+    log.check_writable()
     log.close()
     log.close()
+    assert not log.healthy()
     assert len(lines(tmp_path / "audit.log")) == 100
     with pytest.raises(AuditUnavailable, match="closed"):
         log.append("test.too_late")
@@ -199,6 +221,9 @@ def test_a_write_error_fails_closed(tmp_path: Path, caplog: pytest.LogCaptureFix
             await log.wait_durable(first.seq)  # the log is broken: nothing is vouched for any more
         with pytest.raises(AuditUnavailable):
             log.append("test.after")
+        with pytest.raises(AuditUnavailable, match="No space left"):
+            log.check_writable()
+        assert not log.healthy()
 
     asyncio.run(scenario())
     with pytest.raises(AuditUnavailable):
