@@ -35,9 +35,13 @@ class MalformedRecord(ValueError):
     """A line that is not an audit record: not JSON, a missing or extra key, a value of the wrong type."""
 
 
+# One encoder, built once: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(value: Any) -> str:
     """The one spelling that is hashed and stored: sorted keys, no spaces, non-ASCII kept, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 def compute_hash(fields: Mapping[str, Any], key: bytes | None) -> str:
@@ -64,6 +68,11 @@ def json_safe(value: Any, what: str) -> Any:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"audit {what} is not JSON (str keys, finite numbers): {exc}") from exc
     return json.loads(text.encode("utf-8", "replace"))
+
+
+def _utf8_safe(text: str) -> str:
+    """``text`` with lone surrogates (which UTF-8 cannot carry) replaced by ``?``."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ class AuditRecord:
         for name, text in texts.items():
             if not isinstance(text, str):
                 raise TypeError(f"audit {name} must be a string, got {type(text).__name__}")
-        fields: dict[str, Any] = json_safe(texts, "fields")
+        fields: dict[str, Any] = {name: _utf8_safe(text) for name, text in texts.items()}
         if not event:
             raise ValueError("audit event must not be empty")
         fields.update(seq=seq, time=format_time(unix_time_s), prev=prev,

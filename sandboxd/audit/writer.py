@@ -62,16 +62,29 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _settle(future: asyncio.Future[None], error: str | None) -> None:
-    if future.done():  # its waiter was cancelled
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(AuditUnavailable(error))
-
-
 _Waiter = tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
+def _wake(waiters: list[_Waiter], error: str | None) -> None:
+    """Resolve the waiters' futures in their loops: one call_soon_threadsafe per loop, not per waiter."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for _, _, loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, futures, error)
+        except RuntimeError:  # that loop is closed; nobody waits any more
+            pass
+
+
+def _settle(futures: list[asyncio.Future[None]], error: str | None) -> None:
+    for future in futures:
+        if future.done():  # its waiter was cancelled
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(AuditUnavailable(error))
 
 
 class AuditLog:
@@ -296,8 +309,7 @@ class AuditLog:
             while self._waiters and self._waiters[0][0] <= seq:
                 ready.append(heapq.heappop(self._waiters))
             self._durable.notify_all()
-        for _, _, loop, future in ready:
-            _wake(loop, future, None)
+        _wake(ready, None)
 
     def _fail(self, message: str) -> None:
         with self._durable:
@@ -308,8 +320,7 @@ class AuditLog:
             self._refusal = message
             self._pending = []
         log.error("audit log unavailable, executions are refused until sandboxd restarts: %s", message)
-        for _, _, loop, future in waiters:
-            _wake(loop, future, message)
+        _wake(waiters, message)
 
     def _rotate(self) -> None:
         """Rename the full active file after its first seq and start an empty one (the commit just fsynced)."""
@@ -368,13 +379,6 @@ class AuditLog:
             })
         except SandboxError as error:
             log.error("cannot audit a dropped subscriber: %s", error.message)
-
-
-def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], error: str | None) -> None:
-    try:
-        loop.call_soon_threadsafe(_settle, future, error)
-    except RuntimeError:  # that loop is closed; nobody waits any more
-        pass
 
 
 # -- recovery at open ----------------------------------------------------------------------------------
