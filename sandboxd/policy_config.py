@@ -368,7 +368,9 @@ def _check_identities(policy: PolicyConfig) -> None:
         )
     seen: dict[object, str] = {}
     for principal in policy.principals.values():
-        credentials = [("token_sha256", digest, "a token hash") for digest in principal.token_sha256]
+        credentials: list[tuple[str, object, str]] = [
+            ("token_sha256", digest, "a token hash") for digest in principal.token_sha256
+        ]
         # as parsed names: "CN=a+UID=x" and "UID=x+CN=a" are one subject
         credentials += [("certificate_subjects", subject_name(text), repr(text))
                         for text in principal.certificate_subjects]
