@@ -129,7 +129,7 @@ class RoleConfig:
 class PrincipalConfig:
     name: str
     roles: tuple[str, ...] = ()
-    certificate_subjects: tuple[str, ...] = ()  # canonical RFC 4514 (see subject_name)
+    certificate_subjects: tuple[str, ...] = ()  # RFC 4514, as subject_string writes them
     token_sha256: tuple[str, ...] = ()  # lower-case hex
 
 
@@ -145,7 +145,8 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """``source`` names the file in errors; ``embedded_roles`` says the roles are the embedded defaults."""
+    """``source`` is the file it was read from, named in errors; ``embedded_roles``/``embedded_principals``
+    say which tables are still the embedded defaults (their tool names are not checked: see check_policy)."""
 
     auth: AuthConfig
     roles: Mapping[str, RoleConfig]
