@@ -70,16 +70,17 @@ async def bench_group(path: Path, records: int, writers: int) -> dict[str, float
 def bench_naive(path: Path, records: int, writers: int) -> dict[str, float]:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     lock = threading.Lock()
-    chain = {"seq": 0, "prev": ZERO_HASH}
+    last = [AuditRecord.create(seq=1, unix_time_s=time.time(), event="bench.started", prev=ZERO_HASH, key=None)]
+    os.write(fd, last[0].to_line().encode())
 
     def one() -> float:
         started = time.perf_counter()
         with lock:
-            record = AuditRecord.create(seq=chain["seq"] + 1, unix_time_s=time.time(), event="execution.finished",
-                                        prev=str(chain["prev"]), key=None, details=DETAILS, **FIELDS)
+            record = AuditRecord.create(seq=last[0].seq + 1, unix_time_s=time.time(), event="execution.finished",
+                                        prev=last[0].hash, key=None, details=DETAILS, **FIELDS)
             os.write(fd, record.to_line().encode())
             os.fsync(fd)
-            chain.update(seq=record.seq, prev=record.hash)
+            last[0] = record
         return time.perf_counter() - started
 
     try:

@@ -96,12 +96,12 @@ class GoodTail:
 def good_tail(fd: int, key: bytes | None) -> GoodTail:
     """The end of the good records, passing over what a crash can leave after them.
 
-    A crash damages at most the end of the last write: bytes after the last ``"\n"`` (a write cut short),
+    A crash damages at most the end of the last write: bytes after the last ``"\\n"`` (a write cut short),
     and a last complete line that does not verify (blocks the file system had not written). A second bad
     line before that is no crash but damage, tampering or another key: :class:`MalformedRecord`.
     """
-    lines = reverse_lines(fd, os.fstat(fd).st_size)
     end = os.fstat(fd).st_size
+    lines = reverse_lines(fd, end)
     entry = next(lines, None)
     if entry is not None and not entry[1].endswith(b"\n"):
         end, entry = entry[0], next(lines, None)

@@ -206,7 +206,7 @@ class AuditLog:
             raise AuditUnavailable(f"{self._path}: seq {target} is not on disk after {timeout_s}s", temporary=True)
 
     def close(self) -> None:
-        """Write what is queued, stop the writer, close the file. Idempotent."""
+        """Write what is queued (and what is appended meanwhile), stop the writer, close the file. Idempotent."""
         with self._lock:
             if self._closing:
                 return
@@ -254,6 +254,13 @@ class AuditLog:
     # -- the writer thread -----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._commit_loop()
+        except BaseException as exc:  # a bug must not leave waiters hanging: fail closed like an I/O error
+            log.exception("the audit writer thread failed")
+            self._fail(f"{self._path}: the audit writer thread failed: {exc!r}")
+
+    def _commit_loop(self) -> None:
         while True:
             with self._lock:
                 while not self._pending and not self._closing:

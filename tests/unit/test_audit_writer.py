@@ -122,7 +122,12 @@ def test_a_stalled_commit_is_unhealthy(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr("sandboxd.audit.writer.STALLED_COMMIT_S", 0.05)
     stuck = threading.Event()
     release = threading.Event()
-    log = open_log(tmp_path / "audit.log", on_fsync=lambda _: (stuck.set(), release.wait(5)))
+
+    def on_fsync(_: float) -> None:
+        stuck.set()
+        release.wait(5)
+
+    log = open_log(tmp_path / "audit.log", on_fsync=on_fsync)
     try:
         assert log.healthy()
         log.append("test.stall")
