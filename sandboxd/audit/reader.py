@@ -56,22 +56,24 @@ def _nofollow(name: str, flags: int) -> int:
 
 def reverse_lines(fd: int, end: int) -> Iterator[tuple[int, bytes]]:
     """``(offset, line)`` from the line ending at ``end`` back to the first; ``line`` keeps its ``"\\n"``."""
-    buffer = b""  # bytes read from before ``end`` that are not yet yielded
+    later: list[bytes] = []  # the part of the current line read so far, last piece first
     position = end
     while position > 0:
         size = min(_CHUNK_BYTES, position)
+        chunk = os.pread(fd, size, position - size)
+        # chunk[:stop] is still to split. A "\n" ends the line it is in, so the first chunk's own last byte
+        # (the end of the last line) is no boundary; any other "\n" starts a line right after it.
+        stop = len(chunk)
+        cut = chunk.rfind(b"\n", 0, stop - 1 if position == end else stop)
         position -= size
-        buffer = os.pread(fd, size, position) + buffer
-        # buffer[:stop] is still to split: a "\n" before its last byte ends one line and starts the next.
-        stop = len(buffer)
-        cut = buffer.rfind(b"\n", 0, stop - 1)
         while cut >= 0:
-            yield position + cut + 1, buffer[cut + 1:stop]
+            yield position + cut + 1, chunk[cut + 1:stop] + b"".join(reversed(later))
+            later = []
             stop = cut + 1
-            cut = buffer.rfind(b"\n", 0, stop - 1)
-        buffer = buffer[:stop]
-    if buffer:
-        yield 0, buffer
+            cut = chunk.rfind(b"\n", 0, cut)
+        later.append(chunk[:stop])
+    if later:
+        yield 0, b"".join(reversed(later))
 
 
 def parse_verified(line: bytes, key: bytes | None) -> AuditRecord | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,22 @@ def test_reverse_lines(tmp_path: Path, data: bytes) -> None:
     expected_lines = data.splitlines(keepends=True)
     offsets = [sum(len(line) for line in expected_lines[:i]) for i in range(len(expected_lines))]
     assert got == list(zip(offsets, expected_lines, strict=True))[::-1]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5])
+def test_reverse_lines_at_every_chunk_boundary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               chunk_bytes: int) -> None:
+    monkeypatch.setattr("sandboxd.audit.reader._CHUNK_BYTES", chunk_bytes)
+    rng = random.Random(chunk_bytes)
+    for _ in range(200):
+        data = bytes(rng.choice(b"ab\n") for _ in range(rng.randrange(0, 12)))
+        (tmp_path / "f").write_bytes(data)
+        fd = os.open(tmp_path / "f", os.O_RDONLY)
+        try:
+            got = [line for _, line in reverse_lines(fd, len(data))]
+        finally:
+            os.close(fd)
+        assert got == data.splitlines(keepends=True)[::-1], data
 
 
 def test_iter_records_across_files_and_since(tmp_path: Path) -> None:
