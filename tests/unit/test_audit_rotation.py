@@ -150,3 +150,19 @@ def test_expire_old_files_on_demand_and_keep_forever(tmp_path: Path) -> None:
     assert rotated_files(path) == []
     assert [r.event for r in records(path)] == ["audit.expired"] * 3
     assert verify_files([path], hmac_key=None).starts_mid_chain
+
+
+def test_hmac_chain_across_rotated_files_and_reopen(tmp_path: Path) -> None:
+    key = os.urandom(32)
+    path = tmp_path / "audit.log"
+    rotate_into_files(path, 3, hmac_key=key)
+    log = open_log(path, hmac_key=key)  # the active file is empty: the chain continues from the newest rotated
+    log.append("test.after")
+    log.close()
+    files = log.files()
+    assert verify_files(files, hmac_key=key).records == 10
+    with pytest.raises(ChainBroken):
+        verify_files(files, hmac_key=None)
+    path.unlink()  # only rotated files left: the chain must continue from the newest, under the same key
+    with pytest.raises(AuditUnavailable, match="does not verify"):
+        open_log(path, hmac_key=os.urandom(32))
