@@ -32,6 +32,7 @@ class Admitted:
     labels: Mapping[str, str] = field(default_factory=dict)
     admitted_at: float = field(default_factory=time.time)
     cancel_requested: bool = False
+    cancelled_by: str = ""  # the principal that cancelled it, "daemon-stopping", "caller-left"
 
 
 class Admission:
@@ -50,8 +51,16 @@ class Admission:
         if self._draining:
             raise Draining("sandboxd is shutting down and accepts no new executions")
 
-    def admit(self, admitted: Admitted) -> Admitted:
+    def admit(self, admitted: Admitted, *, principal_max: int | None = None) -> Admitted:
+        """Take a slot for ``admitted``: refused past ``principal_max`` of its principal's, or the daemon's."""
         self.check_open()
+        if principal_max is not None:
+            own = sum(1 for item in self._admitted.values() if item.principal == admitted.principal)
+            if own >= principal_max:
+                raise TooManyExecutions(
+                    f"principal {admitted.principal!r} already runs {own} executions, the most its role "
+                    f"allows (max_concurrent = {principal_max}); retry when one has finished"
+                )
         if len(self._admitted) >= self.max_concurrent_executions:
             raise TooManyExecutions(
                 f"{len(self._admitted)} executions are running, the most this daemon allows "

@@ -3,13 +3,16 @@
     sandboxctl run TOOL [--param k=v ...] [--params-json JSON|@FILE] [--stdin FILE] [limits]
     sandboxctl exec [limits] [--profile NAME] [--stdin FILE] -- ARGV...
     sandboxctl tools | ps | cancel ID | info | health
+    sandboxctl audit tail [-n N] [-f] [filters] | audit export --since WHEN [filters] | audit verify FILE...
     limits: --memory 64M --timeout 5s --cpu-time 2s --output-limit 1M --pids N --cpu-share 50%
 
 ``run``/``exec`` stream the handler's stdout/stderr live to sandboxctl's own and exit with its exit code:
 128+signal when it was killed (a limit, the seccomp filter, a cancel), 125 when sandboxctl or the daemon
 failed (including SETUP_FAILED: nothing ran). The verdict goes to stderr when it is not OK. With ``--json``
 every event is printed as one line of protobuf's JSON mapping, the result last. The socket is
-``--socket``, else ``$SANDBOXD_SOCKET``, else /run/sandboxd/sandboxd.sock.
+``--socket``, else ``$SANDBOXD_SOCKET``, else /run/sandboxd/sandboxd.sock; ``--address HOST:PORT`` calls the
+TCP listener instead (with ``--tls-ca`` for TLS, plus ``--tls-cert``/``--tls-key`` for mTLS). ``--token``
+(else ``$SANDBOXD_TOKEN``) is sent as a bearer token.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from google.protobuf import json_format
-from google.protobuf.message import Message
-
-from sandboxd.client import SandboxClient, SandboxdError, pb
+from sandboxd.cli_audit import AUDIT_COMMANDS, add_audit_commands, cmd_audit_verify
+from sandboxd.cli_common import UsageError, to_json_line
+from sandboxd.client import SandboxClient, SandboxdError, TlsFiles, pb
 from sandboxd.units import format_duration, format_size, parse_duration_ms, parse_percent, parse_size_bytes
 
 EXIT_SANDBOXCTL_ERROR = 125
@@ -88,6 +90,13 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                         "/run/sandboxd/sandboxd.sock)")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
                         help="one JSON object per event/item on stdout (protobuf's JSON mapping)")
+    parser.add_argument("--address", default=default, metavar="HOST:PORT",
+                        help="call the daemon's TCP listener instead of the socket")
+    parser.add_argument("--token", default=default, help="bearer token (default: $SANDBOXD_TOKEN)")
+    for name, help_text in (("ca", "CA certificate (PEM) that signed the daemon's: use TLS"),
+                            ("cert", "our client certificate (PEM), for mTLS"), ("key", "its private key")):
+        parser.add_argument(f"--tls-{name}", dest=f"tls_{name}", type=Path, default=default, metavar="FILE",
+                            help=help_text)
 
 
 def _add_execution_options(parser: argparse.ArgumentParser) -> None:
@@ -129,11 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser("health", help="ask the standard gRPC health service")
     _add_common(health, suppress=True)
     health.add_argument("--service", default="", help="service name (default: the whole server)")
+    add_audit_commands(commands, lambda sub: _add_common(sub, suppress=True))
     return parser
-
-
-class UsageError(Exception):
-    pass
 
 
 def _key_values(pairs: Sequence[str], option: str) -> list[tuple[str, str]]:
@@ -201,10 +207,6 @@ def _limits(args: argparse.Namespace) -> dict[str, int]:
 
 
 # -- output ---------------------------------------------------------------------------------------------
-
-def to_json_line(message: Message) -> str:
-    return json.dumps(json_format.MessageToDict(message), separators=(",", ":"), sort_keys=False)
-
 
 def stream_events(events: Iterator[pb.ExecuteEvent], *, as_json: bool, out: BinaryIO, err: BinaryIO) -> int:
     """Relay events live; return the exit code of the Result (125 if none came)."""
@@ -333,10 +335,27 @@ COMMANDS: dict[str, Callable[[SandboxClient, argparse.Namespace], int]] = {
 }
 
 
+def make_client(args: argparse.Namespace) -> SandboxClient:
+    if args.tls_ca is None and (args.tls_cert is not None or args.tls_key is not None):
+        raise UsageError("--tls-cert/--tls-key need --tls-ca (the CA that signed the daemon's certificate)")
+    if args.tls_ca is not None and args.address is None:
+        raise UsageError("TLS is for the TCP listener: name it with --address HOST:PORT")
+    tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca is not None else None
+    return SandboxClient(args.socket, target=args.address, token=args.token, tls=tls)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    client = SandboxClient(args.socket)
+    if args.command == "audit" and args.audit_command == "verify":
+        return cmd_audit_verify(args)  # reads files; no daemon involved
     try:
+        client = make_client(args)
+    except (UsageError, SandboxdError) as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_SANDBOXCTL_ERROR
+    try:
+        if args.command == "audit":
+            return AUDIT_COMMANDS[args.audit_command](client, args)
         return COMMANDS[args.command](client, args)
     except UsageError as exc:
         print(f"sandboxctl: {exc}", file=sys.stderr)

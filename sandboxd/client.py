@@ -29,10 +29,11 @@ from sandboxd._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.api_errors import TEMPORARY_METADATA_KEY, reason_from_metadata
 
-__all__ = ["DEFAULT_SOCKET", "SOCKET_ENV", "Outcome", "SandboxClient", "SandboxdError", "pb"]
+__all__ = ["DEFAULT_SOCKET", "SOCKET_ENV", "TOKEN_ENV", "Outcome", "SandboxClient", "SandboxdError", "TlsFiles", "pb"]
 
 DEFAULT_SOCKET = Path("/run/sandboxd/sandboxd.sock")
 SOCKET_ENV = "SANDBOXD_SOCKET"
+TOKEN_ENV = "SANDBOXD_TOKEN"
 _UNARY_TIMEOUT_S = 30.0
 
 
@@ -82,14 +83,55 @@ def limits_message(limits: Mapping[str, int] | pb.Limits | None) -> pb.Limits | 
     return pb.Limits(**dict(limits))
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS connection: the CA that signed the daemon's certificate, and (for mTLS) ours."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path: Path | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                raise SandboxdError(grpc.StatusCode.INVALID_ARGUMENT, "", f"{path}: {exc.strerror}") from None
+
+        if (self.cert_file is None) != (self.key_file is None):
+            raise SandboxdError(grpc.StatusCode.INVALID_ARGUMENT, "", "a client certificate needs its key, "
+                                "and a key its certificate")
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.ca_file), private_key=read(self.key_file),
+            certificate_chain=read(self.cert_file),
+        )
+
+
 class SandboxClient:
-    """One channel to one daemon: a Unix socket path, or ``target`` (any gRPC target, e.g. ``host:port``)."""
+    """One channel to one daemon: a Unix socket path, or ``target`` (any gRPC target, e.g. ``host:port``).
+
+    ``token`` (default ``$SANDBOXD_TOKEN``) is sent as ``authorization: Bearer …`` on every call; ``tls``
+    makes the channel TLS (mutual when it carries a certificate). Without either, a caller on the Unix
+    socket is whoever the daemon maps the socket to (``local-admin`` by default).
+    """
 
     def __init__(
-        self, socket_path: str | os.PathLike[str] | None = None, *, target: str | None = None
+        self,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        target: str | None = None,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.target = target or f"unix:{socket_path_from_env(socket_path)}"
-        self._channel = grpc.insecure_channel(self.target)
+        token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        if tls is not None:
+            self._channel = grpc.secure_channel(self.target, tls.credentials())
+        else:
+            self._channel = grpc.insecure_channel(self.target)
         self._stub = pb_grpc.SandboxStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -132,7 +174,7 @@ class SandboxClient:
         else:
             request.command.argv.extend(command or ())
             request.command.profile = profile
-        call = self._stub.Execute(request)
+        call = self._stub.Execute(request, metadata=self._metadata)
         try:
             yield from call
         except grpc.RpcError as error:
@@ -167,7 +209,7 @@ class SandboxClient:
 
     def _unary(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=_UNARY_TIMEOUT_S)
+            return method(request, timeout=_UNARY_TIMEOUT_S, metadata=self._metadata)
         except grpc.RpcError as error:
             raise SandboxdError.from_rpc_error(error) from None
 
@@ -183,6 +225,30 @@ class SandboxClient:
     def info(self) -> pb.GetInfoResponse:
         response: pb.GetInfoResponse = self._unary(self._stub.GetInfo, pb.GetInfoRequest())
         return response
+
+    def subscribe_audit(
+        self,
+        *,
+        principals: Sequence[str] = (),
+        tools: Sequence[str] = (),
+        events: Sequence[str] = (),
+        since: float | None = None,
+        last: int = 0,
+        follow: bool = False,
+    ) -> Generator[pb.AuditEvent, None, None]:
+        """Stored audit records (``since`` a UNIX time, or the ``last`` N), then with ``follow`` new ones."""
+        request = pb.SubscribeAuditRequest(
+            principals=list(principals), tools=list(tools), events=list(events), last=last, follow=follow
+        )
+        if since is not None:
+            request.since.FromNanoseconds(int(since * 1e9))
+        call = self._stub.SubscribeAudit(request, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as error:
+            raise SandboxdError.from_rpc_error(error) from None
+        finally:
+            call.cancel()
 
     def health(self, service: str = "") -> str:
         """``SERVING``, ``NOT_SERVING`` … of ``service`` (``""``: the server as a whole)."""

@@ -13,12 +13,18 @@ the dotted key and the reason. The full file, with the defaults::
     socket = "/run/sandboxd/sandboxd.sock"
     socket_mode = "0660"
     socket_group = "sandboxd"                # the group allowed to call; skipped when the group is absent
-    tcp_listen = ""                          # e.g. "127.0.0.1:7070"; loopback only until TLS exists
+    tcp_listen = ""                          # e.g. "127.0.0.1:7070"; beyond loopback only with [daemon.tls]
+    metrics_listen = ""                      # e.g. "127.0.0.1:9464": Prometheus /metrics over HTTP
     state_dir = "/run/sandboxd"
     instance = "default"                     # unique per daemon on a host: names its cgroups
     max_concurrent_executions = 16
     max_request_bytes = "1M"
     grace_period = "10s"                     # on SIGTERM: how long running executions may finish
+
+    [daemon.tls]                             # TLS (mTLS with client_ca_file) on tcp_listen
+    cert_file = "/etc/sandboxd/tls/server.pem"
+    key_file = "/etc/sandboxd/tls/server.key"
+    client_ca_file = "/etc/sandboxd/tls/clients-ca.pem"
 
     [sandbox]
     uid = 65534                              # or a name: "sandboxd-sandbox" (systemd/sandboxd.sysusers.conf)
@@ -35,6 +41,13 @@ the dotted key and the reason. The full file, with the defaults::
     file_size = "64M"
     open_files = 256
     tmpfs_size = "64M"
+
+    [audit]                                  # see sandboxd.audit.config
+    [auth] / [principals.*] / [roles.*]      # see sandboxd.policy_config: who may run what
+
+``sandboxd`` reloads this file on SIGHUP: tools, profiles, policy, limits and the keys marked reloadable
+in :data:`RESTART_KEYS`'s complement take effect at once; a change to a key that needs a restart (the
+socket, the state directory, the sandbox uid …) rejects the reload as a whole, as does any error.
 """
 
 from __future__ import annotations
@@ -47,7 +60,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandboxd.audit.config import AuditConfig, parse_audit_config
+from sandboxd.metrics import parse_metrics_listen
+from sandboxd.policy_config import DEFAULT_POLICY, PolicyConfig, parse_policy
 from sandboxd.spec import Limits
+from sandboxd.tls import TlsConfig, parse_tls
 from sandboxd.toml_reader import TomlTable, read_toml, take_limits
 from sandboxd.units import parse_duration_ms, parse_size_bytes
 
@@ -68,6 +85,8 @@ class DaemonConfig:
     socket_mode: int = 0o660
     socket_group: str = DEFAULT_SOCKET_GROUP
     tcp_listen: str | None = None
+    tls: TlsConfig | None = None
+    metrics_listen: str | None = None
     state_dir: Path = Path("/run/sandboxd")
     instance: str = "default"
     max_concurrent_executions: int = 16
@@ -90,6 +109,8 @@ class Config:
     tools_dir: Path = Path("/etc/sandboxd/tools")
     profiles_dir: Path = Path("/etc/sandboxd/seccomp")
     shipped_tools: bool = True
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    policy: PolicyConfig = DEFAULT_POLICY
     source: Path | None = None  # the file this came from; None = embedded defaults only
 
     @property
@@ -114,12 +135,35 @@ def load_config(path: Path | None) -> Config:
     top = TomlTable(read_toml(path), file=path)
     daemon = _daemon(top.take_table("daemon"))
     sandbox = _sandbox(top.take_table("sandbox"))
+    audit = parse_audit_config(top.take_table("audit"))
+    policy = parse_policy(top)
     defaults = Config()
     tools_dir = _directory(top, "tools_dir", defaults.tools_dir)
     profiles_dir = _directory(top, "profiles_dir", defaults.profiles_dir)
     shipped_tools = top.take_bool("shipped_tools", defaults.shipped_tools)
     top.finish()
-    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, path)
+    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, audit, policy, path)
+
+
+# What a reload cannot change in a running daemon: (dotted key, how to read it from a Config).
+RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("daemon.socket", lambda c: c.daemon.socket),
+    ("daemon.socket_mode", lambda c: c.daemon.socket_mode),
+    ("daemon.socket_group", lambda c: c.daemon.socket_group),
+    ("daemon.tcp_listen", lambda c: c.daemon.tcp_listen),
+    ("daemon.tls", lambda c: c.daemon.tls),
+    ("daemon.metrics_listen", lambda c: c.daemon.metrics_listen),
+    ("daemon.state_dir", lambda c: c.daemon.state_dir),
+    ("daemon.instance", lambda c: c.daemon.instance),
+    ("sandbox.uid", lambda c: c.sandbox.uid),
+    ("sandbox.gid", lambda c: c.sandbox.gid),
+    ("audit", lambda c: c.audit),
+)
+
+
+def restart_needed(running: Config, new: Config) -> list[str]:
+    """The keys whose change ``new`` asks for that only a restart can apply."""
+    return [key for key, read in RESTART_KEYS if read(running) != read(new)]
 
 
 def _directory(table: TomlTable, key: str, default: Path) -> Path:
@@ -157,7 +201,7 @@ def _octal_mode(value: object) -> int:
     return mode
 
 
-def _tcp_listen(value: object) -> str | None:
+def _tcp_listen(value: object, *, tls: bool) -> str | None:
     if value == "":
         return None
     if not isinstance(value, str):
@@ -170,9 +214,8 @@ def _tcp_listen(value: object) -> str | None:
         address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
     except ValueError as exc:
         raise ValueError(f"{host!r} is not an IP address") from exc
-    if not address.is_loopback:
-        raise ValueError(f"{value!r} is not a loopback address: listening beyond this host needs TLS, "
-                         "which sandboxd does not do yet")
+    if not address.is_loopback and not tls:
+        raise ValueError(f"{value!r} is not a loopback address: listening beyond this host needs TLS ([daemon.tls])")
     return value
 
 
@@ -192,11 +235,16 @@ def _positive_size(value: object) -> int:
 
 def _daemon(table: TomlTable) -> DaemonConfig:
     default = DaemonConfig()
+    tls = parse_tls(table.take_table("tls")) if table.has("tls") else None
     result = DaemonConfig(
         socket=table.take_parsed("socket", default.socket, _absolute_path),
         socket_mode=table.take_parsed("socket_mode", default.socket_mode, _octal_mode),
         socket_group=table.take_str("socket_group", default.socket_group),
-        tcp_listen=table.take_parsed("tcp_listen", default.tcp_listen, _tcp_listen),
+        tcp_listen=table.take_parsed(
+            "tcp_listen", default.tcp_listen, lambda value: _tcp_listen(value, tls=tls is not None)
+        ),
+        tls=tls,
+        metrics_listen=table.take_parsed("metrics_listen", default.metrics_listen, parse_metrics_listen),
         state_dir=table.take_parsed("state_dir", default.state_dir, _absolute_path),
         instance=table.take_parsed("instance", default.instance, instance_name),
         max_concurrent_executions=table.take_int(

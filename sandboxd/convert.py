@@ -7,8 +7,6 @@ in ``sandboxd.v1.Status``, so the mapping is by name and a new status cannot be 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Mapping
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -87,28 +85,6 @@ def result_message(result: Result) -> pb.Result:
 
 def result_event(result: Result) -> pb.ExecuteEvent:
     return pb.ExecuteEvent(result=result_message(result))
-
-
-def audit_event(
-    event: str,
-    *,
-    principal: str,
-    tool: str,
-    execution_id: str,
-    outcome: str,
-    details: Mapping[str, str] | None = None,
-) -> pb.ExecuteEvent:
-    return pb.ExecuteEvent(
-        audit=pb.AuditEvent(
-            time=timestamp(time.time()),
-            event=event,
-            principal=principal,
-            tool=tool,
-            execution_id=execution_id,
-            outcome=outcome,
-            details=dict(details or {}),
-        )
-    )
 
 
 def tool_message(tool: Tool) -> pb.Tool:

@@ -5,6 +5,8 @@ fails the start) → executor (spawner, cgroups, stale leaves removed) → gRPC 
 (mode + group) and optional loopback TCP → ``READY=1``. On SIGTERM/SIGINT it drains: new executions are
 refused (UNAVAILABLE/DRAINING, health NOT_SERVING), running ones get ``daemon.grace_period`` to finish,
 then are cancelled — each still gets its Result — and the server stops. A second signal skips the grace.
+SIGHUP reloads the configuration, tools, profiles and policy as one piece, or keeps the running one
+(see :mod:`sandboxd.runtime`). Every start, stop, reload and recovery is an audit record.
 
 This process never forks: grpc's threads make fork unsafe; the executor's spawner does all forking.
 """
@@ -28,27 +30,33 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sandboxd import __version__
+from sandboxd import __version__, sd_notify
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.admission import Admission
+from sandboxd.audit.config import AuditConfig, load_hmac_key
+from sandboxd.audit.writer import AuditLog
+from sandboxd.audit_events import AuditTrail
 from sandboxd.config import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_SOCKET_GROUP,
-    SHIPPED_HANDLERS_DIR,
     Config,
     instance_name,
     load_config,
+    restart_needed,
 )
 from sandboxd.engine_config import EngineConfig
 from sandboxd.errors import ConfigError, SandboxError
 from sandboxd.executor import Executor
 from sandboxd.host_info import DaemonFacts
-from sandboxd.registry import ToolRegistry
+from sandboxd.logfmt import configure_logging
+from sandboxd.metrics import Metrics, MetricsServer
+from sandboxd.runtime import Runtime, build_runtime
+from sandboxd.sd_notify import Watchdog
 from sandboxd.seccomp import ProfileCache
 from sandboxd.service import SandboxService
 from sandboxd.state_dir import StateDir, prepare_state_dir
-from sandboxd.tools import load_tools
+from sandboxd.tls import TlsConfig, server_credentials
 
 log = logging.getLogger("sandboxd")
 
@@ -95,11 +103,10 @@ def configure(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, sys.stderr)
     try:
         config = configure(args)
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, args))
     except ConfigError as error:
         log.error("configuration: %s", error.message)
         return EXIT_CONFIG
@@ -110,33 +117,34 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, args: argparse.Namespace | None = None) -> int:
     state = prepare_state_dir(config.daemon.state_dir)
     try:
-        return await _serve_locked(config, state)
+        audit = open_audit_log(config.audit)
+    except SandboxError:
+        state.release()
+        raise
+    try:
+        return await _serve_audited(config, state, audit, args)
     finally:
+        audit.close()
         state.release()
 
 
-async def _serve_locked(config: Config, state: StateDir) -> int:
-    placeholders = {
-        "handlers_dir": str(SHIPPED_HANDLERS_DIR),
-        "state_dir": str(state.path),
-        "data_dir": str(SHIPPED_HANDLERS_DIR.parent),
-    }
-    tools = load_tools(config.tool_dirs, placeholders=placeholders, default_limits=config.sandbox.limits)
-    profiles = ProfileCache()
-    registry = ToolRegistry(
-        tools,
-        default_limits=config.sandbox.limits,
-        default_profile=config.sandbox.default_profile,
-        profile_dirs=config.profile_dirs,
-        compile_profile=lambda path: profiles.get(path).bpf,
-        host_env=os.environ,
-    )
-    registry.compile_all()
-    log.info("config %s: %d tools (%s)", config.source or "(embedded defaults)", len(tools), ", ".join(tools))
+def open_audit_log(audit: AuditConfig) -> AuditLog:
+    key = load_hmac_key(audit.key_file) if audit.key_file is not None else None
+    return AuditLog.open(audit.path, hmac_key=key, rotate_bytes=audit.rotate_bytes,
+                         retention_days=audit.retention_days)
 
+
+async def _serve_audited(config: Config, state: StateDir, audit: AuditLog, args: argparse.Namespace | None) -> int:
+    trail = AuditTrail(audit)
+    metrics = Metrics()
+    audit.on_fsync = metrics.audit_fsync_seconds.observe
+    profiles = ProfileCache()
+    runtime = build_runtime(config, state_dir=state.path, profiles=profiles)
+    tools = [tool.name for tool in runtime.registry.tools()]
+    log.info("config %s: %d tools (%s)", runtime.source_name, len(tools), ", ".join(tools))
     executor = await Executor.create(
         EngineConfig(
             state_dir=config.daemon.state_dir,
@@ -145,17 +153,62 @@ async def _serve_locked(config: Config, state: StateDir) -> int:
             sandbox_gid=config.sandbox.gid,
         )
     )
+    if executor.recovered_leaves:
+        trail.daemon("recovered", {"cgroups_removed": list(executor.recovered_leaves),
+                                   "cgroup_base": executor.cgroup_base})
     try:
-        return await _serve_with_executor(config, registry, executor)
+        holder = _RuntimeHolder(runtime, profiles, state, trail, args)
+        return await _serve_with_executor(holder, executor, trail, metrics)
     finally:
         await executor.close()
 
 
-async def _serve_with_executor(config: Config, registry: ToolRegistry, executor: Executor) -> int:
+class _RuntimeHolder:
+    """The current :class:`Runtime`, and SIGHUP's atomic replacement of it."""
+
+    def __init__(self, runtime: Runtime, profiles: ProfileCache, state: StateDir, trail: AuditTrail,
+                 args: argparse.Namespace | None) -> None:
+        self.current = runtime
+        self._profiles = profiles
+        self._state = state
+        self._trail = trail
+        self._args = args
+
+    def __call__(self) -> Runtime:
+        return self.current
+
+    def reload(self) -> bool:
+        """Re-read the configuration and everything it names; keep the running one on any error."""
+        running = self.current
+        try:
+            config = configure(self._args) if self._args is not None else running.config
+            blocked = restart_needed(running.config, config)
+            if blocked:
+                raise ConfigError(f"{', '.join(blocked)} changed: only a restart applies that; "
+                                  "the reload was rejected as a whole")
+            new = build_runtime(config, state_dir=self._state.path, profiles=self._profiles, previous=running)
+        except SandboxError as error:
+            log.error("reload rejected, the running configuration stays: %s", error.message)
+            self._trail.daemon("reload_failed", {"reason": error.reason, "message": error.message})
+            return False
+        self.current = new
+        tools = [tool.name for tool in new.registry.tools()]
+        log.info("reloaded %s: %d tools (%s)", new.source_name, len(tools), ", ".join(tools))
+        self._trail.daemon("reloaded", {"config": new.source_name, "tools": tools,
+                                        "roles": sorted(new.config.policy.roles)})
+        return True
+
+
+async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail: AuditTrail,
+                               metrics: Metrics) -> int:
+    config = holder.current.config
     daemon = config.daemon
     admission = Admission(daemon.max_concurrent_executions)
     facts = DaemonFacts.gather(instance=daemon.instance, max_request_bytes=daemon.max_request_bytes)
-    service = SandboxService(registry=registry, executor=executor, admission=admission, facts=facts)
+    hub = trail.log.hub
+    service = SandboxService(runtime=holder, executor=executor, admission=admission, facts=facts, trail=trail,
+                             hub=hub, metrics=metrics)
+    metrics.set_info(version=__version__, instance=daemon.instance, cgroup_backend=executor.backend_name)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", daemon.max_request_bytes + _TRANSPORT_SLACK_BYTES),
@@ -171,9 +224,15 @@ async def _serve_with_executor(config: Config, registry: ToolRegistry, executor:
     )
     listening = _bind_unix_socket(server, daemon.socket, daemon.socket_mode, daemon.socket_group)
     stop = _StopSignals()
+    metrics_server: MetricsServer | None = None
+    watchdog: Watchdog | None = None
     try:  # from here on the socket is ours to remove
         if daemon.tcp_listen:
-            _add_port(server, daemon.tcp_listen, "daemon.tcp_listen")
+            _add_port(server, daemon.tcp_listen, "daemon.tcp_listen", tls=daemon.tls)
+        if daemon.metrics_listen:
+            metrics_server = MetricsServer(metrics)
+            host, port = metrics_server.start(daemon.metrics_listen)
+            log.info("metrics on http://%s:%d/metrics", host, port)
         await server.start()
         # Renamed into place only now: whoever sees the socket can use it (no connect-before-listen race).
         os.rename(listening, daemon.socket)
@@ -184,15 +243,34 @@ async def _serve_with_executor(config: Config, registry: ToolRegistry, executor:
             __version__, daemon.instance, daemon.socket, f" and {daemon.tcp_listen}" if daemon.tcp_listen else "",
             executor.backend_name, executor.cgroup_base, daemon.max_concurrent_executions,
         )
-        _sd_notify("READY=1")
-        await stop.first.wait()
+        trail.daemon("started", {"version": __version__, "instance": daemon.instance,
+                                 "config": holder.current.source_name, "cgroup_backend": executor.backend_name,
+                                 "cgroup_base": executor.cgroup_base, "pid": os.getpid()})
+        await trail.log.wait_durable(trail.log.last_seq)
+        sd_notify.ready(f"serving {len(holder.current.registry.tools())} tools")
+        watchdog = Watchdog.from_env(trail.log.healthy)
+        if watchdog is not None:
+            watchdog.start()
+        while True:
+            await stop.wait_first_or_hangup()
+            if stop.first.is_set():
+                break
+            sd_notify.reloading()
+            holder.reload()
+            sd_notify.ready(f"serving {len(holder.current.registry.tools())} tools")
         log.info("stopping: refusing new executions, %d running", len(admission))
-        _sd_notify("STOPPING=1")
+        sd_notify.stopping(f"draining {len(admission)} executions")
         admission.start_draining()
         await health_servicer.enter_graceful_shutdown()
         await admission.drain(daemon.grace_period_ms / 1000, cancel_all=service.cancel_all, hurry=stop.second)
         await server.stop(_SERVER_STOP_GRACE_S)
+        trail.daemon("stopped", {"executions_total": service.executions_total,
+                                 "denied_total": service.denied_total})
     finally:
+        if watchdog is not None:
+            watchdog.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
         stop.remove()
         with contextlib.suppress(FileNotFoundError):
             listening.unlink()
@@ -201,20 +279,35 @@ async def _serve_with_executor(config: Config, registry: ToolRegistry, executor:
 
 
 class _StopSignals:
-    """SIGTERM/SIGINT once: drain. Twice: stop waiting for the grace period."""
+    """SIGTERM/SIGINT once: drain. Twice: stop waiting for the grace period. SIGHUP: reload."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.first = asyncio.Event()
         self.second = asyncio.Event()
+        self.hangup = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in self.SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _on_signal(self, signum: int) -> None:
         log.info("received %s", signal.Signals(signum).name)
+        if signum == signal.SIGHUP:
+            self.hangup.set()
+            return
         (self.second if self.first.is_set() else self.first).set()
+
+    async def wait_first_or_hangup(self) -> None:
+        """Until a stop signal, or a SIGHUP (consumed: the next one waits again)."""
+        first = asyncio.ensure_future(self.first.wait())
+        hangup = asyncio.ensure_future(self.hangup.wait())
+        try:
+            await asyncio.wait({first, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            first.cancel()
+            hangup.cancel()
+        self.hangup.clear()
 
     def remove(self) -> None:
         """Stop listening; a late signal while the process winds down is ignored, not fatal."""
@@ -248,9 +341,12 @@ def _bind_unix_socket(server: grpc.aio.Server, path: Path, mode: int, group: str
     return bound
 
 
-def _add_port(server: grpc.aio.Server, address: str, key: str) -> None:
+def _add_port(server: grpc.aio.Server, address: str, key: str, *, tls: TlsConfig | None = None) -> None:
     try:
-        port = server.add_insecure_port(address)
+        if tls is not None:
+            port = server.add_secure_port(address, server_credentials(tls))
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc raises on a failed bind (older versions returned 0)
         raise ConfigError(f"{key}: cannot listen on {address}: {exc}") from exc
     if port == 0:
@@ -276,18 +372,6 @@ def _socket_answers(path: Path) -> bool:
         except OSError:
             return False
         return True
-
-
-def _sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock, \
-            contextlib.suppress(OSError):
-        sock.sendto(message.encode(), address)
 
 
 if __name__ == "__main__":

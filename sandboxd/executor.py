@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sandboxd.cgroups import Backend, CgroupLimits, CgroupStats, ExecCgroup, detect_backend
@@ -78,24 +78,29 @@ class _Run:
 
 
 class Executor:
-    def __init__(self, config: EngineConfig, backend: Backend, spawner: SpawnerClient) -> None:
+    def __init__(
+        self, config: EngineConfig, backend: Backend, spawner: SpawnerClient, *, recovered_leaves: Sequence[str] = ()
+    ) -> None:
         self._config = config
         self._backend = backend
         self._spawner = spawner
         self._runs: dict[str, _Run] = {}
+        # Execution cgroups an earlier instance left (it crashed): killed and removed before we started.
+        self.recovered_leaves = tuple(recovered_leaves)
 
     @classmethod
     async def create(cls, config: EngineConfig) -> Executor:
         backend = detect_backend(config.cgroup_root, config.instance)
         backend.prepare()
-        for leaf in backend.stale_leaves():
+        stale = backend.stale_leaves()
+        for leaf in stale:
             log.warning("removing stale cgroup %s left by an earlier instance", leaf)
-            backend.remove_leaf(leaf)
+            backend.remove_leaf(leaf)  # kills what still runs in it first
         config.state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         config.root_mountpoint.mkdir(mode=0o755, exist_ok=True)
         if any(config.root_mountpoint.iterdir()):
             raise ConfigError(f"sandbox root mount point {config.root_mountpoint} must be empty")
-        return cls(config, backend, await SpawnerClient.start())
+        return cls(config, backend, await SpawnerClient.start(), recovered_leaves=stale)
 
     @property
     def backend_name(self) -> str:

@@ -1,15 +1,16 @@
-"""The gRPC servicer of ``sandboxd.v1.Sandbox``: convert, delegate, map errors — in that order, thinly.
+"""The gRPC servicer of ``sandboxd.v1.Sandbox``: identify, decide, delegate, map errors — thinly.
 
 Every refusal is a :class:`~sandboxd.errors.SandboxError` raised below this layer and turned into a
-status code in :func:`_abort` alone (via :mod:`sandboxd.api_errors`). An accepted execution always ends
-its stream with exactly one Result, whatever happens to the engine underneath.
+status code in :func:`abort` alone (via :mod:`sandboxd.api_errors`). Every request that asks for
+something (Execute, Cancel, SubscribeAudit) gets exactly one ``decision`` record, allowed or denied; an
+accepted execution always ends its stream with exactly one Result.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import NoReturn, Protocol
 
 import grpc
@@ -17,16 +18,21 @@ import grpc
 from sandboxd import __version__, convert
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
-from sandboxd.admission import Admission, Admitted
-from sandboxd.api_errors import InvalidRequest, PayloadTooLarge, UnknownExecution, status_for, trailing_metadata_for
+from sandboxd.admission import Admission
+from sandboxd.api_errors import AdminOnly, UnknownExecution, status_for, trailing_metadata_for
+from sandboxd.audit.hub import AuditHub
+from sandboxd.audit_events import AuditTrail, Subject
+from sandboxd.audit_stream import stream_audit
+from sandboxd.auth import Identity
+from sandboxd.caller import identify, peer_of
 from sandboxd.errors import SandboxError
+from sandboxd.execution_stream import EngineLike, stream_execution
 from sandboxd.host_info import DaemonFacts
-from sandboxd.registry import ToolRegistry
-from sandboxd.result import Event, Output, Result, Started, Status
-from sandboxd.spec import ExecutionSpec
+from sandboxd.intake import accept, target_of
+from sandboxd.metrics import Metrics
+from sandboxd.runtime import Runtime
 
 log = logging.getLogger("sandboxd.service")
-audit_log = logging.getLogger("sandboxd.audit")
 
 
 class RunningLike(Protocol):
@@ -42,167 +48,143 @@ class RunningLike(Protocol):
     def memory_peak_bytes(self) -> int: ...
 
 
-class ExecutorLike(Protocol):
+class ExecutorLike(EngineLike, Protocol):
     """What the service needs of :class:`sandboxd.executor.Executor` (unit tests pass a fake)."""
 
     @property
     def backend_name(self) -> str: ...
     @property
     def cgroup_base(self) -> str: ...
-    def execute(self, spec: ExecutionSpec, *, execution_id: str | None = None) -> AsyncIterator[Event]: ...
-    def cancel(self, execution_id: str) -> bool: ...
     def running(self) -> Sequence[RunningLike]: ...
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: SandboxError) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext, error: SandboxError) -> NoReturn:
     await context.abort(status_for(error), error.message, trailing_metadata_for(error))
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
-def _principal(context: grpc.aio.ServicerContext) -> str:
-    # Until callers authenticate (the policy issue), whoever could open the socket is known by peer only.
-    return str(context.peer() or "unknown")
-
-
 class SandboxService(pb_grpc.SandboxServicer):
     def __init__(
-        self, *, registry: ToolRegistry, executor: ExecutorLike, admission: Admission, facts: DaemonFacts
+        self,
+        *,
+        runtime: Callable[[], Runtime],
+        executor: ExecutorLike,
+        admission: Admission,
+        facts: DaemonFacts,
+        trail: AuditTrail,
+        hub: AuditHub,
+        metrics: Metrics,
     ) -> None:
-        self._registry = registry
+        self._runtime = runtime  # read once per request: a reload never splits one
         self._executor = executor
         self._admission = admission
         self._facts = facts
+        self._trail = trail
+        self._hub = hub
+        self._metrics = metrics
+        self.started_at = time.time()
+        self.executions_total = 0
+        self.denied_total = 0
+
+    async def _identify(self, context: grpc.aio.ServicerContext, runtime: Runtime, rpc: str) -> Identity:
+        """The caller, or an audited AUTH_FAILED."""
+        try:
+            return identify(context, runtime.authenticator)
+        except SandboxError as error:
+            await self._deny(context, Subject(), rpc=rpc, error=error)
+
+    async def _deny(self, context: grpc.aio.ServicerContext, subject: Subject, *, rpc: str,
+                    error: SandboxError) -> NoReturn:
+        """Record the refusal durably, count it, and end the call with its status."""
+        self.denied_total += 1
+        self._metrics.decision("denied", error.reason)
+        log.info("refused %s for %r (%s): %s", rpc, subject.principal, error.reason, error.message)
+        record = self._trail.denied(subject, rpc=rpc, error=error)
+        try:
+            await self._trail.durable(record)
+        except SandboxError as audit_error:
+            log.error("the refusal could not be recorded: %s", audit_error.message)
+        await abort(context, error)
 
     # -- Execute -------------------------------------------------------------------------------------
 
     async def Execute(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ExecuteEvent]:
+        received_at = time.monotonic()
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "Execute")
+        subject = Subject(identity.principal, target_of(request), "", request.request_id)
+        self._trail.request_received(subject, rpc="Execute", peer=peer_of(context), auth_method=identity.method)
         try:
-            self._admission.check_open()  # a stopping daemon does not even validate
-            spec = self._plan(request)
-            admitted = self._admission.admit(
-                Admitted(
-                    execution_id=uuid.uuid4().hex[:16],
-                    tool=spec.tool,
-                    principal=_principal(context),
-                    request_id=request.request_id,
-                    labels=dict(request.labels),
-                )
-            )
+            self._trail.check_writable()  # fail closed: no execution the log cannot record
+            accepted = accept(request, identity, runtime, self._admission)
         except SandboxError as error:
-            log.info("refused %s: %s (%s)", _target_name(request), error.message, error.reason)
-            await _abort(context, error)
-        events = self._run(admitted, spec)
+            await self._deny(context, subject, rpc="Execute", error=error)
+        admitted, spec, decision = accepted.admitted, accepted.spec, accepted.decision
+        subject = Subject(identity.principal, admitted.tool, admitted.execution_id, admitted.request_id)
+        self._metrics.decision("allowed", "")
+        record = self._trail.allowed(subject, rpc="Execute", role=decision.role, limits=spec.limits)
+        self._metrics.active_executions.inc()
+        events = stream_execution(
+            admitted, spec, decision_record=record, engine=self._executor, trail=self._trail,
+            metrics=self._metrics, sandbox_uid=runtime.config.sandbox.uid, received_at=received_at,
+        )
         try:
             async for event in events:
                 yield event
+        except SandboxError as error:  # the audit log failed: the Result cannot be vouched for
+            log.error("execution %s: %s", admitted.execution_id, error.message)
+            await abort(context, error)
         finally:
             # Closed explicitly, not left to the garbage collector: a caller that went away must not
             # leave its execution running.
             await events.aclose()
             self._admission.release(admitted.execution_id)
-
-    def _plan(self, request: pb.ExecuteRequest) -> ExecutionSpec:
-        size_bytes = request.ByteSize()
-        if size_bytes > self._facts.max_request_bytes:
-            raise PayloadTooLarge(
-                f"request of {size_bytes} bytes exceeds daemon.max_request_bytes = "
-                f"{self._facts.max_request_bytes}"
-            )
-        limits = convert.limits_from_proto(request.limits)
-        target = request.WhichOneof("target")
-        if target == "tool":
-            spec = self._registry.plan_tool(
-                request.tool, params_json=request.params_json, stdin=request.stdin, limits=limits,
-                labels=request.labels,
-            )
-        elif target == "command":
-            if request.params_json:
-                raise InvalidRequest("params_json belongs to tools; a command reads its stdin")
-            spec = self._registry.plan_command(
-                list(request.command.argv), profile=request.command.profile, stdin=request.stdin,
-                limits=limits, labels=request.labels,
-            )
-        else:
-            raise InvalidRequest("the request names neither a tool nor a command")
-        return spec
-
-    async def _run(self, admitted: Admitted, spec: ExecutionSpec) -> AsyncGenerator[pb.ExecuteEvent, None]:
-        execution_id = admitted.execution_id
-        profile = spec.seccomp_profile_name
-        yield self._audit("execution.admitted", admitted, "allowed", {"seccomp_profile": profile})
-        result: Result | None = None
-        started = False
-        events = self._executor.execute(spec, execution_id=execution_id)
-        try:
-            async for event in events:
-                if isinstance(event, Result):
-                    result = event
-                    break
-                if isinstance(event, Started):
-                    started = True
-                    if admitted.cancel_requested:  # Cancel came before the engine knew the id
-                        self._executor.cancel(execution_id)
-                    yield convert.started_event(
-                        event, tool=admitted.tool, profile=profile, request_id=admitted.request_id
-                    )
-                elif isinstance(event, Output):
-                    yield convert.output_event(event)
-        except Exception as error:  # not BaseException: a caller that left (cancellation) passes through
-            # The engine promises a Result; if it broke that promise the caller still gets one.
-            log.exception("execution %s: the engine failed", execution_id)
-            status = Status.CANCELLED if started else Status.SETUP_FAILED
-            result = Result(execution_id, status, f"sandboxd engine failure: {error}")
-        finally:
-            # Leaving early (the caller went away) closes the stream, which kills the execution.
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if result is None:
-            result = Result(execution_id, Status.SETUP_FAILED, "the engine ended without a result")
-        yield self._audit("execution.finished", admitted, result.status.value, {"message": result.message})
-        yield convert.result_event(result)
-
-    def _audit(
-        self, event: str, admitted: Admitted, outcome: str, details: Mapping[str, str]
-    ) -> pb.ExecuteEvent:
-        audit_log.info(
-            "%s execution=%s tool=%s principal=%s outcome=%s",
-            event, admitted.execution_id, admitted.tool or "(command)", admitted.principal, outcome,
-        )
-        return convert.audit_event(
-            event, principal=admitted.principal, tool=admitted.tool, execution_id=admitted.execution_id,
-            outcome=outcome, details=details,
-        )
+            self._metrics.active_executions.dec()
+            self.executions_total += 1
 
     def cancel_all(self) -> int:
         """Cancel every admitted execution (the end of a drain); each stream still ends with its Result."""
         admitted = self._admission.admitted()
         for item in admitted:
             item.cancel_requested = True
+            item.cancelled_by = item.cancelled_by or "daemon-stopping"
             self._executor.cancel(item.execution_id)
         return len(admitted)
 
     # -- the other RPCs --------------------------------------------------------------------------------
 
-    async def Cancel(
-        self, request: pb.CancelRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CancelResponse:
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "Cancel")
         admitted = self._admission.get(request.execution_id)
-        if admitted is None:
-            await _abort(context, UnknownExecution(f"no running execution {request.execution_id!r}"))
+        visible = admitted is not None and (
+            admitted.principal == identity.principal or runtime.policy.is_admin(identity)
+        )
+        subject = Subject(identity.principal, admitted.tool if admitted else "", request.execution_id)
+        if admitted is None or not visible:  # another's execution is as unknown as a finished one
+            await self._deny(context, subject, rpc="Cancel",
+                             error=UnknownExecution(f"no running execution {request.execution_id!r}"))
+        self._trail.allowed(subject, rpc="Cancel", role="")
+        self._metrics.decision("allowed", "")
         admitted.cancel_requested = True
+        admitted.cancelled_by = admitted.cancelled_by or identity.principal
         self._executor.cancel(request.execution_id)
-        log.info("cancel requested for %s by %s", request.execution_id, _principal(context))
+        log.info("cancel requested for %s by %s", request.execution_id, identity.principal)
         return pb.CancelResponse()
 
     async def ListExecutions(
         self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListExecutionsResponse:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "ListExecutions")
+        everyone = runtime.policy.is_admin(identity)
         running = {item.execution_id: item for item in self._executor.running()}
         executions = []
         for admitted in self._admission.admitted():
+            if not everyone and admitted.principal != identity.principal:
+                continue
             live = running.get(admitted.execution_id)
             message = pb.RunningExecution(
                 execution_id=admitted.execution_id,
@@ -222,12 +204,17 @@ class SandboxService(pb_grpc.SandboxServicer):
     async def ListTools(
         self, request: pb.ListToolsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListToolsResponse:
-        return pb.ListToolsResponse(tools=[convert.tool_message(tool) for tool in self._registry.tools()])
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "ListTools")
+        tools = {tool.name: tool for tool in runtime.registry.tools()}
+        visible = runtime.policy.visible_tools(identity, list(tools))
+        return pb.ListToolsResponse(tools=[convert.tool_message(tools[name]) for name in visible])
 
-    async def GetInfo(
-        self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetInfoResponse:
+    async def GetInfo(self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetInfoResponse:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "GetInfo")
         facts = self._facts
+        now = time.time()
         return pb.GetInfoResponse(
             version=__version__,
             instance=facts.instance,
@@ -236,15 +223,37 @@ class SandboxService(pb_grpc.SandboxServicer):
             cgroup_base=self._executor.cgroup_base,
             kernel_release=facts.kernel_release,
             kernel_features=dict(facts.kernel_features),
-            default_limits=convert.limits_to_proto(self._registry.default_limits),
+            default_limits=convert.limits_to_proto(runtime.registry.default_limits),
             max_concurrent_executions=self._admission.max_concurrent_executions,
             running_executions=len(self._admission),
-            max_request_bytes=facts.max_request_bytes,
+            max_request_bytes=runtime.config.daemon.max_request_bytes,
             draining=self._admission.draining,
+            started_at=convert.timestamp(self.started_at),
+            uptime_ms=int((now - self.started_at) * 1000),
+            executions_total=self.executions_total,
+            denied_total=self.denied_total,
+            audit_log=str(self._trail.log.path),
+            audit_last_seq=self._trail.log.last_seq,
+            principal=identity.principal,
+            roles=list(identity.roles),
+            config_source=runtime.source_name,
+            config_loaded_at=convert.timestamp(runtime.loaded_at),
         )
 
-
-def _target_name(request: pb.ExecuteRequest) -> str:
-    if request.WhichOneof("target") == "command":
-        return f"command {list(request.command.argv)[:1]}"
-    return f"tool {request.tool!r}"
+    async def SubscribeAudit(
+        self, request: pb.SubscribeAuditRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AuditEvent]:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "SubscribeAudit")
+        subject = Subject(identity.principal)
+        if not runtime.policy.is_admin(identity):
+            await self._deny(context, subject, rpc="SubscribeAudit",
+                             error=AdminOnly("the audit stream is for admin principals"))
+        self._trail.allowed(subject, rpc="SubscribeAudit", role="")
+        self._metrics.decision("allowed", "")
+        try:
+            async for event in stream_audit(request, log=self._trail.log, hub=self._hub,
+                                            queue_size=runtime.config.audit.subscriber_queue):
+                yield event
+        except SandboxError as error:  # dropped for being too slow
+            await abort(context, error)

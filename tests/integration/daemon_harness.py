@@ -65,11 +65,22 @@ class Daemon:
     def tools_dir(self) -> Path:
         return self.root / "tools"
 
+    @property
+    def audit_log(self) -> Path:
+        return self.root / "audit" / "audit.log"
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        """Every record of the audit log (rotated files first), parsed."""
+        files = [*sorted(self.audit_log.parent.glob("audit.log.*")), self.audit_log]
+        return [json.loads(line) for path in files if path.exists()
+                for line in path.read_text().splitlines() if line]
+
     def command(self) -> list[str]:
         return [str(SANDBOXD), "--config", str(self.config_path), "--socket", str(self.socket),
                 "--state-dir", str(self.state_dir), "--instance", self.instance]
 
     def start(self) -> None:
+        self.terminated = False
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -160,7 +171,9 @@ def assert_nothing_left(daemon: Daemon) -> None:
 
 
 def write_config(root: Path, *, tools: dict[str, str], limits: dict[str, str] | None = None,
-                 **daemon_keys: Any) -> Path:
+                 extra: str = "", **daemon_keys: Any) -> Path:
+    """The daemon's TOML: ``[daemon]`` keys, ``[sandbox.limits]``, the audit log in ``root/audit``, then
+    ``extra`` (more tables: ``[roles.x]``, ``[auth]`` …; an ``[audit]`` there replaces ours)."""
     (root / "tools").mkdir()
     (root / "profiles").mkdir()
     (root / "profiles" / "kill-ptrace.json").write_text(KILL_PTRACE_PROFILE)
@@ -169,17 +182,19 @@ def write_config(root: Path, *, tools: dict[str, str], limits: dict[str, str] | 
     lines = [f'tools_dir = "{root / "tools"}"', f'profiles_dir = "{root / "profiles"}"', "[daemon]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in daemon_keys.items()]
     lines += ["[sandbox.limits]"] + [f"{key} = {json.dumps(value)}" for key, value in (limits or {}).items()]
+    if "[audit]" not in extra:
+        lines += ["[audit]", f'path = "{root / "audit" / "audit.log"}"']
     path = root / "sandboxd.toml"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n" + extra + "\n")
     return path
 
 
 def make_daemon(tmp_path: Path, *, tools: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                limits: dict[str, str] | None = None, **daemon_keys: Any) -> Daemon:
-    """A daemon (not started) with test tools, a test profile, [sandbox.limits] and [daemon] keys."""
+                limits: dict[str, str] | None = None, extra: str = "", **daemon_keys: Any) -> Daemon:
+    """A daemon (not started) with test tools, a test profile, [sandbox.limits], [daemon] keys and ``extra``."""
     root = tmp_path / f"d-{uuid.uuid4().hex[:6]}"
     root.mkdir()
-    config = write_config(root, tools=tools or {}, limits=limits, **daemon_keys)
+    config = write_config(root, tools=tools or {}, limits=limits, extra=extra, **daemon_keys)
     return Daemon(root, f"test-d-{uuid.uuid4().hex[:8]}", config, {**os.environ, **(env or {})})
 
 

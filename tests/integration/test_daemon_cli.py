@@ -58,9 +58,11 @@ def test_run_json(daemon: Daemon) -> None:
     done = daemon.ctl("run", "--json", "python", "--param", "code=print(42)", "--request-id", "req-9",
                       "--label", "team=blue")
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert [next(iter(line)) for line in lines] == ["audit", "started", "output", "audit", "result"]
+    assert [next(iter(line)) for line in lines] == ["audit", "started", "audit", "output", "audit", "result"]
+    assert [line["audit"]["event"] for line in lines if "audit" in line] == [
+        "decision", "execution.started", "execution.finished"]
     assert lines[1]["started"]["requestId"] == "req-9" and lines[1]["started"]["tool"] == "python"
-    assert lines[2]["output"]["data"] == "NDIK"  # b"42\n"
+    assert lines[3]["output"]["data"] == "NDIK"  # b"42\n"
     assert lines[-1]["result"]["status"] == "OK"
     assert done.returncode == 0 and done.stderr == b""
 

@@ -3,6 +3,7 @@ slow reader that blocks only itself, several daemons on one host, health and ref
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import socket
@@ -122,7 +123,7 @@ def test_health_and_reflection(daemon: Daemon) -> None:
         descriptor = reflection.FindFileContainingSymbol("sandboxd.v1.Sandbox")
         assert descriptor.package == "sandboxd.v1"
         assert [method.name for method in descriptor.service[0].method] == [
-            "Execute", "Cancel", "ListExecutions", "ListTools", "GetInfo"]
+            "Execute", "Cancel", "ListExecutions", "ListTools", "GetInfo", "SubscribeAudit"]
     done = daemon.ctl("health")
     assert (done.returncode, done.stdout) == (0, b"SERVING\n")
 
@@ -153,7 +154,11 @@ def _free_port() -> int:
 
 def test_several_daemons_on_one_host(tmp_path: Path, daemon: Daemon) -> None:
     port = _free_port()
-    other = make_daemon(tmp_path, tcp_listen=f"127.0.0.1:{port}")
+    token = "tcp-callers-need-a-token"
+    other = make_daemon(tmp_path, tcp_listen=f"127.0.0.1:{port}", extra=(
+        "[principals.local-admin]\nroles = ['admin']\n"
+        f"[principals.tcp-caller]\nroles = ['admin']\ntoken_sha256 = ['{hashlib.sha256(token.encode()).hexdigest()}']\n"
+    ))
     other.start()
     try:
         results: dict[str, str] = {}
@@ -164,7 +169,7 @@ def test_several_daemons_on_one_host(tmp_path: Path, daemon: Daemon) -> None:
 
         threads = [threading.Thread(target=run, args=("first", daemon.client())),
                    threading.Thread(target=run, args=("second", other.client())),
-                   threading.Thread(target=run, args=("tcp", SandboxClient(target=f"127.0.0.1:{port}")))]
+                   threading.Thread(target=run, args=("tcp", SandboxClient(target=f"127.0.0.1:{port}", token=token)))]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -40,8 +40,8 @@ def test_ok_json(daemon: Daemon) -> None:
     code, events, _ = exec_json(daemon, "--", "/bin/echo", "hi")
     assert code == 0
     kinds = [next(iter(event)) for event in events]
-    assert kinds == ["audit", "started", "output", "audit", "result"]
-    assert events[2]["output"] == {"stream": "STDOUT", "data": "aGkK"}  # bytes: base64, per the JSON mapping
+    assert kinds == ["audit", "started", "audit", "output", "audit", "result"]
+    assert events[3]["output"] == {"stream": "STDOUT", "data": "aGkK"}  # bytes: base64, per the JSON mapping
     assert result_of(events)["status"] == "OK" and result_of(events)["exitCode"] == 0
     assert events[1]["started"]["limits"]["wallTimeMs"] == "30000"  # uint64: a string, per the JSON mapping
 

@@ -118,13 +118,13 @@ def test_unknown_tool(daemon: Daemon) -> None:
 
 def test_limits_above_the_ceiling(daemon: Daemon) -> None:
     error = refusal(daemon, "file_processor", {"operation": "list"}, limits={"memory_max_bytes": 1 << 30})
-    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_ABOVE_CEILING")
+    assert (error.code, error.reason) == (grpc.StatusCode.PERMISSION_DENIED, "LIMIT_ABOVE_CEILING")
     assert "memory_max_bytes" in error.message
 
 
 def test_request_too_large(daemon: Daemon) -> None:
     error = refusal(daemon, "python", {"code": "print(1)"}, stdin=b"x" * (1024 * 1024 + 1))
-    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE")
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PAYLOAD_TOO_LARGE")
 
 
 def test_handler_environment_is_clean(daemon: Daemon) -> None:

@@ -29,9 +29,9 @@ def test_instance_names_directories_safely(instance: str) -> None:
         configure(parse_args(["--config", "/dev/null", "--instance", instance]))
 
 
-def test_bad_config_exits_78_naming_file_and_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_config_exits_78_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config_file = tmp_path / "c.toml"
     config_file.write_text('[daemon]\ngrace_period = "soon"\n')
     assert main(["--config", str(config_file), "--state-dir", str(tmp_path / "state")]) == 78
-    assert f"{config_file}: daemon.grace_period: " in caplog.text
+    assert f"{config_file}: daemon.grace_period: " in capsys.readouterr().err
     assert not (tmp_path / "state").exists()  # refused before anything was created

@@ -16,12 +16,18 @@ import pytest
 
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.admission import Admission
+from sandboxd.audit.writer import AuditLog
+from sandboxd.audit_events import AuditTrail
+from sandboxd.auth import Authenticator
 from sandboxd.client import SandboxClient, SandboxdError, pb
-from sandboxd.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR
+from sandboxd.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR, Config, DaemonConfig
 from sandboxd.errors import SpawnerError
 from sandboxd.host_info import DaemonFacts
+from sandboxd.metrics import Metrics
+from sandboxd.policy import Policy
 from sandboxd.registry import ToolRegistry
 from sandboxd.result import Event, Output, Result, Started, Status, Stream
+from sandboxd.runtime import Runtime
 from sandboxd.service import SandboxService
 from sandboxd.spec import ExecutionSpec, Limits
 from sandboxd.tools import load_tools
@@ -106,13 +112,20 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stop: asyncio.Event | None = None
+    logs: list[AuditLog] = []
 
     async def serve() -> None:
         nonlocal stop
         stop = asyncio.Event()
         server = grpc.aio.server()
         facts = DaemonFacts(instance="unit", max_request_bytes=MAX_REQUEST_BYTES, cgroup_mode="hybrid")
-        service = SandboxService(registry=registry, executor=executor, admission=admission, facts=facts)
+        config = Config(daemon=DaemonConfig(max_request_bytes=MAX_REQUEST_BYTES))
+        runtime = Runtime(config, registry, Policy(config.policy), Authenticator.from_config(config.policy))
+        audit = AuditLog.open(tmp_path / "audit" / "audit.log", hmac_key=None, rotate_bytes=1 << 20,
+                              retention_days=None)
+        logs.append(audit)
+        service = SandboxService(runtime=lambda: runtime, executor=executor, admission=admission, facts=facts,
+                                 trail=AuditTrail(audit), hub=audit.hub, metrics=Metrics())
         pb_grpc.add_SandboxServicer_to_server(service, server)  # type: ignore[no-untyped-call]
         server.add_insecure_port(f"unix:{socket_path}")
         await server.start()
@@ -131,6 +144,8 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         loop.call_soon_threadsafe(stop.set)  # type: ignore[union-attr]
         thread.join(10)
         loop.close()
+        for audit in logs:
+            audit.close()
 
 
 def refusal(fn: Any) -> SandboxdError:
@@ -143,13 +158,13 @@ def test_execute_streams_events_and_one_result(harness: Harness) -> None:
     events = list(harness.client.execute(tool="python", params={"code": "print(1)"}, stdin=b"in",
                                          limits={"wall_time_ms": 1000}, request_id="r-1", labels={"a": "b"}))
     kinds = [event.WhichOneof("event") for event in events]
-    assert kinds == ["audit", "started", "output", "output", "audit", "result"]
+    assert kinds == ["audit", "started", "audit", "output", "output", "audit", "result"]
     started, result = events[1].started, events[-1].result
     assert started.tool == "python" and started.request_id == "r-1" and started.seccomp_profile == "python"
     assert started.limits.wall_time_ms == 1000 and started.limits.memory_max_bytes == 256 * 1024**2
     assert started.execution_id == result.execution_id == events[0].audit.execution_id
     assert result.status == pb.OK and result.exit_code == 0 and result.usage.stdout_bytes == 5
-    assert events[4].audit.outcome == "OK"
+    assert events[5].audit.outcome == "OK"
     spec = harness.executor.specs[0]
     assert spec.stdin == b'{"code":"print(1)"}\nin'
     assert dict(spec.labels) == {"a": "b"}
@@ -159,7 +174,7 @@ def test_run_collects_an_outcome(harness: Harness) -> None:
     outcome = harness.client.run_command(["/bin/echo"])
     assert (outcome.stdout, outcome.stderr, outcome.status_name) == (b"hello", b"warn", "OK")
     assert outcome.started is not None and outcome.started.tool == ""
-    assert [audit.event for audit in outcome.audit] == ["execution.admitted", "execution.finished"]
+    assert [audit.event for audit in outcome.audit] == ["decision", "execution.started", "execution.finished"]
 
 
 @pytest.mark.parametrize(
@@ -169,9 +184,9 @@ def test_run_collects_an_outcome(harness: Harness) -> None:
         ({"tool": "python", "params": {"code": 7}}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMS", "$.code"),
         ({"tool": "python", "params": "{"}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMS", "not valid JSON"),
         ({"tool": "python", "params": {"code": "1"}, "limits": {"memory_max_bytes": 2**40}},
-         grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_ABOVE_CEILING", "ceiling"),
+         grpc.StatusCode.PERMISSION_DENIED, "LIMIT_ABOVE_CEILING", "ceiling"),
         ({"tool": "python", "params": {"code": "x" * MAX_REQUEST_BYTES}},
-         grpc.StatusCode.RESOURCE_EXHAUSTED, "PAYLOAD_TOO_LARGE", "max_request_bytes"),
+         grpc.StatusCode.INVALID_ARGUMENT, "PAYLOAD_TOO_LARGE", "max_request_bytes"),
         ({"command": []}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", "must name a program"),
         ({"command": ["/bin/true"], "profile": "absent"}, grpc.StatusCode.NOT_FOUND, "UNKNOWN_PROFILE", "absent"),
     ],
@@ -193,7 +208,7 @@ def test_concurrency_bound_and_cancel(harness: Harness) -> None:
                                                             "TOO_MANY_EXECUTIONS", True)
     [running] = harness.client.list_executions()
     assert (running.execution_id, running.request_id, running.pid) == (started.execution_id, "slow", 4242)
-    assert running.principal.startswith("unix:")
+    assert running.principal == "local-admin"  # the Unix socket's principal in the embedded policy
     assert harness.client.info().running_executions == 1
     harness.client.cancel(started.execution_id)
     rest = list(stream)

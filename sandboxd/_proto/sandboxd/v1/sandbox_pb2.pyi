@@ -139,29 +139,44 @@ class Output(_message.Message):
     def __init__(self, stream: _Optional[_Union[Stream, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("time", "event", "principal", "tool", "execution_id", "outcome", "details")
-    class DetailsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    __slots__ = ("time", "event", "principal", "tool", "execution_id", "outcome", "seq", "request_id", "details_json", "record_json")
     TIME_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
-    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    RECORD_JSON_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     event: str
     principal: str
     tool: str
     execution_id: str
     outcome: str
-    details: _containers.ScalarMap[str, str]
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[str] = ..., principal: _Optional[str] = ..., tool: _Optional[str] = ..., execution_id: _Optional[str] = ..., outcome: _Optional[str] = ..., details: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    seq: int
+    request_id: str
+    details_json: str
+    record_json: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event: _Optional[str] = ..., principal: _Optional[str] = ..., tool: _Optional[str] = ..., execution_id: _Optional[str] = ..., outcome: _Optional[str] = ..., seq: _Optional[int] = ..., request_id: _Optional[str] = ..., details_json: _Optional[str] = ..., record_json: _Optional[str] = ...) -> None: ...
+
+class SubscribeAuditRequest(_message.Message):
+    __slots__ = ("principals", "tools", "events", "since", "last", "follow")
+    PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    principals: _containers.RepeatedScalarFieldContainer[str]
+    tools: _containers.RepeatedScalarFieldContainer[str]
+    events: _containers.RepeatedScalarFieldContainer[str]
+    since: _timestamp_pb2.Timestamp
+    last: int
+    follow: bool
+    def __init__(self, principals: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., events: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("cpu_user_usec", "cpu_system_usec", "wall_time_ms", "memory_peak_bytes", "stdout_bytes", "stderr_bytes")
@@ -295,7 +310,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("version", "instance", "cgroup_backend", "cgroup_mode", "cgroup_base", "kernel_release", "kernel_features", "default_limits", "max_concurrent_executions", "running_executions", "max_request_bytes", "draining")
+    __slots__ = ("version", "instance", "cgroup_backend", "cgroup_mode", "cgroup_base", "kernel_release", "kernel_features", "default_limits", "max_concurrent_executions", "running_executions", "max_request_bytes", "draining", "started_at", "uptime_ms", "executions_total", "denied_total", "audit_log", "audit_last_seq", "principal", "roles", "config_source", "config_loaded_at")
     class KernelFeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +330,16 @@ class GetInfoResponse(_message.Message):
     RUNNING_EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DENIED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_LOG_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_LOADED_AT_FIELD_NUMBER: _ClassVar[int]
     version: str
     instance: str
     cgroup_backend: str
@@ -327,4 +352,14 @@ class GetInfoResponse(_message.Message):
     running_executions: int
     max_request_bytes: int
     draining: bool
-    def __init__(self, version: _Optional[str] = ..., instance: _Optional[str] = ..., cgroup_backend: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., cgroup_base: _Optional[str] = ..., kernel_release: _Optional[str] = ..., kernel_features: _Optional[_Mapping[str, bool]] = ..., default_limits: _Optional[_Union[Limits, _Mapping]] = ..., max_concurrent_executions: _Optional[int] = ..., running_executions: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., draining: _Optional[bool] = ...) -> None: ...
+    started_at: _timestamp_pb2.Timestamp
+    uptime_ms: int
+    executions_total: int
+    denied_total: int
+    audit_log: str
+    audit_last_seq: int
+    principal: str
+    roles: _containers.RepeatedScalarFieldContainer[str]
+    config_source: str
+    config_loaded_at: _timestamp_pb2.Timestamp
+    def __init__(self, version: _Optional[str] = ..., instance: _Optional[str] = ..., cgroup_backend: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., cgroup_base: _Optional[str] = ..., kernel_release: _Optional[str] = ..., kernel_features: _Optional[_Mapping[str, bool]] = ..., default_limits: _Optional[_Union[Limits, _Mapping]] = ..., max_concurrent_executions: _Optional[int] = ..., running_executions: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., draining: _Optional[bool] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_ms: _Optional[int] = ..., executions_total: _Optional[int] = ..., denied_total: _Optional[int] = ..., audit_log: _Optional[str] = ..., audit_last_seq: _Optional[int] = ..., principal: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., config_source: _Optional[str] = ..., config_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

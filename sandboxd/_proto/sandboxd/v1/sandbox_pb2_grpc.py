@@ -60,6 +60,11 @@ class SandboxStub:
                 request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.SubscribeAudit = channel.unary_stream(
+                '/sandboxd.v1.Sandbox/SubscribeAudit',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.SubscribeAuditRequest.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.AuditEvent.FromString,
+                _registered_method=True)
 
 
 class SandboxServicer:
@@ -98,6 +103,16 @@ class SandboxServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeAudit(self, request, context):
+        """The audit trail, for collectors (admin only): first the stored records asked for (`since`, `last`),
+        then, with `follow`, every new record as it is appended. A subscriber too slow to keep up is dropped:
+        the stream ends with RESOURCE_EXHAUSTED (reason SUBSCRIBER_TOO_SLOW) naming how many events it missed,
+        and the drop is itself recorded. Executions never wait for subscribers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +140,11 @@ def add_SandboxServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.GetInfoRequest.FromString,
                     response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'SubscribeAudit': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeAudit,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.SubscribeAuditRequest.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.AuditEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +282,33 @@ class Sandbox:
             '/sandboxd.v1.Sandbox/GetInfo',
             sandboxd_dot_v1_dot_sandbox__pb2.GetInfoRequest.SerializeToString,
             sandboxd_dot_v1_dot_sandbox__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sandboxd.v1.Sandbox/SubscribeAudit',
+            sandboxd_dot_v1_dot_sandbox__pb2.SubscribeAuditRequest.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.AuditEvent.FromString,
             options,
             channel_credentials,
             insecure,
