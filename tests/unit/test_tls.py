@@ -8,13 +8,13 @@ never gets past the handshake. Also the ``[daemon.tls]`` table and the credentia
 from __future__ import annotations
 
 import asyncio
-import sys
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import certs  # tests/certs.py, on the path by pyproject's pytest pythonpath
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -25,9 +25,6 @@ from sandboxd.errors import ConfigError
 from sandboxd.policy_config import PolicyConfig, parse_policy
 from sandboxd.tls import TlsConfig, channel_credentials, parse_tls, server_credentials
 from sandboxd.toml_reader import TomlTable
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: certs.py is shared with other suites
-import certs
 
 GATEWAY = "CN=gateway.example,O=Example"
 UNICODE = "CN=Jürgen,O=Müller GmbH"
