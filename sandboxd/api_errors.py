@@ -145,6 +145,8 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     "COMMAND_NOT_GRANTED": grpc.StatusCode.PERMISSION_DENIED,
     "LIMIT_ABOVE_CEILING": grpc.StatusCode.PERMISSION_DENIED,
     "ADMIN_ONLY": grpc.StatusCode.PERMISSION_DENIED,
+    "SUBSCRIBER_TOO_SLOW": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "AUDIT_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     # the daemon's own state
     "CONFIG_INVALID": grpc.StatusCode.FAILED_PRECONDITION,
     "PROFILE_INVALID": grpc.StatusCode.FAILED_PRECONDITION,

@@ -72,10 +72,15 @@ def parse_since(text: str, *, now: float | None = None) -> float:
     return moment.timestamp()
 
 
+# Left out of the one-line view (``--json`` has everything): long, or already shown in a column.
+_TERSE_SKIP = frozenset({"limits", "seccomp_profile_sha256", "outcome"})
+
+
 def _describe(event: pb.AuditEvent) -> str:
     when = event.time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S")
     details = json.loads(event.details_json or "{}")
-    facts = " ".join(f"{key}={value}" for key, value in sorted(details.items()))
+    facts = " ".join(f"{key}={value}" for key, value in sorted(details.items())
+                     if key not in _TERSE_SKIP and value not in (None, "", False))
     who = event.principal or "-"
     subject = " ".join(part for part in (event.tool, event.execution_id, event.outcome) if part)
     return f"{event.seq:>8} {when} {event.event:<26} {who:<16} {subject} {facts}".rstrip()

@@ -80,7 +80,10 @@ class Spawner:
                 if key.fileobj is self._control:
                     if not self._on_control():
                         return
-                else:
+                elif self._children.get(key.fd) is key.data:
+                    # One select() batch may hold both pipes of a child: handling the status pipe's EOF
+                    # drains and closes the error pipe, and its fd number may even be reused by a spawn
+                    # handled earlier in the batch. Each key is acted on only while it is still current.
                     self._on_pipe(int(key.fd))
 
     def _on_control(self) -> bool:
@@ -122,7 +125,7 @@ class Spawner:
         child = _Child(execution_id, pid, err_r, status_r, fds_open={err_r, status_r})
         for fd in (err_r, status_r):
             self._children[fd] = child
-            self._selector.register(fd, selectors.EVENT_READ)
+            self._selector.register(fd, selectors.EVENT_READ, data=child)
 
     def _on_pipe(self, fd: int) -> None:
         child = self._children[fd]
@@ -163,9 +166,10 @@ class Spawner:
             child.error_done = True
             self._close(child, child.errpipe)
         os.waitpid(child.waiter_pid, 0)
+        self._maybe_announce(child)  # the error pipe's EOF may only have been read just now
         if not child.announced and not child.error:
             child.error = b"spawn\x000\x00the sandbox's setup process died before reporting"
-        self._maybe_announce(child)
+            self._maybe_announce(child)
         message: dict[str, Any] = {"op": "exited", "id": child.execution_id, "wait_status": None,
                                    "cpu_user_usec": 0, "cpu_system_usec": 0, "maxrss_bytes": 0}
         for line in child.status_buf.decode().splitlines():

@@ -207,12 +207,8 @@ def test_a_busy_log_is_one_chain_that_tells_each_request(daemon: Daemon) -> None
     planned = {request_id: spec.get("denied", spec.get("status")) for request_id, spec in runs.items()}
     with ThreadPoolExecutor(max_workers=8) as pool:
         got = dict(zip(runs, pool.map(run, runs), strict=True))
-    # A known engine bug (not the trail's) can crash the spawner under concurrent load: the executions it
-    # held end SETUP_FAILED or CANCELLED. Their records must still tell what their callers got.
-    spawner_crashed = "the spawner died" in daemon.logs()
-    upset = {request_id for request_id in runs if got[request_id] != planned[request_id]}
-    assert not upset or spawner_crashed, {request_id: got[request_id] for request_id in upset}
-    assert all(got[request_id] in ("SETUP_FAILED", "CANCELLED") for request_id in upset)
+    assert got == planned
+    assert "the spawner died" not in daemon.logs()
 
     files = audit_files(daemon)
     records = daemon.audit_records()
@@ -237,7 +233,7 @@ def test_a_busy_log_is_one_chain_that_tells_each_request(daemon: Daemon) -> None
             assert decision["details"]["outcome"] == "denied"
             assert decision["details"]["reason"] == spec["denied"]
             continue
-        status, as_planned = got[request_id], request_id not in upset
+        status = got[request_id]
         outcome = []
         if status in LIMIT_BY_STATUS:
             outcome = ["execution.limit_hit"]
@@ -247,7 +243,7 @@ def test_a_busy_log_is_one_chain_that_tells_each_request(daemon: Daemon) -> None
             assert mine[-2]["details"]["syscall"] == "ptrace" and mine[-2]["details"]["syscall_nr"] == 101
         elif status == "CANCELLED":
             outcome = ["execution.cancelled"]
-            assert mine[-2]["details"]["by"] == "local-admin" or not as_planned
+            assert mine[-2]["details"]["by"] == "local-admin"
         started = [] if status == "SETUP_FAILED" else ["execution.started"]
         assert events == ["request.received", "decision", *started, *outcome, "execution.finished"], request_id
         assert decision["details"]["outcome"] == "allowed" and decision["details"]["role"] == "admin"
@@ -257,17 +253,13 @@ def test_a_busy_log_is_one_chain_that_tells_each_request(daemon: Daemon) -> None
         if "streamed" in spec:
             assert spec["streamed"] == [stored_lines[record["seq"]] for record in mine[1:]], request_id
 
-    if "cancel" not in upset:
-        cancelled_id = by_request(records, "cancel")[1]["execution_id"]
-        [cancel_decision] = [record for record in records
-                             if record["event"] == "decision" and record["details"]["rpc"] == "Cancel"]
-        assert cancel_decision["execution_id"] == cancelled_id and cancel_decision["principal"] == "local-admin"
-        assert cancel_decision["details"]["outcome"] == "allowed"
+    cancelled_id = by_request(records, "cancel")[1]["execution_id"]
+    [cancel_decision] = [record for record in records
+                         if record["event"] == "decision" and record["details"]["rpc"] == "Cancel"]
+    assert cancel_decision["execution_id"] == cancelled_id and cancel_decision["principal"] == "local-admin"
+    assert cancel_decision["details"]["outcome"] == "allowed"
     assert records[0]["event"] == "daemon.started"
     assert records[0]["details"]["pid"] == daemon.process.pid  # type: ignore[union-attr]
-    if upset:
-        pytest.xfail(f"the spawner crashed (Spawner._on_pipe KeyError on a pipe closed earlier in the same "
-                     f"select() batch), {sorted(upset)} did not end as planned; their records were checked")
 
 
 # -- 2. tampering -----------------------------------------------------------------------------------------
@@ -539,9 +531,6 @@ def test_a_stuck_subscriber_is_dropped_and_does_not_slow_executions(tmp_path: Pa
         missed = int(re.search(r"missed (\d+) events", error.details()).group(1))  # type: ignore[attr-defined, union-attr]
         assert missed == last_seq(made) - first_missed + 1  # everything from the drop on: nothing since
         assert "ok: " in assert_verifies(made.audit_log)
-        if error.code() is grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
-            pytest.xfail("SUBSCRIBER_TOO_SLOW is missing from api_errors.STATUS_BY_REASON: the stream ends "
-                         "UNAVAILABLE, not the documented RESOURCE_EXHAUSTED")
         assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
 
 

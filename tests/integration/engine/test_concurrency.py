@@ -44,3 +44,31 @@ def test_concurrent_executions_keep_their_own_pipes(engine: Engine) -> None:
     for n, (status, out) in results.items():
         assert status is Status.OK, (n, status)
         assert out == spec_for[n].stdin, n
+
+
+def test_setup_failures_among_concurrent_executions_touch_only_themselves(engine: Engine) -> None:
+    """Regression: one select() batch of the spawner could hold both pipes of a child; handling the status
+    pipe's EOF closed the error pipe, and the stale event killed the spawner (every in-flight execution ended
+    SETUP_FAILED). Also: an exec that succeeded was reported "died before reporting" when its error pipe's EOF
+    was read only while finishing."""
+    specs = [engine.spec("/no/such/program") if n % 3 == 0 else engine.spec("/bin/true") for n in range(120)]
+
+    async def main() -> list[Result]:
+        executor = await Executor.create(engine.config)
+
+        async def one(n: int) -> Result:
+            async for event in executor.execute(specs[n]):
+                if isinstance(event, Result):
+                    return event
+            raise AssertionError("no Result")
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(len(specs)))), 120)
+        finally:
+            await executor.close()
+
+    results = asyncio.run(main())
+    for n, result in enumerate(results):
+        if n % 3 == 0:
+            assert (result.status, result.setup_stage) == (Status.SETUP_FAILED, "find handler"), (n, result)
+        else:
+            assert result.status is Status.OK, (n, result)
