@@ -3,7 +3,8 @@
 Every record names its time, principal, tool, execution id and request id; what else it says is in
 ``details``. Events, in the order an execution meets them::
 
-    request.received      an Execute (or Cancel, SubscribeAudit) arrived; principal "" if not yet known
+    request.received      an Execute arrived from an identified caller (an unidentified one gets only its
+                          denied decision: AUTH_FAILED)
     decision              exactly one per request: outcome allowed (role, effective limits) or denied
                           (reason, role when one matched)
     execution.started     pid, uid, cgroup, effective limits, seccomp profile and its digest
