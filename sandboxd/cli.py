@@ -303,6 +303,15 @@ def cmd_cancel(client: SandboxClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _uptime_text(seconds: int) -> str:
+    """3723 → ``"1h02m03s"``; 42 → ``"42s"``."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def cmd_info(client: SandboxClient, args: argparse.Namespace) -> int:
     info = client.info()
     if args.json:
@@ -310,13 +319,19 @@ def cmd_info(client: SandboxClient, args: argparse.Namespace) -> int:
         return 0
     features = " ".join(f"{name}={'yes' if on else 'no'}"
                         for name, on in sorted(info.kernel_features.items()))
+    uptime = _uptime_text(info.uptime_ms // 1000)
     for key, value in (
         ("version", info.version), ("instance", info.instance),
+        ("uptime", f"{uptime} (since {info.started_at.ToDatetime():%Y-%m-%d %H:%M:%S} UTC)"),
+        ("config", f"{info.config_source}, loaded {info.config_loaded_at.ToDatetime():%Y-%m-%d %H:%M:%S} UTC"),
+        ("you are", f"{info.principal} ({', '.join(info.roles) or 'no roles'})"),
         ("cgroup", f"{info.cgroup_backend} ({info.cgroup_mode}) at {info.cgroup_base}"),
         ("kernel", info.kernel_release), ("features", features),
         ("default limits", _limits_text(info.default_limits)),
-        ("executions", f"{info.running_executions} running, at most {info.max_concurrent_executions}"),
+        ("executions", f"{info.running_executions} running, at most {info.max_concurrent_executions}; "
+                       f"{info.executions_total} finished, {info.denied_total} refused since start"),
         ("max request", format_size(info.max_request_bytes)),
+        ("audit log", f"{info.audit_log} (last seq {info.audit_last_seq})"),
         ("draining", "yes" if info.draining else "no"),
     ):
         print(f"{key + ':':16}{value}")

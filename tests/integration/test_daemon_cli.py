@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -112,13 +113,21 @@ def test_ps_and_cancel(daemon: Daemon) -> None:
 
 
 def test_info_and_health(daemon: Daemon) -> None:
+    assert daemon.ctl("exec", "--", "/bin/true").returncode == 0
+    assert daemon.ctl("run", "nope").returncode == 125
     info = daemon.ctl("info")
     assert info.returncode == 0
     text = info.stdout.decode()
     assert f"instance:       {daemon.instance}" in text
     assert "cgroup:         v" in text and "features:" in text
+    assert "you are:        local-admin (admin)" in text
+    assert f"config:         {daemon.config_path}, loaded " in text
+    assert re.search(r"uptime:         \d+(m\d\ds|s) \(since ", text), text
+    assert re.search(r"executions:     0 running, at most \d+; [1-9]\d* finished, [1-9]\d* refused", text), text
+    assert f"audit log:      {daemon.audit_log} (last seq " in text
     data = json.loads(daemon.ctl("info", "--json").stdout)
     assert data["instance"] == daemon.instance and data["cgroupBackend"] in ("v1", "v2")
+    assert int(data["uptimeMs"]) > 0 and int(data["executionsTotal"]) >= 1
     assert data["kernelFeatures"]["seccomp_filter"] is True
     health = daemon.ctl("health", "--json")
     assert (health.returncode, json.loads(health.stdout)) == (0, {"status": "SERVING"})
