@@ -57,7 +57,7 @@ from cryptography.x509.oid import NameOID
 
 from sandboxd.errors import ConfigError
 from sandboxd.ratelimit import Rate, default_burst
-from sandboxd.toml_reader import LIMIT_KEYS, TomlTable
+from sandboxd.toml_reader import LIMIT_KEYS, TomlTable, optional_absolute_path
 from sandboxd.units import parse_duration_ms, parse_size_bytes
 
 EMBEDDED = "(embedded defaults)"
@@ -211,7 +211,7 @@ def _parse(top: TomlTable, defaults: PolicyConfig | None) -> PolicyConfig:
 
 def _auth(table: TomlTable, default: AuthConfig) -> AuthConfig:
     socket_principal = table.take_str("unix_socket_principal", default.unix_socket_principal)
-    key_file = table.take_parsed("jwt_key_file", default.jwt_key_file, _optional_absolute_path)
+    key_file = table.take_parsed("jwt_key_file", default.jwt_key_file, optional_absolute_path)
     algorithms = table.take_str_list("jwt_algorithms") if table.has("jwt_algorithms") else default.jwt_algorithms
     for algorithm in algorithms:
         if algorithm not in JWT_ALGORITHMS:
@@ -237,15 +237,6 @@ def _auth(table: TomlTable, default: AuthConfig) -> AuthConfig:
     return AuthConfig(socket_principal, key_file, algorithms, issuer, audience, leeway_ms)
 
 
-def _optional_absolute_path(value: Any) -> Path | None:
-    if value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"expected an absolute path, got {value!r}")
-    path = Path(value)
-    if not path.is_absolute():
-        raise ValueError(f"must be an absolute path, got {value!r}")
-    return path
 
 
 def _check_name(table: TomlTable, name: str, kind: str) -> None:

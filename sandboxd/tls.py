@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 from cryptography import x509
@@ -29,7 +28,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from sandboxd.errors import ConfigError
-from sandboxd.toml_reader import TomlTable
+from sandboxd.toml_reader import TomlTable, optional_absolute_path
 
 
 @dataclass(frozen=True)
@@ -44,22 +43,13 @@ class TlsConfig:
         return self.client_ca_file is not None
 
 
-def _path(value: Any) -> Path | None:
-    if value == "":
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"expected an absolute path, got {value!r}")
-    path = Path(value)
-    if not path.is_absolute():
-        raise ValueError(f"must be an absolute path, got {value!r}")
-    return path
 
 
 def parse_tls(table: TomlTable) -> TlsConfig | None:
     """The ``[daemon.tls]`` table (finished here); None when it names no certificate and no key."""
-    cert_file = table.take_parsed("cert_file", None, _path)
-    key_file = table.take_parsed("key_file", None, _path)
-    client_ca_file = table.take_parsed("client_ca_file", None, _path)
+    cert_file = table.take_parsed("cert_file", None, optional_absolute_path)
+    key_file = table.take_parsed("key_file", None, optional_absolute_path)
+    client_ca_file = table.take_parsed("client_ca_file", None, optional_absolute_path)
     table.finish()
     if cert_file is None and key_file is None:
         if client_ca_file is not None:

@@ -105,6 +105,18 @@ class TomlTable:
             raise self.error(key, "unknown key")
 
 
+def optional_absolute_path(value: Any) -> Path | None:
+    """A ``take_parsed`` parser: ``""`` = not set, else an absolute path."""
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected an absolute path, got {value!r}")
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    return path
+
+
 def _limit(parse: Callable[[Any], int]) -> Callable[[Any], int | None]:
     def parse_limit(value: Any) -> int | None:
         if value == UNLIMITED:
