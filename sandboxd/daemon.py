@@ -24,6 +24,7 @@ import signal
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-async def serve(config: Config, args: argparse.Namespace | None = None) -> int:
+async def serve(config: Config, args: argparse.Namespace) -> int:
     state = prepare_state_dir(config.daemon.state_dir)
     try:
         audit = open_audit_log(config.audit)
@@ -137,14 +138,13 @@ def open_audit_log(audit: AuditConfig) -> AuditLog:
                          retention_days=audit.retention_days)
 
 
-async def _serve_audited(config: Config, state: StateDir, audit: AuditLog, args: argparse.Namespace | None) -> int:
+async def _serve_audited(config: Config, state: StateDir, audit: AuditLog, args: argparse.Namespace) -> int:
     trail = AuditTrail(audit)
     metrics = Metrics()
     audit.on_fsync = metrics.audit_fsync_seconds.observe
     profiles = ProfileCache()
     runtime = build_runtime(config, state_dir=state.path, profiles=profiles)
-    tools = [tool.name for tool in runtime.registry.tools()]
-    log.info("config %s: %d tools (%s)", runtime.source_name, len(tools), ", ".join(tools))
+    log.info("config %s: %d tools (%s)", runtime.source_name, len(runtime.tool_names), ", ".join(runtime.tool_names))
     executor = await Executor.create(
         EngineConfig(
             state_dir=config.daemon.state_dir,
@@ -157,7 +157,7 @@ async def _serve_audited(config: Config, state: StateDir, audit: AuditLog, args:
         trail.daemon("recovered", {"cgroups_removed": list(executor.recovered_leaves),
                                    "cgroup_base": executor.cgroup_base})
     try:
-        holder = _RuntimeHolder(runtime, profiles, state, trail, args)
+        holder = _RuntimeHolder(runtime, profiles, state, trail, reread=lambda: configure(args))
         return await _serve_with_executor(holder, executor, trail, metrics)
     finally:
         await executor.close()
@@ -166,22 +166,22 @@ async def _serve_audited(config: Config, state: StateDir, audit: AuditLog, args:
 class _RuntimeHolder:
     """The current :class:`Runtime`, and SIGHUP's atomic replacement of it."""
 
-    def __init__(self, runtime: Runtime, profiles: ProfileCache, state: StateDir, trail: AuditTrail,
-                 args: argparse.Namespace | None) -> None:
+    def __init__(self, runtime: Runtime, profiles: ProfileCache, state: StateDir, trail: AuditTrail, *,
+                 reread: Callable[[], Config]) -> None:
         self.current = runtime
         self._profiles = profiles
         self._state = state
         self._trail = trail
-        self._args = args
+        self._reread = reread  # the file and command line, read again
 
     def __call__(self) -> Runtime:
         return self.current
 
-    def reload(self) -> bool:
+    def reload(self) -> None:
         """Re-read the configuration and everything it names; keep the running one on any error."""
         running = self.current
         try:
-            config = configure(self._args) if self._args is not None else running.config
+            config = self._reread()
             blocked = restart_needed(running.config, config)
             if blocked:
                 raise ConfigError(f"{', '.join(blocked)} changed: only a restart applies that; "
@@ -190,13 +190,11 @@ class _RuntimeHolder:
         except SandboxError as error:
             log.error("reload rejected, the running configuration stays: %s", error.message)
             self._trail.daemon("reload_failed", {"reason": error.reason, "message": error.message})
-            return False
+            return
         self.current = new
-        tools = [tool.name for tool in new.registry.tools()]
-        log.info("reloaded %s: %d tools (%s)", new.source_name, len(tools), ", ".join(tools))
-        self._trail.daemon("reloaded", {"config": new.source_name, "tools": tools,
+        log.info("reloaded %s: %d tools (%s)", new.source_name, len(new.tool_names), ", ".join(new.tool_names))
+        self._trail.daemon("reloaded", {"config": new.source_name, "tools": new.tool_names,
                                         "roles": sorted(new.config.policy.roles)})
-        return True
 
 
 async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail: AuditTrail,
@@ -204,7 +202,7 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
     config = holder.current.config
     daemon = config.daemon
     admission = Admission(daemon.max_concurrent_executions)
-    facts = DaemonFacts.gather(instance=daemon.instance, max_request_bytes=daemon.max_request_bytes)
+    facts = DaemonFacts.gather(instance=daemon.instance)
     hub = trail.log.hub
     service = SandboxService(runtime=holder, executor=executor, admission=admission, facts=facts, trail=trail,
                              hub=hub, metrics=metrics)
@@ -247,7 +245,7 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
                                  "config": holder.current.source_name, "cgroup_backend": executor.backend_name,
                                  "cgroup_base": executor.cgroup_base, "pid": os.getpid()})
         await trail.log.wait_durable(trail.log.last_seq)
-        sd_notify.ready(f"serving {len(holder.current.registry.tools())} tools")
+        sd_notify.ready(f"serving {len(holder.current.tool_names)} tools")
         watchdog = Watchdog.from_env(trail.log.healthy)
         if watchdog is not None:
             watchdog.start()
@@ -257,7 +255,7 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
                 break
             sd_notify.reloading()
             holder.reload()
-            sd_notify.ready(f"serving {len(holder.current.registry.tools())} tools")
+            sd_notify.ready(f"serving {len(holder.current.tool_names)} tools")
         log.info("stopping: refusing new executions, %d running", len(admission))
         sd_notify.stopping(f"draining {len(admission)} executions")
         admission.start_draining()

@@ -89,11 +89,10 @@ def kernel_features() -> dict[str, bool]:
 @dataclass(frozen=True)
 class DaemonFacts:
     instance: str
-    max_request_bytes: int
     cgroup_mode: str = ""
     kernel_release: str = ""
     kernel_features: Mapping[str, bool] = field(default_factory=dict)
 
     @classmethod
-    def gather(cls, *, instance: str, max_request_bytes: int) -> DaemonFacts:
-        return cls(instance, max_request_bytes, cgroup_mode(), kernel_release(), kernel_features())
+    def gather(cls, *, instance: str) -> DaemonFacts:
+        return cls(instance, cgroup_mode(), kernel_release(), kernel_features())

@@ -154,12 +154,6 @@ class Policy:
         """Sees and cancels every execution, may subscribe to the audit stream."""
         return any(role.admin for role in self._roles(identity))
 
-    def max_concurrent(self, identity: Identity, role: str) -> int | None:
-        """The bound ``role`` puts on the caller's running executions (None: only the daemon's)."""
-        if role not in identity.roles or role not in self.config.roles:
-            return None
-        return self.config.roles[role].max_concurrent
-
 
 def _iso(unix_s: float | None) -> str:
     if unix_s is None:  # pragma: no cover - only expired grants are named

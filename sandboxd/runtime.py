@@ -15,7 +15,7 @@ from pathlib import Path
 from sandboxd.auth import Authenticator
 from sandboxd.config import SHIPPED_HANDLERS_DIR, Config
 from sandboxd.policy import Policy
-from sandboxd.policy_config import check_policy
+from sandboxd.policy_config import EMBEDDED, check_policy
 from sandboxd.registry import ToolRegistry
 from sandboxd.seccomp import ProfileCache
 from sandboxd.tools import load_tools
@@ -31,7 +31,11 @@ class Runtime:
 
     @property
     def source_name(self) -> str:
-        return str(self.config.source or "(embedded defaults)")
+        return str(self.config.source or EMBEDDED)
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [tool.name for tool in self.registry.tools()]
 
 
 def build_runtime(
@@ -56,7 +60,7 @@ def build_runtime(
         host_env=os.environ,
     )
     registry.compile_all()
-    check_policy(config.policy, tools, config.source or "(embedded defaults)")
+    check_policy(config.policy, tools)  # errors name policy.source: the file its tables came from
     authenticator = Authenticator.from_config(config.policy)
     policy = Policy(config.policy, rate_limiter=previous.policy.rate_limiter if previous else None)
     return Runtime(config, registry, policy, authenticator)

@@ -21,6 +21,7 @@ from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.admission import Admission
 from sandboxd.api_errors import AdminOnly, UnknownExecution, status_for, trailing_metadata_for
 from sandboxd.audit.hub import AuditHub
+from sandboxd.audit.record import AuditRecord
 from sandboxd.audit_events import AuditTrail, Subject
 from sandboxd.audit_stream import stream_audit
 from sandboxd.auth import Identity
@@ -31,6 +32,7 @@ from sandboxd.host_info import DaemonFacts
 from sandboxd.intake import accept, target_of
 from sandboxd.metrics import Metrics
 from sandboxd.runtime import Runtime
+from sandboxd.spec import Limits
 
 log = logging.getLogger("sandboxd.service")
 
@@ -93,6 +95,11 @@ class SandboxService(pb_grpc.SandboxServicer):
         except SandboxError as error:
             await self._deny(context, Subject(), rpc=rpc, error=error)
 
+    def _allow(self, subject: Subject, *, rpc: str, role: str = "", limits: Limits | None = None) -> AuditRecord:
+        """Record the grant and count it."""
+        self._metrics.decision("allowed", "")
+        return self._trail.allowed(subject, rpc=rpc, role=role, limits=limits)
+
     async def _deny(self, context: grpc.aio.ServicerContext, subject: Subject, *, rpc: str,
                     error: SandboxError) -> NoReturn:
         """Record the refusal durably, count it, and end the call with its status."""
@@ -123,8 +130,7 @@ class SandboxService(pb_grpc.SandboxServicer):
             await self._deny(context, subject, rpc="Execute", error=error)
         admitted, spec, decision = accepted.admitted, accepted.spec, accepted.decision
         subject = Subject(identity.principal, admitted.tool, admitted.execution_id, admitted.request_id)
-        self._metrics.decision("allowed", "")
-        record = self._trail.allowed(subject, rpc="Execute", role=decision.role, limits=spec.limits)
+        record = self._allow(subject, rpc="Execute", role=decision.role, limits=spec.limits)
         self._metrics.active_executions.inc()
         events = stream_execution(
             admitted, spec, decision_record=record, engine=self._executor, trail=self._trail,
@@ -166,8 +172,7 @@ class SandboxService(pb_grpc.SandboxServicer):
         if admitted is None or not visible:  # another's execution is as unknown as a finished one
             await self._deny(context, subject, rpc="Cancel",
                              error=UnknownExecution(f"no running execution {request.execution_id!r}"))
-        self._trail.allowed(subject, rpc="Cancel", role="")
-        self._metrics.decision("allowed", "")
+        self._allow(subject, rpc="Cancel")
         admitted.cancel_requested = True
         admitted.cancelled_by = admitted.cancelled_by or identity.principal
         self._executor.cancel(request.execution_id)
@@ -249,8 +254,7 @@ class SandboxService(pb_grpc.SandboxServicer):
         if not runtime.policy.is_admin(identity):
             await self._deny(context, subject, rpc="SubscribeAudit",
                              error=AdminOnly("the audit stream is for admin principals"))
-        self._trail.allowed(subject, rpc="SubscribeAudit", role="")
-        self._metrics.decision("allowed", "")
+        self._allow(subject, rpc="SubscribeAudit")
         try:
             async for event in stream_audit(request, log=self._trail.log, hub=self._hub,
                                             queue_size=runtime.config.audit.subscriber_queue):

@@ -271,10 +271,6 @@ def test_visible_tools_admin_and_concurrency() -> None:
     clocks.wall = EXPIRY
     assert policy.visible_tools(who("support"), names) == ["file_processor"]
     assert policy.is_admin(who("support", "ops")) and not policy.is_admin(who("support", "clamped"))
-    assert policy.max_concurrent(who("support"), "support") == 3
-    assert policy.max_concurrent(who("ops"), "ops") is None
-    assert policy.max_concurrent(who("ops"), "support") is None  # not a role of the caller
-    assert policy.max_concurrent(who("support"), "") is None
 
 
 def test_the_embedded_roles() -> None:

@@ -118,7 +118,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         nonlocal stop
         stop = asyncio.Event()
         server = grpc.aio.server()
-        facts = DaemonFacts(instance="unit", max_request_bytes=MAX_REQUEST_BYTES, cgroup_mode="hybrid")
+        facts = DaemonFacts(instance="unit", cgroup_mode="hybrid")
         config = Config(daemon=DaemonConfig(max_request_bytes=MAX_REQUEST_BYTES))
         runtime = Runtime(config, registry, Policy(config.policy), Authenticator.from_config(config.policy))
         audit = AuditLog.open(tmp_path / "audit" / "audit.log", hmac_key=None, rotate_bytes=1 << 20,
