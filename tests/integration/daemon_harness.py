@@ -9,6 +9,7 @@ Each test module makes its own fixture, so it can shape the daemon's configurati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -198,6 +199,19 @@ def make_daemon(tmp_path: Path, *, tools: dict[str, str] | None = None, env: dic
     return Daemon(root, f"test-d-{uuid.uuid4().hex[:8]}", config, {**os.environ, **(env or {})})
 
 
+@contextlib.contextmanager
+def running(daemon: Daemon) -> Iterator[Daemon]:
+    """Start ``daemon``; at the end stop it (also after a failed start), check it exited 0 and left nothing."""
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        if daemon.process is not None:
+            status = daemon.stop()
+            assert status == 0, f"sandboxd exited {status}:\n{daemon.logs()}"
+            assert_nothing_left(daemon)
+
+
 def daemon_fixture(**options: Any) -> Callable[..., Iterator[Daemon]]:
     """A pytest fixture: a started daemon with ``options`` (see :func:`make_daemon`), checked at teardown."""
 
@@ -206,13 +220,7 @@ def daemon_fixture(**options: Any) -> Callable[..., Iterator[Daemon]]:
         if os.geteuid() != 0:
             pytest.skip("the daemon's end-to-end tests need root")
         assert not sandbox_processes(), "processes of the sandbox uid exist before the test"
-        daemon = make_daemon(tmp_path, **options)
-        daemon.start()
-        try:
+        with running(make_daemon(tmp_path, **options)) as daemon:
             yield daemon
-        finally:
-            status = daemon.stop()
-            assert status == 0, f"sandboxd exited {status}:\n{daemon.logs()}"
-            assert_nothing_left(daemon)
 
     return fixture

@@ -29,7 +29,8 @@ from typing import Any
 
 import grpc
 import pytest
-from daemon_harness import SANDBOXCTL, Daemon, assert_nothing_left, daemon_fixture, make_daemon
+from daemon_harness import SANDBOXCTL, Daemon, daemon_fixture, make_daemon
+from daemon_harness import running as harness_running
 
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.client import SandboxClient, SandboxdError, pb
@@ -70,14 +71,8 @@ def running(made: Daemon) -> Iterator[Daemon]:
     """Start ``made``; at the end stop it and check it exited 0 and left nothing behind."""
     if os.geteuid() != 0:
         pytest.skip("the daemon's end-to-end tests need root")
-    try:
-        made.start()
+    with harness_running(made):
         yield made
-    finally:
-        if made.process is not None:
-            status = made.stop()
-            assert status == 0, f"sandboxd exited {status}:\n{made.logs()}"
-            assert_nothing_left(made)
 
 
 def audit_files(made: Daemon) -> list[Path]:

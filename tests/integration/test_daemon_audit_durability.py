@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
-from daemon_harness import Daemon, assert_nothing_left, make_daemon
+from daemon_harness import make_daemon, running
 
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.client import SandboxClient, SandboxdError, pb
@@ -139,23 +139,13 @@ def _kind(event: Any) -> str:
     return event.WhichOneof("event") if isinstance(event, pb.ExecuteEvent) else ""
 
 
-@contextlib.contextmanager
-def _running(made: Daemon) -> Iterator[Daemon]:
-    try:
-        made.start()
-        yield made
-    finally:
-        if made.process is not None:
-            status = made.stop()
-            assert status == 0, f"sandboxd exited {status}:\n{made.logs()}"
-            assert_nothing_left(made)
 
 
 def test_a_result_is_sent_only_once_its_records_are_fsynced(disk: StallableDisk, tmp_path: Path) -> None:
     made = make_daemon(tmp_path)
     log_path = disk.mount / "audit" / "audit.log"
     made.config_path.write_text(made.config_path.read_text().replace(str(made.audit_log), str(log_path)))
-    with _running(made), made.client() as client, grpc.insecure_channel(f"unix:{made.socket}") as channel:
+    with running(made), made.client() as client, grpc.insecure_channel(f"unix:{made.socket}") as channel:
         # The hub publishes each record as it is appended, before it is durable: our view of the daemon's
         # progress that does not depend on the disk.
         hub: queue.Queue[tuple[float, Any]] = queue.Queue()

@@ -24,7 +24,7 @@ import grpc
 import jwt
 import pytest
 from certs import CertificateAuthority, Issued, make_ca
-from daemon_harness import Daemon, assert_nothing_left, make_daemon, sandbox_processes
+from daemon_harness import Daemon, make_daemon, running, sandbox_processes
 
 from sandboxd.client import SandboxClient, SandboxdError, TlsFiles
 
@@ -111,13 +111,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     address = f"127.0.0.1:{free_port()}"
     daemon = make_daemon(tmp, tools={"quick": QUICK}, tcp_listen=address,
                          extra=policy_toml(ca, server, key_file))
-    daemon.start()
-    try:
+    with running(daemon):
         yield Setup(daemon, address, ca, gateway, stranger, impostor)
-    finally:
-        status = daemon.stop()
-        assert status == 0, f"sandboxd exited {status}:\n{daemon.logs()}"
-        assert_nothing_left(daemon)
 
 
 def mint(*, key: bytes = JWT_SECRET, lifetime_s: int = 300, **claims: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
-from daemon_harness import Daemon, assert_nothing_left, make_daemon, sandbox_processes
+from daemon_harness import Daemon, make_daemon, running, sandbox_processes
 
 from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.api_errors import REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, TEMPORARY_METADATA_KEY
@@ -125,14 +125,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     if os.geteuid() != 0:
         pytest.skip("the daemon's end-to-end tests need root")
     assert not sandbox_processes(), "processes of the sandbox uid exist before the test"
-    started = make_daemon(tmp_path_factory.mktemp("policy"), tools=TOOLS, extra=policy_toml())
-    started.start()
-    try:
+    with running(make_daemon(tmp_path_factory.mktemp("policy"), tools=TOOLS, extra=policy_toml())) as started:
         yield started
-    finally:
-        status = started.stop()
-        assert status == 0, f"sandboxd exited {status}:\n{started.logs()}"
-        assert_nothing_left(started)
 
 
 def client_of(daemon: Daemon, principal: str) -> SandboxClient:
