@@ -28,7 +28,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sandboxd.client import SandboxClient, SandboxdError
+from sandboxd.cli.client import SandboxClient, SandboxdError
 
 BIN = Path(sys.executable).parent
 

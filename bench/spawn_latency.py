@@ -24,11 +24,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sandboxd.engine_config import EngineConfig
-from sandboxd.executor import Executor
-from sandboxd.result import Result, Status
-from sandboxd.seccomp import ProfileCache
-from sandboxd.spec import ExecutionSpec, Limits
+from sandboxd.base.limits import Limits
+from sandboxd.engine.config import EngineConfig
+from sandboxd.engine.executor import Executor
+from sandboxd.engine.result import Result, Status
+from sandboxd.engine.seccomp.profile import ProfileCache
+from sandboxd.engine.spec import ExecutionSpec
 
 REPO = Path(__file__).resolve().parents[1]
 BWRAP = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",

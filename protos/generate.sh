@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Regenerate the Python stubs of protos/ into sandboxd/_proto/ (or into the directory given as $1).
+# Regenerate the Python stubs of protos/ into sandboxd/api/_proto/ (or into the directory given as $1).
 #   protos/generate.sh              # from the repo root or anywhere; uses $PYTHON or .venv/bin/python
-# protoc writes `from sandboxd.v1 import ...`; the stubs live in the private package sandboxd._proto, so the
-# import path is rewritten to `from sandboxd._proto.sandboxd.v1 import ...`.
+# protoc writes `from sandboxd.v1 import ...`; the stubs live in the private package sandboxd.api._proto, so the
+# import path is rewritten to `from sandboxd.api._proto.sandboxd.v1 import ...`.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-out=${1:-$repo/sandboxd/_proto}
+out=${1:-$repo/sandboxd/api/_proto}
 python=${PYTHON:-$repo/.venv/bin/python}
 [ -x "$python" ] || python=python3
 
@@ -20,6 +20,6 @@ for dir in "$out" $(cd "$out" && find sandboxd -type d | sort | sed "s|^|$out/|"
 done
 # Generated code is not ours to type-check (mypy --strict would flag protoc's own output).
 find "$out/sandboxd" -name '*.py' -o -name '*.pyi' | sort | while read -r file; do
-    sed -i -E 's/^from sandboxd\.(v[0-9]+) import /from sandboxd._proto.sandboxd.\1 import /' "$file"
+    sed -i -E 's/^from sandboxd\.(v[0-9]+) import /from sandboxd.api._proto.sandboxd.\1 import /' "$file"
     case "$file" in *_pb2.pyi|*_pb2_grpc.py) sed -i '1i # mypy: ignore-errors' "$file";; esac
 done

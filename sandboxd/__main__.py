@@ -2,6 +2,6 @@
 
 import sys
 
-from sandboxd.daemon import main
+from sandboxd.server.daemon import main
 
 sys.exit(main())

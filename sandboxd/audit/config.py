@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sandboxd.errors import ConfigError
-from sandboxd.toml_reader import TomlTable
-from sandboxd.units import parse_size_bytes
+from sandboxd.base.errors import ConfigError
+from sandboxd.base.toml import TomlTable
+from sandboxd.base.units import parse_size_bytes
 
 DEFAULT_PATH = Path("/var/log/sandboxd/audit.log")
 DEFAULT_ROTATE_BYTES = 64 * 1024**2

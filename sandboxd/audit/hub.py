@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from sandboxd.audit.reader import RecordFilter
 from sandboxd.audit.record import AuditRecord
-from sandboxd.errors import SandboxError
+from sandboxd.base.errors import SandboxError
 
 log = logging.getLogger(__name__)
 

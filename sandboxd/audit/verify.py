@@ -28,7 +28,7 @@ from pathlib import Path
 
 from sandboxd.audit.reader import chain_order
 from sandboxd.audit.record import ZERO_HASH, AuditRecord, MalformedRecord
-from sandboxd.errors import SandboxError
+from sandboxd.base.errors import SandboxError
 
 __all__ = ["ChainBroken", "VerifyReport", "Why", "chain_order", "verify_files"]
 

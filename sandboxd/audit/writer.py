@@ -38,7 +38,7 @@ from typing import Any
 from sandboxd.audit.hub import AuditHub, Subscription
 from sandboxd.audit.reader import first_line, good_tail, open_for_reading, rotated_files, rotated_path, seq_range
 from sandboxd.audit.record import ZERO_HASH, AuditRecord, MalformedRecord, format_time
-from sandboxd.errors import SandboxError
+from sandboxd.base.errors import SandboxError
 
 log = logging.getLogger(__name__)
 

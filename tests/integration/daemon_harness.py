@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from sandboxd.client import SandboxClient, SandboxdError
+from sandboxd.cli.client import SandboxClient, SandboxdError
 
 BIN = Path(sys.executable).parent
 SANDBOXD = BIN / "sandboxd"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.cgroups import CgroupLimits
-from sandboxd.cgroups.detect import detect_backend
-from sandboxd.cgroups.v1 import V1Backend, V1ExecCgroup
-from sandboxd.errors import CgroupError
+from sandboxd.base.errors import CgroupError
+from sandboxd.engine.cgroups import CgroupLimits
+from sandboxd.engine.cgroups.detect import detect_backend
+from sandboxd.engine.cgroups.v1 import V1Backend, V1ExecCgroup
 
 pytestmark = [pytest.mark.root, pytest.mark.cgroup_v1]
 

@@ -32,8 +32,8 @@ import pytest
 from daemon_harness import SANDBOXCTL, Daemon, daemon_fixture, make_daemon
 from daemon_harness import running as harness_running
 
-from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
-from sandboxd.client import SandboxClient, SandboxdError, pb
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.cli.client import SandboxClient, SandboxdError, pb
 
 pytestmark = pytest.mark.root
 

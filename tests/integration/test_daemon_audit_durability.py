@@ -25,8 +25,8 @@ import grpc
 import pytest
 from daemon_harness import make_daemon, running
 
-from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
-from sandboxd.client import SandboxClient, SandboxdError, pb
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.cli.client import SandboxClient, SandboxdError, pb
 
 pytestmark = pytest.mark.root
 

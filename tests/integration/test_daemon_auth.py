@@ -26,7 +26,7 @@ import pytest
 from certs import CertificateAuthority, Issued, make_ca
 from daemon_harness import Daemon, make_daemon, running, sandbox_processes
 
-from sandboxd.client import SandboxClient, SandboxdError, TlsFiles
+from sandboxd.cli.client import SandboxClient, SandboxdError, TlsFiles
 
 pytestmark = pytest.mark.root
 

@@ -19,7 +19,7 @@ from daemon_harness import Daemon, assert_nothing_left, daemon_fixture, make_dae
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from sandboxd.client import SandboxClient, SandboxdError, pb
+from sandboxd.cli.client import SandboxClient, SandboxdError, pb
 
 pytestmark = pytest.mark.root
 

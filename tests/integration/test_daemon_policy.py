@@ -24,9 +24,9 @@ import grpc
 import pytest
 from daemon_harness import Daemon, make_daemon, running, sandbox_processes
 
-from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
-from sandboxd.api_errors import REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, TEMPORARY_METADATA_KEY
-from sandboxd.client import SandboxClient, SandboxdError, pb
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.api.status import REASON_METADATA_KEY, RETRY_AFTER_METADATA_KEY, TEMPORARY_METADATA_KEY
+from sandboxd.cli.client import SandboxClient, SandboxdError, pb
 
 pytestmark = pytest.mark.root
 

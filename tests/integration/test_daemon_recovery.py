@@ -14,7 +14,7 @@ import pytest
 from daemon_harness import Daemon, assert_nothing_left, cgroup_dirs, make_daemon, sandbox_processes
 
 from sandboxd.audit.verify import verify_files
-from sandboxd.client import pb
+from sandboxd.cli.client import pb
 
 pytestmark = pytest.mark.root
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from daemon_harness import Daemon, daemon_fixture
 
-from sandboxd.client import SandboxdError, pb
+from sandboxd.cli.client import SandboxdError, pb
 
 pytestmark = pytest.mark.root
 

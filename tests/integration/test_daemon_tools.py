@@ -10,7 +10,7 @@ import grpc
 import pytest
 from daemon_harness import Daemon, daemon_fixture
 
-from sandboxd.client import SandboxdError
+from sandboxd.cli.client import SandboxdError
 
 pytestmark = pytest.mark.root
 

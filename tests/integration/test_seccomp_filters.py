@@ -17,7 +17,7 @@ from pathlib import Path
 import prctl
 import pytest
 
-from sandboxd.seccomp import compile_bpf, install_bpf, load_profile
+from sandboxd.engine.seccomp.profile import compile_bpf, install_bpf, load_profile
 
 pytestmark = pytest.mark.root
 

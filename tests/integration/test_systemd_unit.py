@@ -21,10 +21,10 @@ SYSTEMD_DIR = Path(__file__).resolve().parents[2] / "systemd"
 UNIT = SYSTEMD_DIR / "sandboxd.service"
 TMPFILES = SYSTEMD_DIR / "sandboxd.tmpfiles.conf"
 SYSUSERS = SYSTEMD_DIR / "sandboxd.sysusers.conf"
-EXIT_CONFIG = 78  # sandboxd.daemon.EXIT_CONFIG (EX_CONFIG)
-DEFAULT_GRACE_S = 10  # daemon.grace_period's default (sandboxd.config)
-SERVER_STOP_GRACE_S = 2  # the gRPC server's own stop grace (sandboxd.daemon)
-SOCKET_GROUP = "sandboxd"  # daemon.socket_group's default (sandboxd.config)
+EXIT_CONFIG = 78  # sandboxd.server.daemon.EXIT_CONFIG (EX_CONFIG)
+DEFAULT_GRACE_S = 10  # daemon.grace_period's default (sandboxd.server.config)
+SERVER_STOP_GRACE_S = 2  # the gRPC server's own stop grace (sandboxd.server.daemon)
+SOCKET_GROUP = "sandboxd"  # daemon.socket_group's default (sandboxd.server.config)
 
 # What the daemon needs (see the comments in the unit); a change here is a change of the daemon's privileges.
 CAPABILITIES = {
@@ -109,12 +109,12 @@ def test_the_verify_check_catches_a_broken_unit(tmp_path: Path) -> None:
 
 def test_the_unit_says_what_the_daemon_relies_on() -> None:
     service = _settings(UNIT)["Service"]
-    assert _one(service, "Type") == "notify"  # sandboxd.sd_notify: READY=1, RELOADING=1, STOPPING=1
+    assert _one(service, "Type") == "notify"  # sandboxd.server.notify: READY=1, RELOADING=1, STOPPING=1
     assert _one(service, "NotifyAccess") == "main"
     assert _one(service, "ExecStart") == "/usr/bin/sandboxd"  # as the README installs it
     assert _one(service, "ExecReload") == "/bin/kill -HUP $MAINPID"  # the daemon reloads on SIGHUP
     watchdog_s = _seconds(_one(service, "WatchdogSec"))
-    assert 10 <= watchdog_s <= 120  # sandboxd.sd_notify.Watchdog pings every half of it
+    assert 10 <= watchdog_s <= 120  # sandboxd.server.notify.Watchdog pings every half of it
     assert _one(service, "Restart") == "on-failure"
     assert _one(service, "RestartPreventExitStatus") == str(EXIT_CONFIG)
     assert _one(service, "Delegate") == "yes"  # per-execution cgroups below its own

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from sandboxd.audit.config import AuditConfig, load_hmac_key, parse_audit_config
-from sandboxd.errors import ConfigError
-from sandboxd.toml_reader import TomlTable
+from sandboxd.base.errors import ConfigError
+from sandboxd.base.toml import TomlTable
 
 
 def parse(**values: Any) -> AuditConfig:

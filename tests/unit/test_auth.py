@@ -25,11 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sandboxd.api_errors import AuthFailed
-from sandboxd.auth import Authenticator, Identity, load_jwt_key
-from sandboxd.errors import ConfigError
-from sandboxd.policy_config import PolicyConfig, parse_policy
-from sandboxd.toml_reader import TomlTable
+from sandboxd.base.errors import ConfigError
+from sandboxd.base.refusals import AuthFailed
+from sandboxd.base.toml import TomlTable
+from sandboxd.policy.auth import Authenticator, Identity, load_jwt_key
+from sandboxd.policy.config import PolicyConfig, parse_policy
 
 ISSUER = "https://gateway.example"
 AUDIENCE = "sandboxd"

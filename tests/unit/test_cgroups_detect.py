@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.cgroups import detect_backend
-from sandboxd.cgroups.detect import parse_mountinfo, parse_proc_cgroup
-from sandboxd.cgroups.v1 import V1Backend
-from sandboxd.cgroups.v2 import V2Backend
-from sandboxd.errors import CgroupError
+from sandboxd.base.errors import CgroupError
+from sandboxd.engine.cgroups import detect_backend
+from sandboxd.engine.cgroups.detect import parse_mountinfo, parse_proc_cgroup
+from sandboxd.engine.cgroups.v1 import V1Backend
+from sandboxd.engine.cgroups.v2 import V2Backend
 
 HYBRID_MOUNTINFO = """\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

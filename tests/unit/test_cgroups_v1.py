@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.cgroups import CgroupLimits, fsutil
-from sandboxd.cgroups.v1 import V1Backend
-from sandboxd.errors import CgroupError
+from sandboxd.base.errors import CgroupError
+from sandboxd.engine.cgroups import CgroupLimits, fsutil
+from sandboxd.engine.cgroups.v1 import V1Backend
 
 UNLIMITED = "9223372036854771712"
 OWN_MEMORY = "memory/process_api/abc123"

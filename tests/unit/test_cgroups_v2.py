@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.cgroups import CgroupLimits, fsutil
-from sandboxd.cgroups.v2 import V2Backend
-from sandboxd.errors import CgroupError
+from sandboxd.base.errors import CgroupError
+from sandboxd.engine.cgroups import CgroupLimits, fsutil
+from sandboxd.engine.cgroups.v2 import V2Backend
 
 OWN = "system.slice/sandboxd.service"
 SELF_PID = 4242

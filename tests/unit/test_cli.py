@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sandboxd import cli
-from sandboxd.client import pb
+from sandboxd.cli import main as cli
+from sandboxd.cli.client import pb
 
 
 def result(status: str, **fields: Any) -> pb.Result:

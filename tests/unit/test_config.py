@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.config import SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR, Config, load_config
-from sandboxd.errors import ConfigError
-from sandboxd.spec import Limits
+from sandboxd.base.errors import ConfigError
+from sandboxd.base.limits import Limits
+from sandboxd.server.config import SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR, Config, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.daemon import configure, main, parse_args
-from sandboxd.errors import ConfigError
+from sandboxd.base.errors import ConfigError
+from sandboxd.server.daemon import configure, main, parse_args
 
 
 def test_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

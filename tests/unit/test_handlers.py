@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from sandboxd.config import SHIPPED_HANDLERS_DIR
-from sandboxd.registry import encode_params_line
-from sandboxd.state_dir import prepare_state_dir
+from sandboxd.server.config import SHIPPED_HANDLERS_DIR
+from sandboxd.server.registry import encode_params_line
+from sandboxd.server.state_dir import prepare_state_dir
 
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or "/usr/bin/python3"
 

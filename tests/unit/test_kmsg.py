@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sandboxd.kmsg import find_seccomp_kill
+from sandboxd.engine.kmsg import find_seccomp_kill
 
 RECORDS = (
     '5,100,1000,-;audit: type=1326 audit(1.0:2): auid=4294967295 uid=65534 gid=65534 ses=4294967295 pid=4242 '

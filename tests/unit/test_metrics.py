@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandboxd.errors import ConfigError
-from sandboxd.metrics import Metrics, MetricsServer, parse_metrics_listen
-from sandboxd.result import Result, Status
+from sandboxd.base.errors import ConfigError
+from sandboxd.engine.result import Result, Status
+from sandboxd.server.metrics import Metrics, MetricsServer, parse_metrics_listen
 
 
 def _result(status: Status) -> Result:

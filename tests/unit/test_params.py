@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from sandboxd.api_errors import InvalidParams
-from sandboxd.config import SHIPPED_HANDLERS_DIR, SHIPPED_TOOLS_DIR
-from sandboxd.registry import encode_params_line, parse_params, validate_params
-from sandboxd.spec import Limits
-from sandboxd.tools import load_tools
+from sandboxd.base.limits import Limits
+from sandboxd.base.refusals import InvalidParams
+from sandboxd.server.config import SHIPPED_HANDLERS_DIR, SHIPPED_TOOLS_DIR
+from sandboxd.server.registry import encode_params_line, parse_params, validate_params
+from sandboxd.server.tools import load_tools
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from sandboxd.api_errors import (
+from sandboxd.api.status import status_for
+from sandboxd.base.limits import Limits
+from sandboxd.base.refusals import (
     CommandNotGranted,
     GrantExpired,
     InvalidRequest,
@@ -18,14 +20,12 @@ from sandboxd.api_errors import (
     PolicyDenied,
     RateLimited,
     ToolNotGranted,
-    status_for,
 )
-from sandboxd.auth import Identity
-from sandboxd.policy import Decision, Policy
-from sandboxd.policy_config import DEFAULT_POLICY, PolicyConfig, parse_policy
-from sandboxd.ratelimit import RateLimiter
-from sandboxd.spec import Limits
-from sandboxd.toml_reader import TomlTable
+from sandboxd.base.toml import TomlTable
+from sandboxd.policy.auth import Identity
+from sandboxd.policy.config import DEFAULT_POLICY, PolicyConfig, parse_policy
+from sandboxd.policy.decisions import Decision, Policy
+from sandboxd.policy.ratelimit import RateLimiter
 
 EXPIRY = datetime.datetime(2027, 1, 1, tzinfo=datetime.UTC).timestamp()
 BEFORE_EXPIRY = EXPIRY - 1
@@ -171,14 +171,10 @@ def test_effective_limits_are_the_tightest_of_request_tool_and_role() -> None:
     decision = decide(policy, who("support"), requested={"wall_time_ms": 10_000, "output_max_bytes": 4096})
     assert decision.effective_limits == dataclasses.replace(
         TOOL, memory_max_bytes=128 << 20, cpu_time_ms=5000, wall_time_ms=10_000, output_max_bytes=4096)
-    # what the registry is handed: per-call limits, each at most the tool's own
-    assert decision.requested == {"memory_max_bytes": 128 << 20, "cpu_time_ms": 5000, "wall_time_ms": 10_000,
-                                  "output_max_bytes": 4096}
-    assert dataclasses.replace(TOOL, **decision.requested) == decision.effective_limits
     assert decision.clamped == ()
     # nothing asked, no role ceilings: the tool's limits, nothing per call
     plain = decide(policy, who("ops"), "python")
-    assert plain.effective_limits == TOOL and plain.requested == {}
+    assert plain.effective_limits == TOOL
 
 
 def test_limit_above_a_ceiling_is_denied() -> None:
@@ -205,7 +201,6 @@ def test_limit_above_a_ceiling_is_clamped_when_the_role_says_so() -> None:
     assert decision.effective_limits.wall_time_ms == 30_000  # the tool's
     assert decision.effective_limits.output_max_bytes == 100
     assert decision.clamped == ("memory_max_bytes", "wall_time_ms")
-    assert decision.requested == {"memory_max_bytes": 64 << 20, "output_max_bytes": 100}
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ import tomllib
 
 import pytest
 
-from sandboxd.errors import ConfigError
-from sandboxd.policy_config import (
+from sandboxd.base.errors import ConfigError
+from sandboxd.base.toml import TomlTable
+from sandboxd.policy.config import (
     DEFAULT_POLICY,
     EMBEDDED,
     AuthConfig,
@@ -19,8 +20,7 @@ from sandboxd.policy_config import (
     check_policy,
     parse_policy,
 )
-from sandboxd.ratelimit import Rate
-from sandboxd.toml_reader import TomlTable
+from sandboxd.policy.ratelimit import Rate
 
 FILE = "/etc/sandboxd/sandboxd.toml"
 TOOLS = ("file_processor", "sqlite_query", "python")

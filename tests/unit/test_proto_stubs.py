@@ -1,4 +1,4 @@
-"""The generated stubs in sandboxd/_proto are current: regenerate them into a temp dir and compare."""
+"""The generated stubs in sandboxd/api/_proto are current: regenerate them into a temp dir and compare."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED = REPO / "sandboxd" / "_proto"
+COMMITTED = REPO / "sandboxd" / "api" / "_proto"
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -26,7 +26,7 @@ def test_stubs_are_not_stale(tmp_path: Path) -> None:
 
 
 def test_stubs_import_under_the_private_package() -> None:
-    from sandboxd._proto.sandboxd.v1 import sandbox_pb2, sandbox_pb2_grpc
+    from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2, sandbox_pb2_grpc
 
     assert sandbox_pb2.DESCRIPTOR.package == "sandboxd.v1"
     assert sandbox_pb2.Status.Name(sandbox_pb2.MEMORY_LIMIT) == "MEMORY_LIMIT"
@@ -34,8 +34,8 @@ def test_stubs_import_under_the_private_package() -> None:
 
 
 def test_status_names_match_the_engine() -> None:
-    from sandboxd._proto.sandboxd.v1 import sandbox_pb2
-    from sandboxd.result import Status
+    from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2
+    from sandboxd.engine.result import Status
 
     names = [value.name for value in sandbox_pb2.Status.DESCRIPTOR.values if value.number != 0]
     assert names == [status.value for status in Status]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandboxd.ratelimit import Rate, RateLimiter, default_burst
+from sandboxd.policy.ratelimit import Rate, RateLimiter, default_burst
 
 
 @pytest.mark.parametrize("start", [0.0, 12345.678, 40 * 86400.25])  # a monotonic clock of 40 days' uptime too

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from sandboxd.api_errors import InvalidParams, InvalidRequest, LimitAboveCeiling, UnknownProfile, UnknownTool
-from sandboxd.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR
-from sandboxd.errors import ConfigError
-from sandboxd.registry import ToolRegistry, apply_ceilings
-from sandboxd.spec import Limits
-from sandboxd.tools import BASE_ENV, load_tools
+from sandboxd.base.errors import ConfigError
+from sandboxd.base.limits import Limits
+from sandboxd.base.refusals import InvalidParams, InvalidRequest, UnknownProfile, UnknownTool
+from sandboxd.server.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR
+from sandboxd.server.registry import ToolRegistry
+from sandboxd.server.tools import BASE_ENV, load_tools
 
 DEFAULTS = Limits()
 
@@ -37,23 +38,19 @@ def registry(tmp_path: Path) -> ToolRegistry:
                         host_env={"PATH": "/host", "AWS_SECRET_ACCESS_KEY": "x"})
 
 
-def test_ceilings_only_lower() -> None:
-    ceilings = Limits(memory_max_bytes=100, wall_time_ms=1000, pids_max=None)
-    lowered = apply_ceilings(ceilings, {"memory_max_bytes": 50, "pids_max": 10_000}, owner="tool 't'")
-    assert lowered.memory_max_bytes == 50
-    assert lowered.pids_max == 10_000  # no ceiling of that kind: any value
-    assert lowered.wall_time_ms == 1000
-    with pytest.raises(LimitAboveCeiling, match="memory_max_bytes=101 is above the tool 't''s ceiling of 100"):
-        apply_ceilings(ceilings, {"memory_max_bytes": 101}, owner="tool 't'")
-    with pytest.raises(InvalidRequest, match="positive"):
-        apply_ceilings(ceilings, {"wall_time_ms": 0}, owner="daemon")
-    with pytest.raises(InvalidRequest, match="unknown limit"):
-        apply_ceilings(ceilings, {"colour": 1}, owner="daemon")
+def test_registry_plans_with_the_decided_limits_as_they_are(registry: ToolRegistry) -> None:
+    # ceilings are the policy's, applied once there (test_policy.py); the registry neither lowers nor refuses
+    decided = Limits(memory_max_bytes=2**40, wall_time_ms=10**9, pids_max=None)
+    assert registry.plan_tool("python", params_json='{"code": "1"}', limits=decided).limits == decided
+    assert registry.plan_command(["/bin/true"], limits=decided).limits == decided
+    assert registry.plan_tool("python", params_json='{"code": "1"}').limits == registry.get("python").limits
+    assert registry.plan_command(["/bin/true"]).limits == DEFAULTS
 
 
 def test_plan_tool(registry: ToolRegistry) -> None:
+    tool_limits = registry.get("python").limits
     spec = registry.plan_tool("python", params_json='{"code": "print(1)"}', stdin=b"data",
-                              limits={"wall_time_ms": 5000}, labels={"team": "a"})
+                              limits=dataclasses.replace(tool_limits, wall_time_ms=5000), labels={"team": "a"})
     assert spec.argv[0] == "/usr/bin/python3"
     assert spec.stdin == b'{"code":"print(1)"}\ndata'
     assert spec.limits.wall_time_ms == 5000
@@ -69,12 +66,10 @@ def test_plan_tool_refusals(registry: ToolRegistry) -> None:
         registry.plan_tool("nope", params_json="{}")
     with pytest.raises(InvalidParams):
         registry.plan_tool("python", params_json='{"code": 1}')
-    with pytest.raises(LimitAboveCeiling):
-        registry.plan_tool("python", params_json='{"code": "1"}', limits={"memory_max_bytes": 2**40})
 
 
 def test_plan_command(registry: ToolRegistry) -> None:
-    spec = registry.plan_command(["/bin/echo", "hi"], stdin=b"in", limits={"output_max_bytes": 10})
+    spec = registry.plan_command(["/bin/echo", "hi"], stdin=b"in", limits=Limits(output_max_bytes=10))
     assert spec.argv == ("/bin/echo", "hi")
     assert spec.stdin == b"in"
     assert spec.seccomp_profile_name == "default"
@@ -85,8 +80,6 @@ def test_plan_command(registry: ToolRegistry) -> None:
         registry.plan_command([])
     with pytest.raises(InvalidRequest, match="NUL"):
         registry.plan_command(["/bin/echo", "a\0b"])
-    with pytest.raises(LimitAboveCeiling, match="daemon's ceiling"):
-        registry.plan_command(["/bin/true"], limits={"wall_time_ms": 10**9})
 
 
 def test_profiles_are_names_searched_in_order(registry: ToolRegistry, tmp_path: Path) -> None:
@@ -113,7 +106,7 @@ def test_compile_all_fails_the_start_naming_the_tool(tmp_path: Path) -> None:
 
 
 def test_shipped_profiles_compile_for_real() -> None:
-    seccomp = pytest.importorskip("sandboxd.seccomp")
+    seccomp = pytest.importorskip("sandboxd.engine.seccomp.profile")
     cache = seccomp.ProfileCache()
     for name in ("default", "python", "file_processor", "sqlite_query"):
         path = SHIPPED_PROFILES_DIR / f"{name}.json"

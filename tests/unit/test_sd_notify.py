@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd import sd_notify
-from sandboxd.sd_notify import Watchdog
+from sandboxd.server import notify as sd_notify
+from sandboxd.server.notify import Watchdog
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_watchdog_stops_pinging_for_good_when_unhealthy(notify_socket: socket.so
         await asyncio.sleep(5 * PING_S)  # nothing more comes
         watchdog.stop()
 
-    with caplog.at_level(logging.ERROR, logger="sandboxd.sd_notify"):
+    with caplog.at_level(logging.ERROR, logger="sandboxd.server.notify"):
         asyncio.run(scenario())
     messages = _received(notify_socket)
     assert messages[:3] == ["WATCHDOG=1"] * 3

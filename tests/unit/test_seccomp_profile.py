@@ -11,9 +11,10 @@ from typing import Any
 import pyseccomp
 import pytest
 
-from sandboxd import seccomp_names
-from sandboxd.errors import ProfileError
-from sandboxd.seccomp import (
+from sandboxd.base.errors import ProfileError
+from sandboxd.engine.seccomp import names as seccomp_names
+from sandboxd.engine.seccomp.install import check_bpf_length, install_bpf
+from sandboxd.engine.seccomp.profile import (
     ProfileCache,
     ResolveContext,
     compile_bpf,
@@ -21,7 +22,6 @@ from sandboxd.seccomp import (
     parse_kernel_release,
     syscall_name,
 )
-from sandboxd.seccomp_install import check_bpf_length, install_bpf
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PROFILE = REPO_ROOT / "seccomp-profiles" / "default.json"

@@ -14,23 +14,24 @@ from typing import Any
 import grpc
 import pytest
 
-from sandboxd._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
-from sandboxd.admission import Admission
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.audit.writer import AuditLog
-from sandboxd.audit_events import AuditTrail
-from sandboxd.auth import Authenticator
-from sandboxd.client import SandboxClient, SandboxdError, pb
-from sandboxd.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR, Config, DaemonConfig
-from sandboxd.errors import SpawnerError
-from sandboxd.host_info import DaemonFacts
-from sandboxd.metrics import Metrics
-from sandboxd.policy import Policy
-from sandboxd.registry import ToolRegistry
-from sandboxd.result import Event, Output, Result, Started, Status, Stream
-from sandboxd.runtime import Runtime
-from sandboxd.service import SandboxService
-from sandboxd.spec import ExecutionSpec, Limits
-from sandboxd.tools import load_tools
+from sandboxd.base.errors import SpawnerError
+from sandboxd.base.limits import Limits
+from sandboxd.cli.client import SandboxClient, SandboxdError, pb
+from sandboxd.engine.result import Event, Output, Result, Started, Status, Stream
+from sandboxd.engine.spec import ExecutionSpec
+from sandboxd.policy.auth import Authenticator
+from sandboxd.policy.decisions import Policy
+from sandboxd.server.admission import Admission
+from sandboxd.server.audit_trail import AuditTrail
+from sandboxd.server.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR, Config, DaemonConfig
+from sandboxd.server.host_info import DaemonFacts
+from sandboxd.server.metrics import Metrics
+from sandboxd.server.registry import ToolRegistry
+from sandboxd.server.runtime import Runtime
+from sandboxd.server.service import SandboxService
+from sandboxd.server.tools import load_tools
 
 MAX_REQUEST_BYTES = 8192
 
@@ -55,10 +56,12 @@ class FakeExecutor:
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
     running_ids: dict[str, float] = field(default_factory=dict)
 
-    async def execute(self, spec: ExecutionSpec, *, execution_id: str | None = None) -> AsyncIterator[Event]:
+    async def execute(
+        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None
+    ) -> AsyncIterator[Event]:
         eid = execution_id or "x"
         self.specs.append(spec)
-        gate = self.gates[eid] = asyncio.Event()
+        gate = self.gates[eid] = cancel or asyncio.Event()
         try:
             if spec.argv[0] == "/explode":
                 raise SpawnerError("the spawner died")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.errors import ConfigError
-from sandboxd.state_dir import prepare_state_dir
+from sandboxd.base.errors import ConfigError
+from sandboxd.server.state_dir import prepare_state_dir
 
 
 def test_lock_is_exclusive(tmp_path: Path) -> None:

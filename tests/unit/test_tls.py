@@ -1,6 +1,6 @@
 """TLS through a real grpc.aio server and client on 127.0.0.1, with certificates from tests/certs.py.
 
-Proves what ``context.auth_context()`` holds in grpcio 1.85 (the facts sandboxd.auth relies on), that a
+Proves what ``context.auth_context()`` holds in grpcio 1.85 (the facts sandboxd.policy.auth relies on), that a
 mapped client certificate authenticates, an unmapped one is AUTH_FAILED, and a client without a certificate
 never gets past the handshake. Also the ``[daemon.tls]`` table and the credentials' file errors.
 """
@@ -19,12 +19,13 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from sandboxd.api_errors import REASON_METADATA_KEY, AuthFailed, reason_from_metadata
-from sandboxd.auth import Authenticator, Identity
-from sandboxd.errors import ConfigError
-from sandboxd.policy_config import PolicyConfig, parse_policy
-from sandboxd.tls import TlsConfig, channel_credentials, parse_tls, server_credentials
-from sandboxd.toml_reader import TomlTable
+from sandboxd.api.status import REASON_METADATA_KEY, reason_from_metadata
+from sandboxd.base.errors import ConfigError
+from sandboxd.base.refusals import AuthFailed
+from sandboxd.base.toml import TomlTable
+from sandboxd.policy.auth import Authenticator, Identity
+from sandboxd.policy.config import PolicyConfig, parse_policy
+from sandboxd.policy.tls import TlsConfig, channel_credentials, parse_tls, server_credentials
 
 GATEWAY = "CN=gateway.example,O=Example"
 UNICODE = "CN=Jürgen,O=Müller GmbH"

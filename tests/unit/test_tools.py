@@ -6,10 +6,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from sandboxd.config import SHIPPED_HANDLERS_DIR, SHIPPED_TOOLS_DIR
-from sandboxd.errors import ConfigError
-from sandboxd.spec import Limits
-from sandboxd.tools import BASE_ENV, EnvPolicy, is_secret_name, load_tool, load_tools
+from sandboxd.base.errors import ConfigError
+from sandboxd.base.limits import Limits
+from sandboxd.server.config import SHIPPED_HANDLERS_DIR, SHIPPED_TOOLS_DIR
+from sandboxd.server.tools import BASE_ENV, EnvPolicy, is_secret_name, load_tool, load_tools
 
 DEFAULTS = Limits()
 

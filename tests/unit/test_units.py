@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandboxd.units import format_duration, format_size, parse_duration_ms, parse_percent, parse_size_bytes
+from sandboxd.base.units import format_duration, format_size, parse_duration_ms, parse_percent, parse_size_bytes
 
 
 @pytest.mark.parametrize(

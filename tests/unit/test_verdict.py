@@ -6,10 +6,10 @@ import signal
 
 import pytest
 
-from sandboxd.cgroups.base import CgroupStats
-from sandboxd.result import Status
-from sandboxd.spec import Limits
-from sandboxd.verdict import Facts, decide
+from sandboxd.base.limits import Limits
+from sandboxd.engine.cgroups.base import CgroupStats
+from sandboxd.engine.result import Status
+from sandboxd.engine.verdict import Facts, decide
 
 LIMITS = Limits(cpu_time_ms=1000, wall_time_ms=5000, memory_max_bytes=1 << 26, output_max_bytes=100)
 NO_STATS = CgroupStats(memory_peak_bytes=0, oom_kill_count=0, cpu_user_usec=0, cpu_system_usec=0)

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 from daemon_harness import cgroup_dirs, sandbox_processes  # tests/integration is on sys.path (no __init__)
 
-from sandboxd.engine_config import EngineConfig
-from sandboxd.executor import Executor
-from sandboxd.result import Output, Result, Started, Stream
-from sandboxd.seccomp import ProfileCache
-from sandboxd.spec import ExecutionSpec, Limits
+from sandboxd.base.limits import Limits
+from sandboxd.engine.config import EngineConfig
+from sandboxd.engine.executor import Executor
+from sandboxd.engine.result import Output, Result, Started, Stream
+from sandboxd.engine.seccomp.profile import ProfileCache
+from sandboxd.engine.spec import ExecutionSpec
 
 REPO = Path(__file__).resolve().parents[3]
 PROFILES = REPO / "seccomp-profiles"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-from sandboxd.executor import Executor
-from sandboxd.result import Output, Result, Status
+from sandboxd.engine.executor import Executor
+from sandboxd.engine.result import Output, Result, Status
 
 from .conftest import Engine
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
-from sandboxd.result import Status
-from sandboxd.spec import BindMount
+from sandboxd.engine.result import Status
+from sandboxd.engine.spec import BindMount
 
 from .conftest import Engine
 
@@ -36,7 +36,7 @@ def test_writes_outside_writable_dirs_fail(engine: Engine) -> None:
 
 
 def test_tmpfs_is_size_limited(engine: Engine) -> None:
-    from sandboxd.spec import Limits
+    from sandboxd.engine.spec import Limits
 
     limits = Limits(tmpfs_size_bytes=1024 * 1024, wall_time_ms=20_000)
     run = engine.run(engine.spec("/bin/sh", "-c", "head -c 2000000 /dev/zero > /tmp/big", limits=limits))

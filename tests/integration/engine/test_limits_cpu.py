@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sandboxd.result import Status
-from sandboxd.spec import Limits
+from sandboxd.base.limits import Limits
+from sandboxd.engine.result import Status
 
 from .conftest import Engine
 

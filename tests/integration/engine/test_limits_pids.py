@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from sandboxd.result import Started, Status
-from sandboxd.spec import Limits
+from sandboxd.base.limits import Limits
+from sandboxd.engine.result import Started, Status
 
 from .conftest import Engine
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from sandboxd.result import Status
+from sandboxd.engine.result import Status
 
 from .conftest import Engine
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sandboxd.result import Status
+from sandboxd.engine.result import Status
 
 from .conftest import Engine
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.result import Status
+from sandboxd.engine.result import Status
 
 from .conftest import SHARED_SECCOMP, Engine
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from sandboxd.result import Started, Status
-from sandboxd.spec import BindMount
+from sandboxd.engine.result import Started, Status
+from sandboxd.engine.spec import BindMount
 
 from .conftest import Engine
 

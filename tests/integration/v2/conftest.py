@@ -34,15 +34,16 @@ import daemon_harness  # tests/integration is on sys.path (no __init__ there)
 import pytest
 from daemon_harness import Daemon, make_daemon, sandbox_processes
 
-from sandboxd.cgroups import fsutil
-from sandboxd.cgroups.base import CgroupLimits, CgroupStats
-from sandboxd.cgroups.v2 import REQUIRED_CONTROLLERS, V2Backend, V2ExecCgroup
-from sandboxd.engine_config import EngineConfig
-from sandboxd.errors import CgroupError
-from sandboxd.executor import Executor
-from sandboxd.result import Output, Result, Started, Stream
-from sandboxd.seccomp import ProfileCache
-from sandboxd.spec import ExecutionSpec, Limits
+from sandboxd.base.errors import CgroupError
+from sandboxd.base.limits import Limits
+from sandboxd.engine.cgroups import fsutil
+from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats
+from sandboxd.engine.cgroups.v2 import REQUIRED_CONTROLLERS, V2Backend, V2ExecCgroup
+from sandboxd.engine.config import EngineConfig
+from sandboxd.engine.executor import Executor
+from sandboxd.engine.result import Output, Result, Started, Stream
+from sandboxd.engine.seccomp.profile import ProfileCache
+from sandboxd.engine.spec import ExecutionSpec
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_PROFILE = REPO / "seccomp-profiles" / "default.json"

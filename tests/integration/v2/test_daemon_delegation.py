@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sandboxd.client import pb
+from sandboxd.cli.client import pb
 
 from .conftest import REQUIRED_CONTROLLERS, V2_MARKS, CgroupDaemon, children, procs, read, wait_gone
 

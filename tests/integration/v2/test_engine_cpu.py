@@ -4,9 +4,9 @@ Guest time runs at its normal rate under TCG (only the code is slower), so the r
 
 from __future__ import annotations
 
-from sandboxd.cgroups import fsutil
-from sandboxd.result import Status
-from sandboxd.spec import Limits
+from sandboxd.base.limits import Limits
+from sandboxd.engine.cgroups import fsutil
+from sandboxd.engine.result import Status
 
 from .conftest import V2_MARKS, Engine, Run
 

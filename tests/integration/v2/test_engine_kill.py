@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from sandboxd.cgroups.v2 import V2ExecCgroup
-from sandboxd.result import Status
-from sandboxd.spec import Limits
+from sandboxd.base.limits import Limits
+from sandboxd.engine.cgroups.v2 import V2ExecCgroup
+from sandboxd.engine.result import Status
 
 from .conftest import V2_MARKS, Engine, Run, wait_gone
 

@@ -3,9 +3,9 @@ memory.peak reported near the limit."""
 
 from __future__ import annotations
 
-from sandboxd.cgroups import fsutil
-from sandboxd.result import Status
-from sandboxd.spec import Limits
+from sandboxd.base.limits import Limits
+from sandboxd.engine.cgroups import fsutil
+from sandboxd.engine.result import Status
 
 from .conftest import V2_MARKS, Engine
 

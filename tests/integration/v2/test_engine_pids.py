@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-from sandboxd.cgroups import fsutil
-from sandboxd.result import Started, Status
-from sandboxd.spec import Limits
+from sandboxd.base.limits import Limits
+from sandboxd.engine.cgroups import fsutil
+from sandboxd.engine.result import Started, Status
 
 from .conftest import V2_MARKS, Engine
 

@@ -1,0 +1,390 @@
+"""``sandboxctl``: drive and debug a sandboxd from a shell.
+
+    sandboxctl run TOOL [--param k=v ...] [--params-json JSON|@FILE] [--stdin FILE] [limits]
+    sandboxctl exec [limits] [--profile NAME] [--stdin FILE] -- ARGV...
+    sandboxctl tools | ps | cancel ID | info | health
+    sandboxctl audit tail [-n N] [-f] [filters] | audit export --since WHEN [filters] | audit verify FILE...
+    limits: --memory 64M --timeout 5s --cpu-time 2s --output-limit 1M --pids N --cpu-share 50%
+
+``run``/``exec`` stream the handler's stdout/stderr live to sandboxctl's own and exit with its exit code:
+128+signal when it was killed (a limit, the seccomp filter, a cancel), 125 when sandboxctl or the daemon
+failed (including SETUP_FAILED: nothing ran). The verdict goes to stderr when it is not OK. With ``--json``
+every event is printed as one line of protobuf's JSON mapping, the result last. The socket is
+``--socket``, else ``$SANDBOXD_SOCKET``, else /run/sandboxd/sandboxd.sock; ``--address HOST:PORT`` calls the
+TCP listener instead (with ``--tls-ca`` for TLS, plus ``--tls-cert``/``--tls-key`` for mTLS). ``--token``
+(else ``$SANDBOXD_TOKEN``) is sent as a bearer token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sandboxd.base.units import format_duration, format_size, parse_duration_ms, parse_percent, parse_size_bytes
+from sandboxd.cli.audit import AUDIT_COMMANDS, add_audit_commands, cmd_audit_verify
+from sandboxd.cli.client import SandboxClient, SandboxdError, TlsFiles, pb
+from sandboxd.cli.common import UsageError, to_json_line
+
+EXIT_SANDBOXCTL_ERROR = 125
+_KILLED_EXIT = 128 + signal.SIGKILL
+
+
+def exit_code_for(result: pb.Result) -> int:
+    """The shell's view of a Result: the tool's exit code, 128+signal if killed, 125 if nothing ran."""
+    status = pb.Status.Name(result.status)
+    if status == "OK":
+        return 0
+    if status == "SETUP_FAILED" or status == "STATUS_UNSPECIFIED":
+        return EXIT_SANDBOXCTL_ERROR
+    if result.HasField("signal"):
+        return 128 + result.signal
+    if result.HasField("exit_code") and 0 < result.exit_code < 256:
+        return result.exit_code
+    return _KILLED_EXIT  # a limit or a cancel ended it, and it reported no signal of its own
+
+
+def describe_result(result: pb.Result) -> str:
+    status = pb.Status.Name(result.status)
+    parts = [f"sandboxctl: {status}: {result.message or status.lower()}"]
+    if result.seccomp_syscall_name:
+        parts.append(f"(syscall {result.seccomp_syscall_name})")
+    if result.setup_stage:
+        parts.append(f"(setup stage {result.setup_stage})")
+    return " ".join(parts)
+
+
+# -- arguments ------------------------------------------------------------------------------------------
+
+# option, Limits field, parser, metavar, help; a call may only lower the tool's (or the daemon's) limits
+_LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], int], str, str], ...] = (
+    ("--memory", "memory_max_bytes", parse_size_bytes, "SIZE", "memory limit, e.g. 64M"),
+    ("--timeout", "wall_time_ms", parse_duration_ms, "DURATION", "wall time limit, e.g. 5s"),
+    ("--cpu-time", "cpu_time_ms", parse_duration_ms, "DURATION", "CPU time limit, e.g. 2s"),
+    ("--output-limit", "output_max_bytes", parse_size_bytes, "SIZE", "stdout+stderr limit, e.g. 1M"),
+    ("--pids", "pids_max", int, "N", "most processes at once"),
+    ("--cpu-share", "cpu_share_percent", parse_percent, "PERCENT", "CPU share, e.g. 50%%"),
+)
+
+
+def _typed(parse: Callable[[str], int], option: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{option}: {exc}") from exc
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{option}: must be positive")
+        return value
+
+    return convert
+
+
+def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--socket", default=default, help="daemon socket (default: $SANDBOXD_SOCKET or "
+                        "/run/sandboxd/sandboxd.sock)")
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="one JSON object per event/item on stdout (protobuf's JSON mapping)")
+    parser.add_argument("--address", default=default, metavar="HOST:PORT",
+                        help="call the daemon's TCP listener instead of the socket")
+    parser.add_argument("--token", default=default, help="bearer token (default: $SANDBOXD_TOKEN)")
+    for name, help_text in (("ca", "CA certificate (PEM) that signed the daemon's: use TLS"),
+                            ("cert", "our client certificate (PEM), for mTLS"), ("key", "its private key")):
+        parser.add_argument(f"--tls-{name}", dest=f"tls_{name}", type=Path, default=default, metavar="FILE",
+                            help=help_text)
+
+
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    for option, dest, parse, metavar, help_text in _LIMIT_OPTIONS:
+        parser.add_argument(option, dest=f"limit_{dest}", type=_typed(parse, option), metavar=metavar,
+                            help=help_text)
+    parser.add_argument("--stdin", type=Path, metavar="FILE",
+                        help="file whose bytes are the handler's stdin ('-': ours)")
+    parser.add_argument("--request-id", default="", help="your id for this call, echoed in events and ps")
+    parser.add_argument("--label", action="append", default=[], metavar="K=V", help="a label (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sandboxctl", description=(__doc__ or "").replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a tool")
+    _add_common(run, suppress=True)
+    run.add_argument("tool")
+    run.add_argument("--param", action="append", default=[], metavar="K=V",
+                     help="a parameter; V is JSON unless the tool's schema says the parameter is a string")
+    run.add_argument("--params-json", metavar="JSON|@FILE", help="all parameters as one JSON object")
+    _add_execution_options(run)
+
+    exec_ = commands.add_parser("exec", help="run a raw command (operators)")
+    _add_common(exec_, suppress=True)
+    exec_.add_argument("--profile", default="", help="seccomp profile name (default: the daemon's)")
+    _add_execution_options(exec_)
+    exec_.add_argument("argv", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
+
+    for name, help_text in (("tools", "list the tools"), ("ps", "list running executions"),
+                            ("info", "show the daemon's version, cgroups, kernel features, defaults")):
+        _add_common(commands.add_parser(name, help=help_text), suppress=True)
+    cancel = commands.add_parser("cancel", help="cancel a running execution")
+    _add_common(cancel, suppress=True)
+    cancel.add_argument("execution_id")
+    health = commands.add_parser("health", help="ask the standard gRPC health service")
+    _add_common(health, suppress=True)
+    health.add_argument("--service", default="", help="service name (default: the whole server)")
+    add_audit_commands(commands, lambda sub: _add_common(sub, suppress=True))
+    return parser
+
+
+def _key_values(pairs: Sequence[str], option: str) -> list[tuple[str, str]]:
+    result = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} expects K=V, got {pair!r}")
+        result.append((key, value))
+    return result
+
+
+def _string_params(client: SandboxClient, tool: str) -> set[str]:
+    """Names of the tool's parameters whose schema type is string (their --param values stay text)."""
+    for item in client.list_tools():
+        if item.name == tool:
+            properties = json.loads(item.params_schema_json or "{}").get("properties", {})
+            return {name for name, schema in properties.items()
+                    if isinstance(schema, dict) and schema.get("type") == "string"}
+    return set()  # an unknown tool: the daemon will say so
+
+
+def build_params(args: argparse.Namespace, client: SandboxClient) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if args.params_json:
+        text = args.params_json
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text()
+            except OSError as exc:
+                raise UsageError(f"--params-json: cannot read {text[1:]}: {exc.strerror}") from exc
+        try:
+            params = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--params-json: not JSON: {exc}") from exc
+        if not isinstance(params, dict):
+            raise UsageError("--params-json must be a JSON object")
+    pairs = _key_values(args.param, "--param")
+    strings = _string_params(client, args.tool) if pairs else set()
+    for key, value in pairs:
+        if key in strings:
+            params[key] = value
+            continue
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _read_stdin(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--stdin: cannot read {path}: {exc.strerror}") from exc
+
+
+def _limits(args: argparse.Namespace) -> dict[str, int]:
+    return {dest: getattr(args, f"limit_{dest}") for _, dest, _, _, _ in _LIMIT_OPTIONS
+            if getattr(args, f"limit_{dest}") is not None}
+
+
+# -- output ---------------------------------------------------------------------------------------------
+
+def stream_events(events: Iterator[pb.ExecuteEvent], *, as_json: bool, out: BinaryIO, err: BinaryIO) -> int:
+    """Relay events live; return the exit code of the Result (125 if none came)."""
+    result: pb.Result | None = None
+    for event in events:
+        kind = event.WhichOneof("event")
+        if as_json:
+            out.write(to_json_line(event).encode() + b"\n")
+            out.flush()
+        elif kind == "output":
+            target = out if event.output.stream == pb.STDOUT else err
+            target.write(event.output.data)
+            target.flush()
+        if kind == "result":
+            result = event.result
+    if result is None:
+        err.write(b"sandboxctl: the daemon sent no result\n")
+        return EXIT_SANDBOXCTL_ERROR
+    if result.status != pb.OK:
+        err.write(describe_result(result).encode() + b"\n")
+        err.flush()
+    return exit_code_for(result)
+
+
+def _limits_text(limits: pb.Limits) -> str:
+    parts = []
+    if limits.HasField("memory_max_bytes"):
+        parts.append(f"mem {format_size(limits.memory_max_bytes)}")
+    if limits.HasField("wall_time_ms"):
+        parts.append(f"wall {format_duration(limits.wall_time_ms)}")
+    if limits.HasField("cpu_time_ms"):
+        parts.append(f"cpu {format_duration(limits.cpu_time_ms)}")
+    if limits.HasField("output_max_bytes"):
+        parts.append(f"out {format_size(limits.output_max_bytes)}")
+    if limits.HasField("pids_max"):
+        parts.append(f"pids {limits.pids_max}")
+    return ", ".join(parts)
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+def cmd_run(client: SandboxClient, args: argparse.Namespace) -> int:
+    labels = dict(_key_values(args.label, "--label"))
+    common = {"stdin": _read_stdin(args.stdin), "limits": _limits(args), "request_id": args.request_id,
+              "labels": labels}
+    if args.command == "run":
+        events = client.execute(tool=args.tool, params=build_params(args, client), **common)
+    else:
+        argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not argv:
+            raise UsageError("exec needs a command: sandboxctl exec [options] -- PROGRAM [ARGS...]")
+        events = client.execute(command=argv, profile=args.profile, **common)
+    return stream_events(events, as_json=args.json, out=sys.stdout.buffer, err=sys.stderr.buffer)
+
+
+def cmd_tools(client: SandboxClient, args: argparse.Namespace) -> int:
+    tools = client.list_tools()
+    if args.json:
+        for tool in tools:
+            print(to_json_line(tool))
+        return 0
+    rows = [["NAME", "PROFILE", "LIMITS", "DESCRIPTION"]]
+    rows += [[t.name, t.seccomp_profile, _limits_text(t.limits), t.description[:60]] for t in tools]
+    print_table(rows)
+    return 0
+
+
+def cmd_ps(client: SandboxClient, args: argparse.Namespace) -> int:
+    executions = client.list_executions()
+    if args.json:
+        for item in executions:
+            print(to_json_line(item))
+        return 0
+    rows = [["ID", "TOOL", "PID", "STARTED", "CPU", "MEMORY", "PRINCIPAL", "REQUEST"]]
+    for item in executions:
+        started = item.started_at.ToDatetime().strftime("%H:%M:%S")
+        rows.append([item.execution_id, item.tool or "(command)", str(item.pid or "-"), started,
+                     format_duration(item.cpu_usec // 1000), format_size(item.memory_peak_bytes),
+                     item.principal, item.request_id])
+    print_table(rows)
+    return 0
+
+
+def cmd_cancel(client: SandboxClient, args: argparse.Namespace) -> int:
+    client.cancel(args.execution_id)
+    if args.json:
+        print(to_json_line(pb.CancelResponse()))
+    return 0
+
+
+def _uptime_text(seconds: int) -> str:
+    """3723 → ``"1h02m03s"``; 42 → ``"42s"``."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def cmd_info(client: SandboxClient, args: argparse.Namespace) -> int:
+    info = client.info()
+    if args.json:
+        print(to_json_line(info))
+        return 0
+    features = " ".join(f"{name}={'yes' if on else 'no'}"
+                        for name, on in sorted(info.kernel_features.items()))
+    uptime = _uptime_text(info.uptime_ms // 1000)
+    for key, value in (
+        ("version", info.version), ("instance", info.instance),
+        ("uptime", f"{uptime} (since {info.started_at.ToDatetime():%Y-%m-%d %H:%M:%S} UTC)"),
+        ("config", f"{info.config_source}, loaded {info.config_loaded_at.ToDatetime():%Y-%m-%d %H:%M:%S} UTC"),
+        ("you are", f"{info.principal} ({', '.join(info.roles) or 'no roles'})"),
+        ("cgroup", f"{info.cgroup_backend} ({info.cgroup_mode}) at {info.cgroup_base}"),
+        ("kernel", info.kernel_release), ("features", features),
+        ("default limits", _limits_text(info.default_limits)),
+        ("executions", f"{info.running_executions} running, at most {info.max_concurrent_executions}; "
+                       f"{info.executions_total} finished, {info.denied_total} refused since start"),
+        ("max request", format_size(info.max_request_bytes)),
+        ("audit log", f"{info.audit_log} (last seq {info.audit_last_seq})"),
+        ("draining", "yes" if info.draining else "no"),
+    ):
+        print(f"{key + ':':16}{value}")
+    return 0
+
+
+def cmd_health(client: SandboxClient, args: argparse.Namespace) -> int:
+    status = client.health(args.service)
+    print(json.dumps({"status": status}) if args.json else status)
+    return 0 if status == "SERVING" else 1
+
+
+COMMANDS: dict[str, Callable[[SandboxClient, argparse.Namespace], int]] = {
+    "run": cmd_run, "exec": cmd_run, "tools": cmd_tools, "ps": cmd_ps, "cancel": cmd_cancel,
+    "info": cmd_info, "health": cmd_health,
+}
+
+
+def make_client(args: argparse.Namespace) -> SandboxClient:
+    if args.tls_ca is None and (args.tls_cert is not None or args.tls_key is not None):
+        raise UsageError("--tls-cert/--tls-key need --tls-ca (the CA that signed the daemon's certificate)")
+    if args.tls_ca is not None and args.address is None:
+        raise UsageError("TLS is for the TCP listener: name it with --address HOST:PORT")
+    tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca is not None else None
+    return SandboxClient(args.socket, target=args.address, token=args.token, tls=tls)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "audit" and args.audit_command == "verify":
+        return cmd_audit_verify(args)  # reads files; no daemon involved
+    try:
+        client = make_client(args)
+    except (UsageError, SandboxdError) as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_SANDBOXCTL_ERROR
+    try:
+        if args.command == "audit":
+            return AUDIT_COMMANDS[args.audit_command](client, args)
+        return COMMANDS[args.command](client, args)
+    except UsageError as exc:
+        print(f"sandboxctl: {exc}", file=sys.stderr)
+        return EXIT_SANDBOXCTL_ERROR
+    except SandboxdError as exc:
+        unreachable = exc.code.name == "UNAVAILABLE" and not exc.reason
+        hint = f" (is sandboxd running on {client.target}?)" if unreachable else ""
+        print(f"sandboxctl: {exc}{hint}", file=sys.stderr)
+        return EXIT_SANDBOXCTL_ERROR
+    except KeyboardInterrupt:  # the call is cancelled with the channel: the daemon kills the execution
+        return 128 + signal.SIGINT
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

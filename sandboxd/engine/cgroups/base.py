@@ -1,0 +1,89 @@
+"""The one cgroup interface the executor sees; v1 and v2 implement it, chosen once by detection.
+
+Every path is derived from an injected root (``/sys/fs/cgroup`` in production, a temp dir in unit tests).
+A backend only ever creates, writes and removes cgroups *below the daemon's own cgroup*, inside a
+directory it owns (``base``); it never writes to a cgroup it did not create.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    memory_max_bytes: int | None
+    cpu_share_percent: int | None  # 100 = one full CPU; 25 = a quarter of one
+    pids_max: int | None
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    memory_peak_bytes: int
+    oom_kill_count: int
+    cpu_user_usec: int
+    cpu_system_usec: int
+
+    @property
+    def cpu_usec(self) -> int:
+        return self.cpu_user_usec + self.cpu_system_usec
+
+
+class ExecCgroup(Protocol):
+    """The cgroup(s) of one execution: one leaf on v2, one leaf per controller hierarchy on v1."""
+
+    @property
+    def name(self) -> str:
+        """The leaf's name, e.g. ``exec-1a2b``."""
+
+    @property
+    def procs_files(self) -> tuple[str, ...]:
+        """Absolute ``cgroup.procs`` paths the child writes its own pid into, in order, to join."""
+
+    @property
+    def oom_group_emulated(self) -> bool:
+        """True when the kernel kills only one process on OOM (v1), so the caller must kill the group."""
+
+    def stats(self) -> CgroupStats: ...
+
+    def pids(self) -> list[int]:
+        """Pids in the leaf (host pid namespace)."""
+
+    def kill(self) -> None:
+        """SIGKILL every process in the leaf, race-free against forks (cgroup.kill / freeze+kill+thaw)."""
+
+    def remove(self) -> None:
+        """Kill what is left, then rmdir with EBUSY retry and backoff. Idempotent."""
+
+
+class Backend(Protocol):
+    """Creates and removes execution cgroups below the daemon's own cgroup."""
+
+    @property
+    def name(self) -> str:
+        """``"v2"`` or ``"v1"``."""
+
+    @property
+    def base(self) -> str:
+        """Human-readable location of the directory holding this daemon's leaves."""
+
+    def prepare(self) -> None:
+        """Once at start: make the base usable (v2: move self to <own>/supervisor, enable controllers).
+
+        Raises :class:`~sandboxd.base.errors.CgroupError` with the remedy when the cgroup is not delegated.
+        """
+
+    def create(self, execution_id: str, limits: CgroupLimits) -> ExecCgroup:
+        """Create the leaf ``exec-<execution_id>`` and write its limits. Fails closed: on any write error
+        the leaf is removed and :class:`~sandboxd.base.errors.CgroupError` names the file and value."""
+
+    def stale_leaves(self) -> list[str]:
+        """Names of ``exec-*`` leaves left below the base by an earlier instance."""
+
+    def remove_leaf(self, name: str) -> None:
+        """Kill and remove a (stale) leaf by name."""
+
+    def remove_base(self) -> bool:
+        """At shutdown: remove the base directories this backend made, only when they hold no leaf.
+        Idempotent; True when nothing of ours is left (v2: the base is our own cgroup and stays)."""

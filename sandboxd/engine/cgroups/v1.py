@@ -1,0 +1,301 @@
+"""cgroup v1 backend (legacy and hybrid hosts), built on cgroupspy's Node and controller classes.
+
+Layout, in each of the memory, cpu, cpuacct, pids and freezer hierarchies (one directory when co-mounted,
+e.g. ``cpu,cpuacct``)::
+
+    <own cgroup in that hierarchy>/sandboxd-<instance>/     made by prepare(); the daemon writes nothing above
+        exec-<id>/                                          one leaf per execution, limits written here
+
+How cgroupspy is used, and where it is not:
+
+* Paths come from a chain of :class:`_Node` (a cgroupspy ``Node``): the chain starts at our own cgroup's
+  absolute directory (derived from the injected root), so there is no ``cgroupspy.trees.Tree`` — that walks
+  the whole hierarchy on construction, which we must not do per execution.
+* Control files are read and written through cgroupspy controllers and their typed file descriptors
+  (``mem.limit_in_bytes = n``), but every controller here mixes in :class:`_SafeIO`, which replaces
+  cgroupspy's ``open()`` (follows symlinks, ``"w"`` creates missing files) with ``fsutil``'s O_NOFOLLOW,
+  no-create I/O whose errors name the file and the value.
+* cgroupspy has no pids or freezer controller; :class:`_Pids` and :class:`_Freezer` add them.
+* Directories are made and removed with ``fsutil`` rather than ``Node.create_cgroup``/``delete_cgroup``:
+  those build plain ``Node``s (KeyError for pids/freezer, which are not in ``Node.CONTROLLERS``),
+  ``create_cgroup`` swallows EEXIST (a leaf that exists already must fail closed), and neither retries EBUSY.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cgroupspy.controllers import Controller, CpuAcctController, CpuController, MemoryController
+from cgroupspy.interfaces import BaseFileInterface, IntegerFile
+from cgroupspy.nodes import Node
+
+from sandboxd.base.errors import CgroupError
+from sandboxd.engine.cgroups import fsutil, procs
+from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats
+
+CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")  # also the order the child joins them in
+CFS_PERIOD_USEC = 100_000
+_NSEC_PER_USEC = 1000
+
+
+class _SafeIO:
+    """Replaces cgroupspy's Controller.get_property/set_property with fsutil's safe I/O."""
+
+    node: _Node  # set by cgroupspy's Controller.__init__
+
+    def _path(self, filename: str | bytes) -> bytes:
+        return os.path.join(self.node.full_path, os.fsencode(filename))
+
+    def get_property(self, filename: str | bytes) -> str:
+        return fsutil.read_text(self._path(filename)).strip()
+
+    def set_property(self, filename: str | bytes, value: object) -> None:
+        fsutil.write_text(self._path(filename), str(value))
+
+    def exists(self, filename: str) -> bool:
+        return os.path.lexists(self._path(filename))
+
+
+class _MaxFile(BaseFileInterface):  # type: ignore[misc]
+    """An integer or the word ``max`` (None)."""
+
+    def sanitize_get(self, value: str) -> int | None:
+        return None if value.strip() == "max" else int(value)
+
+    def sanitize_set(self, value: int | None) -> str:
+        return "max" if value is None else str(int(value))
+
+
+class _Memory(_SafeIO, MemoryController):  # type: ignore[misc]
+    pass
+
+
+class _Cpu(_SafeIO, CpuController):  # type: ignore[misc]
+    pass
+
+
+class _CpuAcct(_SafeIO, CpuAcctController):  # type: ignore[misc]
+    usage_user_nsec = IntegerFile("cpuacct.usage_user", readonly=True)
+    usage_sys_nsec = IntegerFile("cpuacct.usage_sys", readonly=True)
+
+
+class _Pids(_SafeIO, Controller):  # type: ignore[misc]
+    max = _MaxFile("pids.max")
+
+
+class _Freezer(_SafeIO, Controller):  # type: ignore[misc]
+    state = BaseFileInterface("freezer.state")
+
+
+class _Node(Node):  # type: ignore[misc]
+    """A cgroupspy Node whose controller type is given, not guessed from the mount directory's name
+    (``cpu,cpuacct`` is one directory holding two controllers)."""
+
+    CONTROLLERS: ClassVar[dict[bytes, type]] = {
+        b"memory": _Memory,
+        b"cpu": _Cpu,
+        b"cpuacct": _CpuAcct,
+        b"pids": _Pids,
+        b"freezer": _Freezer,
+    }
+
+    def __init__(self, name: str | bytes, parent: _Node | None = None, controller_type: str = "") -> None:
+        self._given_type = controller_type.encode() if controller_type else None
+        super().__init__(name, parent)
+
+    def _get_controller_type(self) -> bytes | None:
+        if self._given_type is not None:
+            return self._given_type
+        return self.parent.controller_type if self.parent else None
+
+    @property
+    def dir(self) -> str:
+        return os.fsdecode(self.full_path)
+
+
+def _ctl(node: _Node) -> Any:
+    return node.controller
+
+
+def _swap_active(swaps_path: Path) -> bool:
+    lines = fsutil.read_text(swaps_path).splitlines()
+    return any(line.strip() for line in lines[1:])  # first line is the header
+
+
+class V1ExecCgroup:
+    """One execution's leaf in every hierarchy; the child joins each (``procs_files``)."""
+
+    oom_group_emulated = True  # v1 OOM-kills one task; the executor kills the group when oom_kill_count rises
+
+    def __init__(self, name: str, leaves: Mapping[str, _Node], dir_ops: fsutil.DirOps) -> None:
+        self._name = name
+        self._leaves = dict(leaves)
+        self._dir_ops = dir_ops
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _dirs(self) -> list[str]:
+        return list(dict.fromkeys(self._leaves[c].dir for c in CONTROLLERS))  # co-mounted: one dir
+
+    @property
+    def procs_files(self) -> tuple[str, ...]:
+        return tuple(os.path.join(d, "cgroup.procs") for d in self._dirs())
+
+    def stats(self) -> CgroupStats:
+        mem, acct = _ctl(self._leaves["memory"]), _ctl(self._leaves["cpuacct"])
+        oom = fsutil.parse_keyed(mem.get_property("memory.oom_control"))
+        if acct.exists("cpuacct.usage_user"):
+            user_usec = acct.usage_user_nsec // _NSEC_PER_USEC
+            system_usec = acct.usage_sys_nsec // _NSEC_PER_USEC
+        else:  # kernels before 4.16: clock ticks
+            ticks = fsutil.parse_keyed(acct.get_property("cpuacct.stat"))
+            usec_per_tick = 1_000_000 // os.sysconf("SC_CLK_TCK")
+            user_usec = ticks.get("user", 0) * usec_per_tick
+            system_usec = ticks.get("system", 0) * usec_per_tick
+        return CgroupStats(
+            memory_peak_bytes=int(mem.max_usage_in_bytes),
+            oom_kill_count=oom.get("oom_kill", 0),  # the line exists from kernel 4.13
+            cpu_user_usec=user_usec,
+            cpu_system_usec=system_usec,
+        )
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for d in self._dirs():
+            if os.path.isdir(d):
+                found.update(fsutil.parse_pids(fsutil.read_text(os.path.join(d, "cgroup.procs"))))
+        return sorted(found)
+
+    def kill(self) -> None:
+        freezer = _ctl(self._leaves["freezer"])
+        if not os.path.isdir(self._leaves["freezer"].dir):
+            procs.sigkill_each(self.pids())  # not normally reached: the freezer leaf is made with the rest
+            return
+
+        def freeze() -> None:
+            freezer.state = "FROZEN"
+
+        def thaw() -> None:
+            freezer.state = "THAWED"
+
+        procs.freeze_kill_thaw(freeze, lambda: freezer.state == "FROZEN", thaw, self.pids)
+
+    def remove(self) -> None:
+        if any(os.path.isdir(d) for d in self._dirs()):
+            self.kill()
+        for d in self._dirs():
+            fsutil.remove_dir(self._dir_ops, d)
+
+
+class V1Backend:
+    """Leaves ``exec-<id>`` below ``<own cgroup>/sandboxd-<instance>`` in each v1 hierarchy."""
+
+    name = "v1"
+
+    def __init__(
+        self,
+        own_dirs: Mapping[str, Path],
+        instance: str = "default",
+        *,
+        swaps_path: Path = Path("/proc/swaps"),
+        dir_ops: fsutil.DirOps | None = None,
+    ) -> None:
+        """``own_dirs``: controller name → absolute directory of our own cgroup in its hierarchy."""
+        missing = [c for c in CONTROLLERS if c not in own_dirs]
+        if missing:
+            raise CgroupError(f"cgroup v1 backend needs hierarchies for {', '.join(missing)}")
+        fsutil.check_instance_name(instance)
+        self._instance = instance
+        self._swaps_path = swaps_path
+        self._dir_ops = dir_ops or fsutil.DirOps()
+        self._bases = {
+            c: _Node(f"sandboxd-{instance}", parent=_Node(os.fsencode(own_dirs[c]), controller_type=c))
+            for c in CONTROLLERS
+        }
+
+    @property
+    def base(self) -> str:
+        return ", ".join(self._base_dirs())
+
+    def _base_dirs(self) -> list[str]:
+        return list(dict.fromkeys(self._bases[c].dir for c in CONTROLLERS))
+
+    def prepare(self) -> None:
+        for d in self._base_dirs():
+            fsutil.make_dir(self._dir_ops, d, exist_ok=True)
+
+    def _exec_cgroup(self, name: str) -> V1ExecCgroup:
+        leaves = {c: _Node(name, parent=self._bases[c]) for c in CONTROLLERS}
+        return V1ExecCgroup(name, leaves, self._dir_ops)
+
+    def create(self, execution_id: str, limits: CgroupLimits) -> V1ExecCgroup:
+        cg = self._exec_cgroup(fsutil.leaf_name(execution_id))
+        made: list[str] = []
+        try:
+            for d in cg._dirs():
+                fsutil.make_dir(self._dir_ops, d, exist_ok=False)
+                made.append(d)
+            self._apply(cg, limits)
+        except CgroupError:
+            fsutil.remove_quietly(self._dir_ops, made)
+            raise
+        except BaseException as e:  # cgroupspy's parsers raise ValueError on odd content
+            fsutil.remove_quietly(self._dir_ops, made)
+            if isinstance(e, Exception):
+                raise CgroupError(f"cannot set up cgroup {cg.name}: {e!r}") from e
+            raise
+        return cg
+
+    def _apply(self, cg: V1ExecCgroup, limits: CgroupLimits) -> None:
+        leaves = cg._leaves
+        if limits.memory_max_bytes is not None:
+            self._apply_memory(_ctl(leaves["memory"]), limits.memory_max_bytes)
+        if limits.cpu_share_percent is not None:
+            if limits.cpu_share_percent <= 0:
+                raise CgroupError(f"cpu share must be > 0 %, not {limits.cpu_share_percent}")
+            cpu = _ctl(leaves["cpu"])
+            cpu.cfs_period_us = CFS_PERIOD_USEC
+            cpu.cfs_quota_us = CFS_PERIOD_USEC * limits.cpu_share_percent // 100
+        if limits.pids_max is not None:
+            if limits.pids_max <= 0:
+                raise CgroupError(f"pids limit must be > 0, not {limits.pids_max}")
+            _ctl(leaves["pids"]).max = limits.pids_max
+
+    def _apply_memory(self, mem: Any, limit_bytes: int) -> None:
+        if limit_bytes <= 0:
+            raise CgroupError(f"memory limit must be > 0 bytes, not {limit_bytes}")
+        if not mem.exists("memory.memsw.limit_in_bytes"):
+            if _swap_active(self._swaps_path):
+                raise CgroupError(
+                    "swap is on but memory.memsw.limit_in_bytes is missing, so a memory limit could be "
+                    "escaped through swap; boot with swapaccount=1 or turn swap off (swapoff -a)"
+                )
+            mem.limit_in_bytes = limit_bytes
+            return
+        # The kernel keeps memsw >= limit at every step: lower the limit first, raise memsw first.
+        current = mem.limit_in_bytes
+        if current is not None and limit_bytes > current:
+            mem.memsw_limit_in_bytes = limit_bytes
+            mem.limit_in_bytes = limit_bytes
+        else:
+            mem.limit_in_bytes = limit_bytes
+            mem.memsw_limit_in_bytes = limit_bytes
+
+    def stale_leaves(self) -> list[str]:
+        names: set[str] = set()
+        for d in self._base_dirs():
+            names.update(fsutil.list_leaves(d))
+        return sorted(names)
+
+    def remove_leaf(self, name: str) -> None:
+        fsutil.check_leaf_name(name)
+        self._exec_cgroup(name).remove()
+
+    def remove_base(self) -> bool:
+        """Remove ``sandboxd-<instance>`` in each hierarchy when empty; True when none is left. Idempotent."""
+        return all([fsutil.remove_dir_if_empty(self._dir_ops, d) for d in self._base_dirs()])

@@ -1,0 +1,175 @@
+"""cgroup v2 backend: the daemon's own (delegated) cgroup is the base.
+
+Layout (the no-internal-processes rule forbids processes in a cgroup that hands controllers to children)::
+
+    <own>/                  cgroup.subtree_control = +memory +cpu +pids   (after we left it)
+        supervisor/         the daemon itself, all its threads
+        exec-<id>/          one leaf per execution: memory.max, memory.swap.max, memory.oom.group,
+                            cpu.max, pids.max
+
+See https://docs.kernel.org/admin-guide/cgroup-v2.html ("Delegation", "No Internal Process Constraint").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sandboxd.base.errors import CgroupError
+from sandboxd.engine.cgroups import fsutil, procs
+from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats
+
+REQUIRED_CONTROLLERS = ("memory", "cpu", "pids")
+CPU_PERIOD_USEC = 100_000
+SUPERVISOR = "supervisor"
+REMEDY = (
+    "run sandboxd under systemd with Delegate=yes, or start it in a cgroup of its own with memory, cpu "
+    "and pids available"
+)
+
+
+class V2ExecCgroup:
+    oom_group_emulated = False  # memory.oom.group=1: the kernel kills the whole leaf on OOM
+
+    def __init__(self, path: Path, dir_ops: fsutil.DirOps) -> None:
+        self._path = path
+        self._dir_ops = dir_ops
+
+    @property
+    def name(self) -> str:
+        return self._path.name
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def procs_files(self) -> tuple[str, ...]:
+        return (str(self._path / "cgroup.procs"),)
+
+    def _read(self, filename: str) -> str:
+        return fsutil.read_text(self._path / filename)
+
+    def _write(self, filename: str, value: str) -> None:
+        fsutil.write_text(self._path / filename, value)
+
+    def _has(self, filename: str) -> bool:
+        return os.path.lexists(self._path / filename)
+
+    def stats(self) -> CgroupStats:
+        # memory.peak exists from kernel 5.19; before that the current usage is the best we have.
+        peak_file = "memory.peak" if self._has("memory.peak") else "memory.current"
+        cpu = fsutil.parse_keyed(self._read("cpu.stat"))
+        return CgroupStats(
+            memory_peak_bytes=int(self._read(peak_file)),
+            oom_kill_count=fsutil.parse_keyed(self._read("memory.events")).get("oom_kill", 0),
+            cpu_user_usec=cpu.get("user_usec", 0),
+            cpu_system_usec=cpu.get("system_usec", 0),
+        )
+
+    def pids(self) -> list[int]:
+        if not self._path.is_dir():
+            return []
+        return fsutil.parse_pids(self._read("cgroup.procs"))
+
+    def kill(self) -> None:
+        if not self._path.is_dir():
+            return
+        if self._has("cgroup.kill"):  # kernel >= 5.14: one write kills the tree, racing forks included
+            self._write("cgroup.kill", "1")
+            return
+        procs.freeze_kill_thaw(
+            lambda: self._write("cgroup.freeze", "1"),
+            lambda: fsutil.parse_keyed(self._read("cgroup.events")).get("frozen") == 1,
+            lambda: self._write("cgroup.freeze", "0"),
+            self.pids,
+        )
+
+    def remove(self) -> None:
+        self.kill()
+        fsutil.remove_dir(self._dir_ops, str(self._path))
+
+
+class V2Backend:
+    name = "v2"
+
+    def __init__(
+        self,
+        own_dir: Path,
+        *,
+        is_root_cgroup: bool = False,
+        self_pid: int | None = None,
+        dir_ops: fsutil.DirOps | None = None,
+    ) -> None:
+        """``own_dir``: absolute directory of the cgroup this process is in (from ``0::/path``)."""
+        self._own = own_dir
+        self._is_root = is_root_cgroup
+        self._pid = os.getpid() if self_pid is None else self_pid
+        self._dir_ops = dir_ops or fsutil.DirOps()
+
+    @property
+    def base(self) -> str:
+        return str(self._own)
+
+    def prepare(self) -> None:
+        own = self._own
+        if self._is_root:
+            raise CgroupError(f"sandboxd runs in the root cgroup ({own}), which it must not manage; {REMEDY}")
+        available = fsutil.read_text(own / "cgroup.controllers").split()
+        missing = [c for c in REQUIRED_CONTROLLERS if c not in available]
+        if missing:
+            raise CgroupError(
+                f"cgroup {own} does not offer the {', '.join(missing)} controller(s) "
+                f"(cgroup.controllers: {' '.join(available) or 'none'}); {REMEDY}"
+            )
+        others = sorted(set(fsutil.parse_pids(fsutil.read_text(own / "cgroup.procs"))) - {self._pid})
+        if others:
+            raise CgroupError(
+                f"cgroup {own} also holds processes that are not sandboxd ({', '.join(map(str, others))}), "
+                f"which sandboxd must not move; {REMEDY}"
+            )
+        supervisor = own / SUPERVISOR
+        fsutil.make_dir(self._dir_ops, str(supervisor), exist_ok=True)
+        fsutil.write_text(supervisor / "cgroup.procs", str(self._pid))  # moves all our threads too
+        fsutil.write_text(own / "cgroup.subtree_control", " ".join(f"+{c}" for c in REQUIRED_CONTROLLERS))
+
+    def create(self, execution_id: str, limits: CgroupLimits) -> V2ExecCgroup:
+        cg = V2ExecCgroup(self._own / fsutil.leaf_name(execution_id), self._dir_ops)
+        fsutil.make_dir(self._dir_ops, str(cg.path), exist_ok=False)
+        try:
+            self._apply(cg, limits)
+        except BaseException:
+            fsutil.remove_quietly(self._dir_ops, [str(cg.path)])
+            raise
+        return cg
+
+    @staticmethod
+    def _apply(cg: V2ExecCgroup, limits: CgroupLimits) -> None:
+        if limits.memory_max_bytes is not None:
+            if limits.memory_max_bytes <= 0:
+                raise CgroupError(f"memory limit must be > 0 bytes, not {limits.memory_max_bytes}")
+            cg._write("memory.max", str(limits.memory_max_bytes))
+        if cg._has("memory.swap.max"):  # absent without swap accounting (CONFIG_MEMCG_SWAP)
+            cg._write("memory.swap.max", "0")
+        cg._write("memory.oom.group", "1")
+        if limits.cpu_share_percent is not None:
+            if limits.cpu_share_percent <= 0:
+                raise CgroupError(f"cpu share must be > 0 %, not {limits.cpu_share_percent}")
+            quota_usec = CPU_PERIOD_USEC * limits.cpu_share_percent // 100
+            cg._write("cpu.max", f"{quota_usec} {CPU_PERIOD_USEC}")
+        if limits.pids_max is not None:
+            if limits.pids_max <= 0:
+                raise CgroupError(f"pids limit must be > 0, not {limits.pids_max}")
+            cg._write("pids.max", str(limits.pids_max))
+
+    def stale_leaves(self) -> list[str]:
+        return fsutil.list_leaves(str(self._own))
+
+    def remove_leaf(self, name: str) -> None:
+        fsutil.check_leaf_name(name)
+        V2ExecCgroup(self._own / name, self._dir_ops).remove()
+
+    def remove_base(self) -> bool:
+        """Nothing to remove on v2: the base is our own cgroup and we stay in ``supervisor``. Returns True
+        when no leaf is left."""
+        return not self.stale_leaves()

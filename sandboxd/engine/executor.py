@@ -1,0 +1,279 @@
+"""The one place that knows an execution's lifecycle order:
+
+cgroup (limits written) → pipes → spawn (child joins cgroup, namespaces, root, ids, caps, seccomp, execve) →
+``Started`` → relay output while enforcing wall time, CPU time, output bytes and (v1) group OOM → reap →
+read accounting → verdict → ``Result`` → kill what is left, remove the cgroup.
+
+Everything that can fail before ``execve`` ends the execution SETUP_FAILED: nothing runs half-sandboxed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
+from sandboxd.engine.cgroups import Backend, CgroupLimits, CgroupStats, ExecCgroup, detect_backend
+from sandboxd.engine.config import EngineConfig
+from sandboxd.engine.kmsg import find_seccomp_kill
+from sandboxd.engine.plan import build_plan
+from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output
+from sandboxd.engine.result import Event, Result, Started, Status
+from sandboxd.engine.seccomp.names import syscall_name
+from sandboxd.engine.spawnclient import ExitReport, SetupFailure, SpawnerClient, SpawnHandle, close_quietly
+from sandboxd.engine.spec import ExecutionSpec
+from sandboxd.engine.verdict import Facts, decide
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.05
+_EMPTY_STATS = CgroupStats(0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class RunningExecution:
+    execution_id: str
+    tool: str
+    labels: Mapping[str, str]
+    started_at: float  # unix seconds
+    pid: int
+    cpu_usec: int
+    memory_peak_bytes: int
+
+
+class _Run:
+    """Mutable state of one execution, shared by its stream, its monitor and ``cancel``."""
+
+    def __init__(self, execution_id: str, spec: ExecutionSpec, cgroup: ExecCgroup, cancel: asyncio.Event) -> None:
+        self.execution_id = execution_id
+        self.cancel = cancel  # set by whoever cancels (Executor.cancel, or the caller's own token)
+        self.spec = spec
+        self.cgroup = cgroup
+        self.started_at = time.time()
+        self.pid = 0
+        self.kill_reason: Status | None = None
+        self.stdout_bytes = 0
+        self.stderr_bytes = 0
+        self.output_truncated = False
+
+    def kill(self, reason: Status) -> None:
+        """Kill the whole cgroup; the first reason is the one reported."""
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        try:
+            self.cgroup.kill()
+        except CgroupError as e:  # remove() kills again and retries; say so loudly
+            log.error("execution %s: kill failed: %s", self.execution_id, e)
+
+    def stats(self) -> CgroupStats:
+        try:
+            return self.cgroup.stats()
+        except CgroupError as e:
+            log.warning("execution %s: cannot read accounting: %s", self.execution_id, e)
+            return _EMPTY_STATS
+
+
+class Executor:
+    def __init__(
+        self, config: EngineConfig, backend: Backend, spawner: SpawnerClient, *, recovered_leaves: Sequence[str] = ()
+    ) -> None:
+        self._config = config
+        self._backend = backend
+        self._spawner = spawner
+        self._runs: dict[str, _Run] = {}
+        # Execution cgroups an earlier instance left (it crashed): killed and removed before we started.
+        self.recovered_leaves = tuple(recovered_leaves)
+
+    @classmethod
+    async def create(cls, config: EngineConfig) -> Executor:
+        backend = detect_backend(config.cgroup_root, config.instance)
+        backend.prepare()
+        stale = backend.stale_leaves()
+        for leaf in stale:
+            log.warning("removing stale cgroup %s left by an earlier instance", leaf)
+            backend.remove_leaf(leaf)  # kills what still runs in it first
+        config.state_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        config.root_mountpoint.mkdir(mode=0o755, exist_ok=True)
+        if any(config.root_mountpoint.iterdir()):
+            raise ConfigError(f"sandbox root mount point {config.root_mountpoint} must be empty")
+        return cls(config, backend, await SpawnerClient.start(), recovered_leaves=stale)
+
+    @property
+    def backend_name(self) -> str:
+        return self._backend.name
+
+    @property
+    def cgroup_base(self) -> str:
+        return self._backend.base
+
+    async def close(self) -> None:
+        for run in list(self._runs.values()):
+            await asyncio.to_thread(run.kill, Status.CANCELLED)
+        await self._spawner.close()
+        if not self._runs:
+            self._backend.remove_base()
+
+    def cancel(self, execution_id: str) -> bool:
+        """Cancel a running execution by id; False if it is not running. A caller that may cancel before the
+        engine knows the id passes its own token to :meth:`execute` instead."""
+        run = self._runs.get(execution_id)
+        if run is None:
+            return False
+        run.cancel.set()
+        return True
+
+    def running(self) -> list[RunningExecution]:
+        result = []
+        for run in self._runs.values():
+            stats = run.stats()
+            result.append(RunningExecution(run.execution_id, run.spec.tool, run.spec.labels, run.started_at,
+                                           run.pid, stats.cpu_usec, stats.memory_peak_bytes))
+        return result
+
+    async def _live_spawner(self) -> SpawnerClient:
+        if not self._spawner.alive:
+            log.error("the spawner died; starting a new one")
+            await self._spawner.close()
+            self._spawner = await SpawnerClient.start()
+        return self._spawner
+
+    async def execute(
+        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None
+    ) -> AsyncIterator[Event]:
+        """Run ``spec``; yield ``Started``, ``Output``… and always exactly one ``Result`` last.
+
+        ``cancel``, once set — before the execution is set up, during, or while it runs — ends it CANCELLED:
+        the one place cancellation is handled, whenever it comes."""
+        eid = execution_id or uuid.uuid4().hex[:16]
+        if eid in self._runs:
+            raise InvalidSpec(f"execution id {eid} is already running")
+        cancel = cancel if cancel is not None else asyncio.Event()
+        if cancel.is_set():
+            yield Result(eid, Status.CANCELLED, "cancelled before it started")
+            return
+        t0 = time.monotonic()
+        limits = spec.limits
+        try:
+            cgroup = await asyncio.to_thread(self._backend.create, eid, CgroupLimits(
+                limits.memory_max_bytes, limits.cpu_share_percent, limits.pids_max))
+        except CgroupError as e:
+            yield Result(eid, Status.SETUP_FAILED, str(e), setup_stage="cgroup")
+            return
+        run = _Run(eid, spec, cgroup, cancel)
+        self._runs[eid] = run
+        stdin_r, stdin_fd = os.pipe2(os.O_CLOEXEC)
+        stdin_w = OwnedFd(stdin_fd)  # feed_stdin closes it when done (EOF for the handler), or _release does
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        handle: SpawnHandle | None = None
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._watch_cancel(run))]
+        final: Result | None = None
+        try:
+            try:
+                spawner = await self._live_spawner()
+                handle = spawner.spawn(build_plan(self._config, spec, eid, cgroup.procs_files),
+                                       (stdin_r, out_w, err_w))
+            except SpawnerError as e:
+                final = Result(eid, Status.SETUP_FAILED, str(e), setup_stage="spawn")
+            finally:
+                close_quietly(stdin_r, out_w, err_w)
+            if handle is not None:
+                tasks.append(asyncio.create_task(feed_stdin(stdin_w, spec.stdin)))
+                started = await handle.started
+                if isinstance(started, SetupFailure):
+                    final = await self._setup_failed(run, handle, started, t0)
+                else:
+                    run.pid = started
+                    if run.kill_reason is not None:  # killed while it was being set up: kill what joined since
+                        await asyncio.to_thread(run.kill, run.kill_reason)
+                    tasks.append(asyncio.create_task(self._monitor(run, t0)))
+                    yield Started(eid, started, limits, cgroup.name)
+                    async for event in relay_output(run, out_r, err_r, limits.output_max_bytes):
+                        yield event
+                    final = await self._finish(run, await handle.exited, t0)
+        finally:
+            await self._release(run, handle, tasks, stdin_w, (out_r, err_r))
+        # Yielded only after the release: a caller that stops at the Result finds nothing of it left.
+        if final is not None:
+            yield final
+
+    async def _release(self, run: _Run, handle: SpawnHandle | None, tasks: list[asyncio.Task[None]],
+                       stdin: OwnedFd, fds: tuple[int, ...]) -> None:
+        """Kill what is left, close our pipe ends, remove the cgroup. Runs exactly once per execution."""
+        await cancel_and_wait(tasks)  # before any fd is closed
+        stdin.close()
+        if handle is not None and not handle.exited.done():  # the consumer left early
+            await asyncio.to_thread(run.kill, Status.CANCELLED)
+            try:
+                await asyncio.wait_for(asyncio.shield(handle.exited), 10)
+            except (TimeoutError, SpawnerError) as e:
+                log.error("execution %s: no exit report after kill: %r", run.execution_id, e)
+        close_quietly(*fds)
+        try:
+            await asyncio.to_thread(run.cgroup.remove)
+        except CgroupError as e:
+            log.error("execution %s: %s", run.execution_id, e)
+        del self._runs[run.execution_id]
+
+    async def _watch_cancel(self, run: _Run) -> None:
+        await run.cancel.wait()
+        await asyncio.to_thread(run.kill, Status.CANCELLED)
+
+    async def _monitor(self, run: _Run, t0: float) -> None:
+        limits = run.spec.limits
+        watch_stats = limits.cpu_time_ms is not None or run.cgroup.oom_group_emulated
+        while True:
+            elapsed_s = time.monotonic() - t0
+            if limits.wall_time_ms is not None and elapsed_s * 1000 >= limits.wall_time_ms:
+                await asyncio.to_thread(run.kill, Status.TIMEOUT)
+                return
+            if watch_stats:
+                stats = run.stats()
+                if limits.cpu_time_ms is not None and stats.cpu_usec >= limits.cpu_time_ms * 1000:
+                    await asyncio.to_thread(run.kill, Status.CPU_LIMIT)
+                    return
+                if run.cgroup.oom_group_emulated and stats.oom_kill_count > 0:
+                    await asyncio.to_thread(run.kill, Status.MEMORY_LIMIT)  # v1 killed one task: kill all
+                    return
+            sleep_s = POLL_INTERVAL_S
+            if limits.wall_time_ms is not None:
+                sleep_s = min(sleep_s, max(0.001, limits.wall_time_ms / 1000 - elapsed_s))
+            await asyncio.sleep(sleep_s)
+
+    async def _setup_failed(self, run: _Run, handle: SpawnHandle, failure: SetupFailure, t0: float) -> Result:
+        await handle.exited
+        stats = run.stats()
+        message = failure.message
+        if stats.oom_kill_count:
+            message += " (the sandbox's setup was OOM-killed: memory limit too low?)"
+        return Result(run.execution_id, Status.SETUP_FAILED, message, setup_stage=failure.stage,
+                      setup_errno=failure.errno, wall_time_ms=int((time.monotonic() - t0) * 1000),
+                      memory_peak_bytes=stats.memory_peak_bytes)
+
+    async def _finish(self, run: _Run, report: ExitReport, t0: float) -> Result:
+        wall_time_ms = int((time.monotonic() - t0) * 1000)
+        stats = run.stats()
+        verdict = decide(Facts(run.kill_reason, report.wait_status, stats, run.spec.limits))
+        syscall_nr = None
+        message = verdict.message
+        if verdict.status is Status.SECCOMP_VIOLATION:
+            syscall_nr = report.seccomp_syscall_nr
+            if syscall_nr is None:  # ptrace was refused: the kernel's audit record is the fallback
+                syscall_nr = await asyncio.to_thread(find_seccomp_kill, run.pid)
+            name = syscall_name(syscall_nr) if syscall_nr is not None else "unknown"
+            message = f"killed by the seccomp filter on syscall {name}" + (
+                f" ({syscall_nr})" if syscall_nr is not None else " (not recorded by the kernel)")
+        cpu_user = stats.cpu_user_usec or report.cpu_user_usec
+        cpu_system = stats.cpu_system_usec or report.cpu_system_usec
+        return Result(
+            run.execution_id, verdict.status, message, exit_code=verdict.exit_code, signal=verdict.signal,
+            cpu_user_usec=cpu_user, cpu_system_usec=cpu_system, wall_time_ms=wall_time_ms,
+            memory_peak_bytes=stats.memory_peak_bytes or report.maxrss_bytes,
+            stdout_bytes=run.stdout_bytes, stderr_bytes=run.stderr_bytes, output_truncated=run.output_truncated,
+            seccomp_syscall_nr=syscall_nr,
+            seccomp_syscall_name=syscall_name(syscall_nr) if syscall_nr is not None else "")

@@ -1,0 +1,129 @@
+"""Move bytes between the daemon and a sandbox's pipes without ever blocking the event loop.
+
+Output is read one chunk per stream at a time and only when the consumer asks for the next event, so a slow
+reader back-pressures its own tool (its pipe fills, its ``write`` blocks) and nobody else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, Protocol
+
+from sandboxd.engine.result import Output, Status, Stream
+
+READ_CHUNK_BYTES = 65536
+
+
+class _Counts(Protocol):
+    execution_id: str
+    stdout_bytes: int
+    stderr_bytes: int
+    output_truncated: bool
+
+    def kill(self, reason: Status) -> None: ...
+
+
+async def _wait_fd(fd: int, *, write: bool) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    (loop.add_writer if write else loop.add_reader)(fd, wake)
+    try:
+        await ready
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel and wait, so each task's fd watcher is unregistered before anyone closes the fd: the event loop's
+    selector is keyed by fd number, and a late ``remove_reader`` would drop the registration of whatever pipe
+    reused that number."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def read_chunk(fd: int) -> bytes:
+    """One chunk, or b"" at EOF (or on a read error, which ends the stream the same way)."""
+    while True:
+        try:
+            return os.read(fd, READ_CHUNK_BYTES)
+        except BlockingIOError:
+            await _wait_fd(fd, write=False)
+        except OSError:
+            return b""
+
+
+class OwnedFd:
+    """An fd closed exactly once, whoever gets there first: closing a number twice can close another
+    execution's pipe that reused it in between."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise ValueError("fd already closed")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+async def feed_stdin(stdin: OwnedFd, data: bytes) -> None:
+    """Write ``data`` to the handler's stdin, then close it. A handler that exits early just ends it."""
+    fd = stdin.fd
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view[:READ_CHUNK_BYTES]):]
+            except BlockingIOError:
+                await _wait_fd(fd, write=True)
+    except OSError:  # EPIPE: the handler closed stdin or exited
+        pass
+    finally:
+        stdin.close()
+
+
+async def relay_output(run: _Counts, out_fd: int, err_fd: int, limit_bytes: int | None) -> AsyncIterator[Output]:
+    """Yield output as it comes until both streams reach EOF, or until ``limit_bytes`` (stdout+stderr) is
+    exceeded: then exactly the allowed bytes are yielded, the cgroup is killed and relaying stops."""
+    fds = {Stream.STDOUT: out_fd, Stream.STDERR: err_fd}
+    for fd in fds.values():
+        os.set_blocking(fd, False)
+    pending = {stream: asyncio.create_task(read_chunk(fd)) for stream, fd in fds.items()}
+    try:
+        while pending:
+            done, _ = await asyncio.wait(pending.values(), return_when=asyncio.FIRST_COMPLETED)
+            for stream in [s for s, task in pending.items() if task in done]:
+                data = pending.pop(stream).result()
+                if not data:
+                    continue
+                relayed = run.stdout_bytes + run.stderr_bytes
+                if limit_bytes is not None and relayed + len(data) > limit_bytes:
+                    data = data[: limit_bytes - relayed]
+                    run.output_truncated = True
+                    await asyncio.to_thread(run.kill, Status.OUTPUT_LIMIT)
+                if stream is Stream.STDOUT:
+                    run.stdout_bytes += len(data)
+                else:
+                    run.stderr_bytes += len(data)
+                if data:
+                    yield Output(run.execution_id, stream, data)
+                if run.output_truncated:
+                    return
+                pending[stream] = asyncio.create_task(read_chunk(fds[stream]))
+    finally:
+        await cancel_and_wait(pending.values())

@@ -1,0 +1,128 @@
+"""The daemon's audit vocabulary: one method per event, over the hash-chained :class:`AuditLog`.
+
+Every record names its time, principal, tool, execution id and request id; what else it says is in
+``details``. Events, in the order an execution meets them::
+
+    request.received      an Execute arrived from an identified caller (an unidentified one gets only its
+                          denied decision: AUTH_FAILED)
+    decision              exactly one per request: outcome allowed (role, effective limits) or denied
+                          (reason, role when one matched)
+    execution.started     pid, uid, cgroup, effective limits, seccomp profile and its digest
+    execution.limit_hit   which limit ended it (memory, time, cpu, output)
+    execution.seccomp_violation   the syscall
+    execution.cancelled   by whom (a principal, the caller leaving, the daemon stopping)
+    execution.finished    status, exit code / signal, usage
+
+    daemon.started / daemon.stopped / daemon.reloaded / daemon.reload_failed / daemon.recovered
+
+The log itself adds ``audit.repaired``, ``audit.expired`` and ``audit.subscriber_dropped``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sandboxd.audit.record import AuditRecord
+from sandboxd.audit.writer import AuditLog
+from sandboxd.base.errors import SandboxError
+from sandboxd.base.limits import Limits
+from sandboxd.engine.result import Result, Status
+
+# The Result statuses that mean "a limit ended it", and which limit.
+LIMIT_BY_STATUS = {
+    Status.MEMORY_LIMIT: "memory",
+    Status.TIMEOUT: "wall_time",
+    Status.CPU_LIMIT: "cpu_time",
+    Status.OUTPUT_LIMIT: "output",
+}
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who asked for what: the fields every record of one request carries."""
+
+    principal: str = ""
+    tool: str = ""
+    execution_id: str = ""
+    request_id: str = ""
+
+
+def limits_details(limits: Limits) -> dict[str, int | None]:
+    return dataclasses.asdict(limits)
+
+
+class AuditTrail:
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def _append(self, event: str, subject: Subject, details: Mapping[str, Any]) -> AuditRecord:
+        return self.log.append(
+            event, principal=subject.principal, tool=subject.tool, execution_id=subject.execution_id,
+            request_id=subject.request_id, details=dict(details),
+        )
+
+    def check_writable(self) -> None:
+        """Raise AuditUnavailable when the log can no longer record: nothing may start unrecorded."""
+        self.log.check_writable()
+
+    async def durable(self, record: AuditRecord) -> None:
+        """Return once ``record`` (and every record before it) is fsynced; raises AuditUnavailable."""
+        await self.log.wait_durable(record.seq)
+
+    # -- requests --------------------------------------------------------------------------------------
+
+    def request_received(self, subject: Subject, *, rpc: str, peer: str, auth_method: str) -> AuditRecord:
+        return self._append("request.received", subject, {"rpc": rpc, "peer": peer, "auth_method": auth_method})
+
+    def allowed(self, subject: Subject, *, rpc: str, role: str, limits: Limits | None = None) -> AuditRecord:
+        details: dict[str, Any] = {"outcome": "allowed", "rpc": rpc, "role": role}
+        if limits is not None:
+            details["limits"] = limits_details(limits)
+        return self._append("decision", subject, details)
+
+    def denied(self, subject: Subject, *, rpc: str, error: SandboxError, role: str = "") -> AuditRecord:
+        details = {"outcome": "denied", "rpc": rpc, "reason": error.reason, "message": error.message,
+                   "role": role or str(getattr(error, "role", "") or "")}
+        return self._append("decision", subject, details)
+
+    # -- executions ------------------------------------------------------------------------------------
+
+    def started(self, subject: Subject, *, pid: int, uid: int, cgroup: str, limits: Limits, profile: str,
+                profile_digest: str) -> AuditRecord:
+        return self._append("execution.started", subject, {
+            "pid": pid, "uid": uid, "cgroup": cgroup, "limits": limits_details(limits),
+            "seccomp_profile": profile, "seccomp_profile_sha256": profile_digest,
+        })
+
+    def cancelled(self, subject: Subject, *, by: str) -> AuditRecord:
+        return self._append("execution.cancelled", subject, {"by": by})
+
+    def finished(self, subject: Subject, result: Result) -> list[AuditRecord]:
+        """The outcome: a limit hit or a seccomp violation first when there was one, then ``finished``."""
+        records = []
+        limit = LIMIT_BY_STATUS.get(result.status)
+        if limit is not None:
+            records.append(self._append("execution.limit_hit", subject, {"limit": limit, "message": result.message}))
+        if result.status is Status.SECCOMP_VIOLATION:
+            records.append(self._append("execution.seccomp_violation", subject, {
+                "syscall": result.seccomp_syscall_name, "syscall_nr": result.seccomp_syscall_nr,
+            }))
+        records.append(self._append("execution.finished", subject, {
+            "outcome": result.status.value, "message": result.message, "exit_code": result.exit_code,
+            "signal": result.signal, "cpu_user_usec": result.cpu_user_usec,
+            "cpu_system_usec": result.cpu_system_usec, "wall_time_ms": result.wall_time_ms,
+            "memory_peak_bytes": result.memory_peak_bytes, "stdout_bytes": result.stdout_bytes,
+            "stderr_bytes": result.stderr_bytes, "output_truncated": result.output_truncated,
+            "setup_stage": result.setup_stage,
+        }))
+        return records
+
+    # -- the daemon ------------------------------------------------------------------------------------
+
+    def daemon(self, event: str, details: Mapping[str, Any]) -> AuditRecord:
+        """``daemon.started``, ``daemon.stopped``, ``daemon.reloaded``, ``daemon.reload_failed``,
+        ``daemon.recovered``."""
+        return self._append(f"daemon.{event}", Subject(), details)

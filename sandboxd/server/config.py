@@ -1,0 +1,294 @@
+"""The daemon's configuration: one TOML file → frozen dataclasses, every key with an embedded default.
+
+With no file at all, ``sandboxd`` serves the shipped tools on ``/run/sandboxd/sandboxd.sock``. Sizes and
+durations are written with units (``"1M"``, ``"10s"``) and parsed here, once, into ``*_bytes`` / ``*_ms``
+integers. An unknown key, a wrong type or an impossible value is a :class:`ConfigError` naming the file,
+the dotted key and the reason. The full file, with the defaults::
+
+    tools_dir = "/etc/sandboxd/tools"        # one TOML per tool; adds to / overrides the shipped tools
+    profiles_dir = "/etc/sandboxd/seccomp"   # <name>.json profiles; searched before the shipped ones
+    shipped_tools = true                     # serve the tools that come with sandboxd
+
+    [daemon]
+    socket = "/run/sandboxd/sandboxd.sock"
+    socket_mode = "0660"
+    socket_group = "sandboxd"                # the group allowed to call; skipped when the group is absent
+    tcp_listen = ""                          # e.g. "127.0.0.1:7070"; beyond loopback only with [daemon.tls]
+    metrics_listen = ""                      # e.g. "127.0.0.1:9464": Prometheus /metrics over HTTP
+    state_dir = "/run/sandboxd"
+    instance = "default"                     # unique per daemon on a host: names its cgroups
+    max_concurrent_executions = 16
+    max_request_bytes = "1M"
+    grace_period = "10s"                     # on SIGTERM: how long running executions may finish
+
+    [daemon.tls]                             # TLS (mTLS with client_ca_file) on tcp_listen
+    cert_file = "/etc/sandboxd/tls/server.pem"
+    key_file = "/etc/sandboxd/tls/server.key"
+    client_ca_file = "/etc/sandboxd/tls/clients-ca.pem"
+
+    [sandbox]
+    uid = 65534                              # or a name: "sandboxd-sandbox" (systemd/sandboxd.sysusers.conf)
+    gid = 65534
+    default_profile = "default"              # seccomp profile of raw commands that name none
+
+    [sandbox.limits]                         # defaults of every tool; ceilings of raw commands
+    memory = "256M"
+    cpu_time = "10s"
+    cpu_share = "100%"
+    wall_time = "30s"
+    output = "1M"
+    pids = 64
+    file_size = "64M"
+    open_files = 256
+    tmpfs_size = "64M"
+
+    [audit]                                  # see sandboxd.audit.config
+    [auth] / [principals.*] / [roles.*]      # see sandboxd.policy.config: who may run what
+
+``sandboxd`` reloads this file on SIGHUP: tools, profiles, policy, limits and the keys marked reloadable
+in :data:`RESTART_KEYS`'s complement take effect at once; a change to a key that needs a restart (the
+socket, the state directory, the sandbox uid …) rejects the reload as a whole, as does any error.
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import pwd
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandboxd.audit.config import AuditConfig, parse_audit_config
+from sandboxd.base.limits import Limits
+from sandboxd.base.toml import TomlTable, read_toml, take_limits
+from sandboxd.base.units import parse_duration_ms, parse_size_bytes
+from sandboxd.policy.config import DEFAULT_POLICY, PolicyConfig, parse_policy
+from sandboxd.policy.tls import TlsConfig, parse_tls
+from sandboxd.server.metrics import parse_metrics_listen
+
+DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
+DEFAULT_SOCKET_GROUP = "sandboxd"
+PACKAGE_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+SHIPPED_TOOLS_DIR = PACKAGE_DATA_DIR / "tools"
+SHIPPED_HANDLERS_DIR = PACKAGE_DATA_DIR / "handlers"
+SHIPPED_PROFILES_DIR = PACKAGE_DATA_DIR / "seccomp-profiles"
+
+_INSTANCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    socket: Path = Path("/run/sandboxd/sandboxd.sock")
+    socket_mode: int = 0o660
+    socket_group: str = DEFAULT_SOCKET_GROUP
+    tcp_listen: str | None = None
+    tls: TlsConfig | None = None
+    metrics_listen: str | None = None
+    state_dir: Path = Path("/run/sandboxd")
+    instance: str = "default"
+    max_concurrent_executions: int = 16
+    max_request_bytes: int = 1024 * 1024
+    grace_period_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    uid: int = 65534
+    gid: int = 65534
+    default_profile: str = "default"
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    tools_dir: Path = Path("/etc/sandboxd/tools")
+    profiles_dir: Path = Path("/etc/sandboxd/seccomp")
+    shipped_tools: bool = True
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    policy: PolicyConfig = DEFAULT_POLICY
+    source: Path | None = None  # the file this came from; None = embedded defaults only
+
+    @property
+    def tool_dirs(self) -> tuple[Path, ...]:
+        """Where tools are read from, in order; a later definition of a name replaces an earlier one."""
+        shipped = (SHIPPED_TOOLS_DIR,) if self.shipped_tools else ()
+        return (*shipped, self.tools_dir)
+
+    @property
+    def profile_dirs(self) -> tuple[Path, ...]:
+        """Where a profile name is looked up, in order: the operator's directory first."""
+        return (self.profiles_dir, SHIPPED_PROFILES_DIR)
+
+
+def load_config(path: Path | None) -> Config:
+    """The configuration in ``path`` over the embedded defaults; ``None`` = the defaults alone.
+
+    Raises :class:`ConfigError` naming the file, the key and the reason.
+    """
+    if path is None:
+        return Config()
+    top = TomlTable(read_toml(path), file=path)
+    daemon = _daemon(top.take_table("daemon"))
+    sandbox = _sandbox(top.take_table("sandbox"))
+    audit = parse_audit_config(top.take_table("audit"))
+    policy = parse_policy(top)
+    defaults = Config()
+    tools_dir = _directory(top, "tools_dir", defaults.tools_dir)
+    profiles_dir = _directory(top, "profiles_dir", defaults.profiles_dir)
+    shipped_tools = top.take_bool("shipped_tools", defaults.shipped_tools)
+    top.finish()
+    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, audit, policy, path)
+
+
+# What a reload cannot change in a running daemon: (dotted key, how to read it from a Config).
+RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
+    ("daemon.socket", lambda c: c.daemon.socket),
+    ("daemon.socket_mode", lambda c: c.daemon.socket_mode),
+    ("daemon.socket_group", lambda c: c.daemon.socket_group),
+    ("daemon.tcp_listen", lambda c: c.daemon.tcp_listen),
+    ("daemon.tls", lambda c: c.daemon.tls),
+    ("daemon.metrics_listen", lambda c: c.daemon.metrics_listen),
+    ("daemon.state_dir", lambda c: c.daemon.state_dir),
+    ("daemon.instance", lambda c: c.daemon.instance),
+    ("sandbox.uid", lambda c: c.sandbox.uid),
+    ("sandbox.gid", lambda c: c.sandbox.gid),
+    ("audit", lambda c: c.audit),
+)
+
+
+def restart_needed(running: Config, new: Config) -> list[str]:
+    """The keys whose change ``new`` asks for that only a restart can apply."""
+    return [key for key, read in RESTART_KEYS if read(running) != read(new)]
+
+
+def _directory(table: TomlTable, key: str, default: Path) -> Path:
+    """A directory that, when the file names it, must exist (the default may be absent: nothing to add)."""
+    if not table.has(key):
+        return default
+    path = Path(table.take_str(key, str(default)))
+    if not path.is_absolute():
+        raise table.error(key, f"must be an absolute path, got {str(path)!r}")
+    if not path.is_dir():
+        raise table.error(key, f"{path} is not a directory")
+    return path
+
+
+def _absolute_path(value: object) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected an absolute path, got {value!r}")
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path, got {value!r}")
+    return path
+
+
+def _octal_mode(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3,4}", value):
+        mode = int(value.replace("o", ""), 8)
+    else:
+        raise ValueError(f"expected an octal mode such as \"0660\", got {value!r}")
+    if mode & ~0o777:
+        raise ValueError(f"only permission bits are allowed, got {oct(mode)}")
+    if mode & 0o007:
+        raise ValueError(f"{oct(mode)} lets every user on the host call the daemon; use the socket group")
+    return mode
+
+
+def _tcp_listen(value: object, *, tls: bool) -> str | None:
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected \"host:port\", got {value!r}")
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected \"host:port\", got {value!r}")
+    try:
+        address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    except ValueError as exc:
+        raise ValueError(f"{host!r} is not an IP address") from exc
+    if not address.is_loopback and not tls:
+        raise ValueError(f"{value!r} is not a loopback address: listening beyond this host needs TLS ([daemon.tls])")
+    return value
+
+
+def instance_name(value: object) -> str:
+    """An instance names directories (cgroups): no '/', no leading dot, nothing odd."""
+    if not isinstance(value, str) or not _INSTANCE.match(value):
+        raise ValueError(f"{value!r} must be letters, digits, '_', '.', '-' (at most 48, not starting with '.')")
+    return value
+
+
+def _positive_size(value: object) -> int:
+    size = parse_size_bytes(value)  # type: ignore[arg-type]
+    if size <= 0:
+        raise ValueError("must be positive")
+    return size
+
+
+def _daemon(table: TomlTable) -> DaemonConfig:
+    default = DaemonConfig()
+    tls = parse_tls(table.take_table("tls")) if table.has("tls") else None
+    result = DaemonConfig(
+        socket=table.take_parsed("socket", default.socket, _absolute_path),
+        socket_mode=table.take_parsed("socket_mode", default.socket_mode, _octal_mode),
+        socket_group=table.take_str("socket_group", default.socket_group),
+        tcp_listen=table.take_parsed(
+            "tcp_listen", default.tcp_listen, lambda value: _tcp_listen(value, tls=tls is not None)
+        ),
+        tls=tls,
+        metrics_listen=table.take_parsed("metrics_listen", default.metrics_listen, parse_metrics_listen),
+        state_dir=table.take_parsed("state_dir", default.state_dir, _absolute_path),
+        instance=table.take_parsed("instance", default.instance, instance_name),
+        max_concurrent_executions=table.take_int(
+            "max_concurrent_executions", default.max_concurrent_executions, minimum=1, maximum=4096
+        ),
+        max_request_bytes=table.take_parsed("max_request_bytes", default.max_request_bytes, _positive_size),
+        grace_period_ms=table.take_parsed("grace_period", default.grace_period_ms, parse_duration_ms),
+    )
+    table.finish()
+    return result
+
+
+def _id(value: object, lookup: Callable[[str], int], kind: str) -> int:
+    """A numeric id, or a name resolved now; never 0: nothing runs in a sandbox as root."""
+    if isinstance(value, str):
+        try:
+            value = lookup(value)
+        except KeyError:
+            raise ValueError(f"no {kind} named {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32 - 1:
+        raise ValueError(f"expected a {kind} name or a number from 1 to {2**32 - 2}, got {value!r}")
+    return value
+
+
+def _uid(value: object) -> int:
+    return _id(value, lambda name: pwd.getpwnam(name).pw_uid, "user")
+
+
+def _gid(value: object) -> int:
+    return _id(value, lambda name: grp.getgrnam(name).gr_gid, "group")
+
+
+def _sandbox(table: TomlTable) -> SandboxConfig:
+    default = SandboxConfig()
+    uid = table.take_parsed("uid", default.uid, _uid)
+    gid = table.take_parsed("gid", default.gid, _gid)
+    profile = table.take_str("default_profile", default.default_profile)
+    if not _PROFILE_NAME.match(profile):
+        raise table.error("default_profile", f"{profile!r} is not a profile name")
+    limits = take_limits(table.take_table("limits"), default.limits)
+    table.finish()
+    return SandboxConfig(uid=uid, gid=gid, default_profile=profile, limits=limits)
+
+
+def is_profile_name(name: str) -> bool:
+    """A profile is named, never addressed by path: letters, digits, '_', '.', '-' and no leading dot."""
+    return bool(_PROFILE_NAME.match(name))

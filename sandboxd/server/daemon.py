@@ -1,0 +1,377 @@
+"""``sandboxd``: the root daemon, in the foreground (systemd style).
+
+Start-up, in order: config → state dir (lock, sample data) → tools and their seccomp profiles (a bad one
+fails the start) → executor (spawner, cgroups, stale leaves removed) → gRPC server on the Unix socket
+(mode + group) and optional loopback TCP → ``READY=1``. On SIGTERM/SIGINT it drains: new executions are
+refused (UNAVAILABLE/DRAINING, health NOT_SERVING), running ones get ``daemon.grace_period`` to finish,
+then are cancelled — each still gets its Result — and the server stops. A second signal skips the grace.
+SIGHUP reloads the configuration, tools, profiles and policy as one piece, or keeps the running one
+(see :mod:`sandboxd.server.runtime`). Every start, stop, reload and recovery is an audit record.
+
+This process never forks: grpc's threads make fork unsafe; the executor's spawner does all forking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import grp
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sandboxd import __version__
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.audit.config import AuditConfig, load_hmac_key
+from sandboxd.audit.writer import AuditLog
+from sandboxd.base.errors import ConfigError, SandboxError
+from sandboxd.engine.config import EngineConfig
+from sandboxd.engine.executor import Executor
+from sandboxd.engine.seccomp.profile import ProfileCache
+from sandboxd.policy.tls import TlsConfig, server_credentials
+from sandboxd.server import notify as sd_notify
+from sandboxd.server.admission import Admission
+from sandboxd.server.audit_trail import AuditTrail
+from sandboxd.server.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_SOCKET_GROUP,
+    Config,
+    instance_name,
+    load_config,
+    restart_needed,
+)
+from sandboxd.server.host_info import DaemonFacts
+from sandboxd.server.logs import configure_logging
+from sandboxd.server.metrics import Metrics, MetricsServer
+from sandboxd.server.notify import Watchdog
+from sandboxd.server.runtime import Runtime, build_runtime
+from sandboxd.server.service import SandboxService
+from sandboxd.server.state_dir import StateDir, prepare_state_dir
+
+log = logging.getLogger("sandboxd")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Sandbox"].full_name
+# Room above max_request_bytes so an oversized request reaches the servicer and is refused with a reason.
+_TRANSPORT_SLACK_BYTES = 64 * 1024
+_SERVER_STOP_GRACE_S = 2.0
+EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus can name it
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sandboxd", description=(__doc__ or "").replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help=f"TOML file (default: {DEFAULT_CONFIG_PATH} if it exists)")
+    parser.add_argument("--socket", type=Path, metavar="PATH", help="Unix socket (overrides daemon.socket)")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR", help="state directory (overrides daemon.state_dir)")
+    parser.add_argument("--instance", metavar="NAME",
+                        help="instance name, unique per daemon on a host (overrides daemon.instance)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--version", action="version", version=f"sandboxd {__version__}")
+    return parser.parse_args(argv)
+
+
+def configure(args: argparse.Namespace) -> Config:
+    path: Path | None = args.config
+    if path is None and DEFAULT_CONFIG_PATH.exists():
+        path = DEFAULT_CONFIG_PATH
+    config = load_config(path)
+    daemon = config.daemon
+    if args.instance is not None:
+        try:
+            instance_name(args.instance)
+        except ValueError as exc:
+            raise ConfigError(f"--instance: {exc}") from exc
+    daemon = dataclasses.replace(
+        daemon,
+        socket=args.socket.absolute() if args.socket else daemon.socket,
+        state_dir=args.state_dir.absolute() if args.state_dir else daemon.state_dir,
+        instance=args.instance or daemon.instance,
+    )
+    return dataclasses.replace(config, daemon=daemon)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.log_level, sys.stderr)
+    try:
+        config = configure(args)
+        return asyncio.run(serve(config, args))
+    except ConfigError as error:
+        log.error("configuration: %s", error.message)
+        return EXIT_CONFIG
+    except SandboxError as error:
+        log.error("cannot start: %s (%s)", error.message, error.reason)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover - SIGINT before the loop's handler is installed
+        return 130
+
+
+async def serve(config: Config, args: argparse.Namespace) -> int:
+    state = prepare_state_dir(config.daemon.state_dir)
+    try:
+        audit = open_audit_log(config.audit)
+    except SandboxError:
+        state.release()
+        raise
+    try:
+        return await _serve_audited(config, state, audit, args)
+    finally:
+        audit.close()
+        state.release()
+
+
+def open_audit_log(audit: AuditConfig) -> AuditLog:
+    key = load_hmac_key(audit.key_file) if audit.key_file is not None else None
+    return AuditLog.open(audit.path, hmac_key=key, rotate_bytes=audit.rotate_bytes,
+                         retention_days=audit.retention_days)
+
+
+async def _serve_audited(config: Config, state: StateDir, audit: AuditLog, args: argparse.Namespace) -> int:
+    trail = AuditTrail(audit)
+    metrics = Metrics()
+    audit.on_fsync = metrics.audit_fsync_seconds.observe
+    profiles = ProfileCache()
+    runtime = build_runtime(config, state_dir=state.path, profiles=profiles)
+    log.info("config %s: %d tools (%s)", runtime.source_name, len(runtime.tool_names), ", ".join(runtime.tool_names))
+    executor = await Executor.create(
+        EngineConfig(
+            state_dir=config.daemon.state_dir,
+            instance=config.daemon.instance,
+            sandbox_uid=config.sandbox.uid,
+            sandbox_gid=config.sandbox.gid,
+        )
+    )
+    if executor.recovered_leaves:
+        trail.daemon("recovered", {"cgroups_removed": list(executor.recovered_leaves),
+                                   "cgroup_base": executor.cgroup_base})
+    try:
+        holder = _RuntimeHolder(runtime, profiles, state, trail, reread=lambda: configure(args))
+        return await _serve_with_executor(holder, executor, trail, metrics)
+    finally:
+        await executor.close()
+
+
+class _RuntimeHolder:
+    """The current :class:`Runtime`, and SIGHUP's atomic replacement of it."""
+
+    def __init__(self, runtime: Runtime, profiles: ProfileCache, state: StateDir, trail: AuditTrail, *,
+                 reread: Callable[[], Config]) -> None:
+        self.current = runtime
+        self._profiles = profiles
+        self._state = state
+        self._trail = trail
+        self._reread = reread  # the file and command line, read again
+
+    def __call__(self) -> Runtime:
+        return self.current
+
+    def reload(self) -> None:
+        """Re-read the configuration and everything it names; keep the running one on any error."""
+        running = self.current
+        try:
+            config = self._reread()
+            blocked = restart_needed(running.config, config)
+            if blocked:
+                raise ConfigError(f"{', '.join(blocked)} changed: only a restart applies that; "
+                                  "the reload was rejected as a whole")
+            new = build_runtime(config, state_dir=self._state.path, profiles=self._profiles, previous=running)
+        except SandboxError as error:
+            log.error("reload rejected, the running configuration stays: %s", error.message)
+            self._trail.daemon("reload_failed", {"reason": error.reason, "message": error.message})
+            return
+        self.current = new
+        log.info("reloaded %s: %d tools (%s)", new.source_name, len(new.tool_names), ", ".join(new.tool_names))
+        self._trail.daemon("reloaded", {"config": new.source_name, "tools": new.tool_names,
+                                        "roles": sorted(new.config.policy.roles)})
+
+
+async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail: AuditTrail,
+                               metrics: Metrics) -> int:
+    config = holder.current.config
+    daemon = config.daemon
+    admission = Admission(daemon.max_concurrent_executions)
+    facts = DaemonFacts.gather(instance=daemon.instance)
+    hub = trail.log.hub
+    service = SandboxService(runtime=holder, executor=executor, admission=admission, facts=facts, trail=trail,
+                             hub=hub, metrics=metrics)
+    metrics.set_info(version=__version__, instance=daemon.instance, cgroup_backend=executor.backend_name)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", daemon.max_request_bytes + _TRANSPORT_SLACK_BYTES),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    pb_grpc.add_SandboxServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    listening = _bind_unix_socket(server, daemon.socket, daemon.socket_mode, daemon.socket_group)
+    stop = _StopSignals()
+    metrics_server: MetricsServer | None = None
+    watchdog: Watchdog | None = None
+    try:  # from here on the socket is ours to remove
+        if daemon.tcp_listen:
+            _add_port(server, daemon.tcp_listen, "daemon.tcp_listen", tls=daemon.tls)
+        if daemon.metrics_listen:
+            metrics_server = MetricsServer(metrics)
+            host, port = metrics_server.start(daemon.metrics_listen)
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        await server.start()
+        # Renamed into place only now: whoever sees the socket can use it (no connect-before-listen race).
+        os.rename(listening, daemon.socket)
+        listening = daemon.socket
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "sandboxd %s instance %s listening on %s%s (cgroup %s at %s, at most %d executions)",
+            __version__, daemon.instance, daemon.socket, f" and {daemon.tcp_listen}" if daemon.tcp_listen else "",
+            executor.backend_name, executor.cgroup_base, daemon.max_concurrent_executions,
+        )
+        trail.daemon("started", {"version": __version__, "instance": daemon.instance,
+                                 "config": holder.current.source_name, "cgroup_backend": executor.backend_name,
+                                 "cgroup_base": executor.cgroup_base, "pid": os.getpid()})
+        await trail.log.wait_durable(trail.log.last_seq)
+        sd_notify.ready(f"serving {len(holder.current.tool_names)} tools")
+        watchdog = Watchdog.from_env(trail.log.healthy)
+        if watchdog is not None:
+            watchdog.start()
+        while True:
+            await stop.wait_first_or_hangup()
+            if stop.first.is_set():
+                break
+            sd_notify.reloading()
+            holder.reload()
+            sd_notify.ready(f"serving {len(holder.current.tool_names)} tools")
+        log.info("stopping: refusing new executions, %d running", len(admission))
+        sd_notify.stopping(f"draining {len(admission)} executions")
+        admission.start_draining()
+        await health_servicer.enter_graceful_shutdown()
+        await admission.drain(daemon.grace_period_ms / 1000, cancel_all=service.cancel_all, hurry=stop.second)
+        await server.stop(_SERVER_STOP_GRACE_S)
+        trail.daemon("stopped", {"executions_total": service.executions_total,
+                                 "denied_total": service.denied_total})
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
+        stop.remove()
+        with contextlib.suppress(FileNotFoundError):
+            listening.unlink()
+    log.info("stopped")
+    return 0
+
+
+class _StopSignals:
+    """SIGTERM/SIGINT once: drain. Twice: stop waiting for the grace period. SIGHUP: reload."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.first = asyncio.Event()
+        self.second = asyncio.Event()
+        self.hangup = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        if signum == signal.SIGHUP:
+            self.hangup.set()
+            return
+        (self.second if self.first.is_set() else self.first).set()
+
+    async def wait_first_or_hangup(self) -> None:
+        """Until a stop signal, or a SIGHUP (consumed: the next one waits again)."""
+        first = asyncio.ensure_future(self.first.wait())
+        hangup = asyncio.ensure_future(self.hangup.wait())
+        try:
+            await asyncio.wait({first, hangup}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            first.cancel()
+            hangup.cancel()
+        self.hangup.clear()
+
+    def remove(self) -> None:
+        """Stop listening; a late signal while the process winds down is ignored, not fatal."""
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def _bind_unix_socket(server: grpc.aio.Server, path: Path, mode: int, group: str) -> Path:
+    """Bind a socket with ``mode`` and ``group`` beside ``path``, to be renamed to ``path`` once the server
+    listens; refuse to steal a socket another daemon serves. Returns where it was bound."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(f"daemon.socket: {path} exists and is not a socket")
+        if _socket_answers(path):
+            raise ConfigError(f"daemon.socket: another daemon is listening on {path}")
+        path.unlink()  # left by a daemon that died
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    gid = _socket_gid(group)
+    bound = path.with_name(f".{path.name}.{os.getpid()}")
+    bound.unlink(missing_ok=True)
+    # The socket is born without access for anyone but root; mode and group are set right after.
+    old_umask = os.umask(0o177)
+    try:
+        _add_port(server, f"unix:{bound}", "daemon.socket")
+    finally:
+        os.umask(old_umask)
+    os.chown(bound, 0, gid, follow_symlinks=False)
+    os.chmod(bound, mode)  # Linux has no lchmod; the path is the socket we just created
+    return bound
+
+
+def _add_port(server: grpc.aio.Server, address: str, key: str, *, tls: TlsConfig | None = None) -> None:
+    try:
+        if tls is not None:
+            port = server.add_secure_port(address, server_credentials(tls))
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpc raises on a failed bind (older versions returned 0)
+        raise ConfigError(f"{key}: cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise ConfigError(f"{key}: cannot listen on {address}")
+
+
+def _socket_gid(group: str) -> int:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        if group == DEFAULT_SOCKET_GROUP:
+            log.warning("group %r does not exist: the socket stays root-only "
+                        "(see systemd/sandboxd.sysusers.conf)", group)
+            return 0
+        raise ConfigError(f"daemon.socket_group: no group named {group!r}") from None
+
+
+def _socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""One accepted execution as the ``Execute`` stream carries it: engine events → API events, with audit.
+
+What the caller receives, in order: the ``decision`` record, ``Started`` and its ``execution.started``
+record, ``Output`` as it comes, then the outcome records (``execution.cancelled``, ``limit_hit``,
+``seccomp_violation``, ``finished``) and last the ``Result`` — sent only once those records are fsynced.
+An engine that breaks its promise of a Result still produces one here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Protocol
+
+from sandboxd.api import convert
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
+from sandboxd.audit.record import AuditRecord
+from sandboxd.engine.result import Event, Output, Result, Started, Status
+from sandboxd.engine.spec import ExecutionSpec
+from sandboxd.server.admission import Admitted
+from sandboxd.server.audit_trail import AuditTrail, Subject
+from sandboxd.server.metrics import Metrics
+
+log = logging.getLogger("sandboxd.service")
+
+
+class EngineLike(Protocol):
+    def execute(
+        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None
+    ) -> AsyncIterator[Event]: ...
+
+
+def _audit_events(records: Sequence[AuditRecord]) -> list[pb.ExecuteEvent]:
+    return [pb.ExecuteEvent(audit=convert.audit_event(record)) for record in records]
+
+
+async def stream_execution(
+    admitted: Admitted,
+    spec: ExecutionSpec,
+    *,
+    decision_record: AuditRecord,
+    engine: EngineLike,
+    trail: AuditTrail,
+    metrics: Metrics,
+    sandbox_uid: int,
+    received_at: float,
+) -> AsyncGenerator[pb.ExecuteEvent, None]:
+    execution_id = admitted.execution_id
+    subject = Subject(admitted.principal, admitted.tool, execution_id, admitted.request_id)
+    yield pb.ExecuteEvent(audit=convert.audit_event(decision_record))
+    result: Result | None = None
+    started = False
+    spawn_requested_at = time.monotonic()
+    metrics.queue_seconds.observe(spawn_requested_at - received_at)
+    events = engine.execute(spec, execution_id=execution_id, cancel=admitted.cancel_token)
+    try:
+        async for event in events:
+            if isinstance(event, Result):
+                result = event
+                break
+            if isinstance(event, Started):
+                started = True
+                metrics.spawn_seconds.observe(time.monotonic() - spawn_requested_at)
+                record = trail.started(
+                    subject, pid=event.pid, uid=sandbox_uid, cgroup=event.cgroup, limits=event.limits,
+                    profile=spec.seccomp_profile_name,
+                    profile_digest=hashlib.sha256(spec.seccomp_bpf).hexdigest(),
+                )
+                yield convert.started_event(
+                    event, tool=admitted.tool, profile=spec.seccomp_profile_name, request_id=admitted.request_id
+                )
+                yield pb.ExecuteEvent(audit=convert.audit_event(record))
+            elif isinstance(event, Output):
+                metrics.output_bytes(event.stream.name.lower(), len(event.data))
+                yield convert.output_event(event)
+    except Exception as error:  # not BaseException: a caller that left (cancellation) passes through
+        log.exception("execution %s: the engine failed", execution_id)
+        status = Status.CANCELLED if started else Status.SETUP_FAILED
+        result = Result(execution_id, status, f"sandboxd engine failure: {error}")
+    finally:
+        # Leaving early (the caller went away) closes the stream, which kills the execution.
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        if result is None:
+            result = Result(execution_id, Status.CANCELLED if started else Status.SETUP_FAILED,
+                            "the caller went away" if started else "the engine ended without a result")
+            admitted.cancelled_by = admitted.cancelled_by or "caller-left"
+        records = []
+        if result.status is Status.CANCELLED:
+            records.append(trail.cancelled(subject, by=admitted.cancelled_by or "unknown"))
+        records += trail.finished(subject, result)
+        metrics.execution_finished(admitted.tool, result, seconds=time.monotonic() - received_at)
+    await trail.durable(records[-1])  # the Result never precedes its records on disk
+    for audit_event in _audit_events(records):
+        yield audit_event
+    yield convert.result_event(result)

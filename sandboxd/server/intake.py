@@ -1,0 +1,80 @@
+"""From an ``ExecuteRequest`` to an admitted execution — or to a refusal. Exactly one decision either way.
+
+The order is the order of cost and of trust: who is calling (AUTH_FAILED) → is the daemon taking work
+(DRAINING, AUDIT_UNAVAILABLE) → the request's size against the daemon's bound → the target exists → the
+policy (grant, payload, ceilings, rate) → the params against the tool's schema → a concurrency slot (the
+principal's, then the daemon's). The first refusal ends it; nothing has started.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sandboxd.api import convert
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
+from sandboxd.base.refusals import InvalidRequest, PayloadTooLarge
+from sandboxd.engine.spec import ExecutionSpec
+from sandboxd.policy.auth import Identity
+from sandboxd.policy.decisions import Decision
+from sandboxd.server.admission import Admission, Admitted
+from sandboxd.server.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Accepted:
+    admitted: Admitted
+    spec: ExecutionSpec
+    decision: Decision
+
+
+def target_of(request: pb.ExecuteRequest) -> str:
+    """The tool name, or ``""`` for a raw command (as records and metrics name it)."""
+    return request.tool if request.WhichOneof("target") == "tool" else ""
+
+
+def accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission) -> Accepted:
+    """Decide on ``request``; raises the refusal (a SandboxError with its reason) when there is one."""
+    admission.check_open()
+    daemon = runtime.config.daemon
+    payload_bytes = request.ByteSize()
+    if payload_bytes > daemon.max_request_bytes:
+        raise PayloadTooLarge(
+            f"request of {payload_bytes} bytes exceeds daemon.max_request_bytes = {daemon.max_request_bytes}"
+        )
+    requested = convert.limits_from_proto(request.limits)
+    target = request.WhichOneof("target")
+    registry = runtime.registry
+    if target == "tool":
+        tool = registry.get(request.tool)  # UNKNOWN_TOOL
+        decision = runtime.policy.decide(
+            identity, tool=tool.name, requested=requested, tool_limits=tool.limits, payload_bytes=payload_bytes
+        )
+        spec = registry.plan_tool(
+            request.tool, params_json=request.params_json, stdin=request.stdin, limits=decision.effective_limits,
+            labels=request.labels,
+        )
+    elif target == "command":
+        if request.params_json:
+            raise InvalidRequest("params_json belongs to tools; a command reads its stdin")
+        decision = runtime.policy.decide(
+            identity, tool=None, requested=requested, tool_limits=registry.default_limits,
+            payload_bytes=payload_bytes,
+        )
+        spec = registry.plan_command(
+            list(request.command.argv), profile=request.command.profile, stdin=request.stdin,
+            limits=decision.effective_limits, labels=request.labels,
+        )
+    else:
+        raise InvalidRequest("the request names neither a tool nor a command")
+    admitted = admission.admit(
+        Admitted(
+            execution_id=uuid.uuid4().hex[:16],
+            tool=spec.tool,
+            principal=identity.principal,
+            request_id=request.request_id,
+            labels=dict(request.labels),
+        ),
+        principal_max=decision.max_concurrent,
+    )
+    return Accepted(admitted, spec, decision)

@@ -1,0 +1,275 @@
+"""The gRPC servicer of ``sandboxd.v1.Sandbox``: identify, decide, delegate, map errors — thinly.
+
+Every refusal is a :class:`~sandboxd.base.errors.SandboxError` raised below this layer and turned into a
+status code in :func:`abort` alone (via :mod:`sandboxd.api.status`). Every request that asks for
+something (Execute, Cancel, SubscribeAudit) gets exactly one ``decision`` record, allowed or denied; an
+accepted execution always ends its stream with exactly one Result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import NoReturn, Protocol
+
+import grpc
+
+from sandboxd import __version__
+from sandboxd.api import convert
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.api.status import status_for, trailing_metadata_for
+from sandboxd.audit.hub import AuditHub
+from sandboxd.audit.record import AuditRecord
+from sandboxd.base.errors import SandboxError
+from sandboxd.base.limits import Limits
+from sandboxd.base.refusals import AdminOnly, UnknownExecution
+from sandboxd.policy.auth import Identity
+from sandboxd.policy.caller import identify, peer_of
+from sandboxd.server.admission import Admission
+from sandboxd.server.audit_stream import stream_audit
+from sandboxd.server.audit_trail import AuditTrail, Subject
+from sandboxd.server.execution_stream import EngineLike, stream_execution
+from sandboxd.server.host_info import DaemonFacts
+from sandboxd.server.intake import accept, target_of
+from sandboxd.server.metrics import Metrics
+from sandboxd.server.runtime import Runtime
+from sandboxd.server.tools import Tool
+
+log = logging.getLogger("sandboxd.service")
+
+
+class RunningLike(Protocol):
+    @property
+    def execution_id(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def cpu_usec(self) -> int: ...
+    @property
+    def memory_peak_bytes(self) -> int: ...
+
+
+class ExecutorLike(EngineLike, Protocol):
+    """What the service needs of :class:`sandboxd.engine.executor.Executor` (unit tests pass a fake)."""
+
+    @property
+    def backend_name(self) -> str: ...
+    @property
+    def cgroup_base(self) -> str: ...
+    def running(self) -> Sequence[RunningLike]: ...
+
+
+async def abort(context: grpc.aio.ServicerContext, error: SandboxError) -> NoReturn:
+    await context.abort(status_for(error), error.message, trailing_metadata_for(error))
+    raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+class SandboxService(pb_grpc.SandboxServicer):
+    def __init__(
+        self,
+        *,
+        runtime: Callable[[], Runtime],
+        executor: ExecutorLike,
+        admission: Admission,
+        facts: DaemonFacts,
+        trail: AuditTrail,
+        hub: AuditHub,
+        metrics: Metrics,
+    ) -> None:
+        self._runtime = runtime  # read once per request: a reload never splits one
+        self._executor = executor
+        self._admission = admission
+        self._facts = facts
+        self._trail = trail
+        self._hub = hub
+        self._metrics = metrics
+        self.started_at = time.time()
+        self.executions_total = 0
+        self.denied_total = 0
+
+    async def _identify(self, context: grpc.aio.ServicerContext, runtime: Runtime, rpc: str) -> Identity:
+        """The caller, or an audited AUTH_FAILED."""
+        try:
+            return identify(context, runtime.authenticator)
+        except SandboxError as error:
+            await self._deny(context, Subject(), rpc=rpc, error=error)
+
+    def _allow(self, subject: Subject, *, rpc: str, role: str = "", limits: Limits | None = None) -> AuditRecord:
+        """Record the grant and count it."""
+        self._metrics.decision("allowed", "")
+        return self._trail.allowed(subject, rpc=rpc, role=role, limits=limits)
+
+    async def _deny(self, context: grpc.aio.ServicerContext, subject: Subject, *, rpc: str,
+                    error: SandboxError) -> NoReturn:
+        """Record the refusal durably, count it, and end the call with its status."""
+        self.denied_total += 1
+        self._metrics.decision("denied", error.reason)
+        log.info("refused %s for %r (%s): %s", rpc, subject.principal, error.reason, error.message)
+        record = self._trail.denied(subject, rpc=rpc, error=error)
+        try:
+            await self._trail.durable(record)
+        except SandboxError as audit_error:
+            log.error("the refusal could not be recorded: %s", audit_error.message)
+        await abort(context, error)
+
+    # -- Execute -------------------------------------------------------------------------------------
+
+    async def Execute(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExecuteEvent]:
+        received_at = time.monotonic()
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "Execute")
+        subject = Subject(identity.principal, target_of(request), "", request.request_id)
+        self._trail.request_received(subject, rpc="Execute", peer=peer_of(context), auth_method=identity.method)
+        try:
+            self._trail.check_writable()  # fail closed: no execution the log cannot record
+            accepted = accept(request, identity, runtime, self._admission)
+        except SandboxError as error:
+            await self._deny(context, subject, rpc="Execute", error=error)
+        admitted, spec, decision = accepted.admitted, accepted.spec, accepted.decision
+        subject = Subject(identity.principal, admitted.tool, admitted.execution_id, admitted.request_id)
+        record = self._allow(subject, rpc="Execute", role=decision.role, limits=spec.limits)
+        self._metrics.active_executions.inc()
+        events = stream_execution(
+            admitted, spec, decision_record=record, engine=self._executor, trail=self._trail,
+            metrics=self._metrics, sandbox_uid=runtime.config.sandbox.uid, received_at=received_at,
+        )
+        try:
+            async for event in events:
+                yield event
+        except SandboxError as error:  # the audit log failed: the Result cannot be vouched for
+            log.error("execution %s: %s", admitted.execution_id, error.message)
+            await abort(context, error)
+        finally:
+            # Closed explicitly, not left to the garbage collector: a caller that went away must not
+            # leave its execution running.
+            await events.aclose()
+            self._admission.release(admitted.execution_id)
+            self._metrics.active_executions.dec()
+            self.executions_total += 1
+
+    def cancel_all(self) -> int:
+        """Cancel every admitted execution (the end of a drain); each stream still ends with its Result."""
+        admitted = self._admission.admitted()
+        for item in admitted:
+            item.cancel("daemon-stopping")
+        return len(admitted)
+
+    # -- the other RPCs --------------------------------------------------------------------------------
+
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelResponse:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "Cancel")
+        admitted = self._admission.get(request.execution_id)
+        visible = admitted is not None and (
+            admitted.principal == identity.principal or runtime.policy.is_admin(identity)
+        )
+        subject = Subject(identity.principal, admitted.tool if admitted else "", request.execution_id)
+        if admitted is None or not visible:  # another's execution is as unknown as a finished one
+            await self._deny(context, subject, rpc="Cancel",
+                             error=UnknownExecution(f"no running execution {request.execution_id!r}"))
+        self._allow(subject, rpc="Cancel")
+        admitted.cancel(identity.principal)
+        log.info("cancel requested for %s by %s", request.execution_id, identity.principal)
+        return pb.CancelResponse()
+
+    async def ListExecutions(
+        self, request: pb.ListExecutionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExecutionsResponse:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "ListExecutions")
+        everyone = runtime.policy.is_admin(identity)
+        running = {item.execution_id: item for item in self._executor.running()}
+        executions = []
+        for admitted in self._admission.admitted():
+            if not everyone and admitted.principal != identity.principal:
+                continue
+            live = running.get(admitted.execution_id)
+            message = pb.RunningExecution(
+                execution_id=admitted.execution_id,
+                tool=admitted.tool,
+                principal=admitted.principal,
+                request_id=admitted.request_id,
+                labels=dict(admitted.labels),
+                started_at=convert.timestamp(live.started_at if live else admitted.admitted_at),
+            )
+            if live is not None:
+                message.pid = live.pid
+                message.cpu_usec = live.cpu_usec
+                message.memory_peak_bytes = live.memory_peak_bytes
+            executions.append(message)
+        return pb.ListExecutionsResponse(executions=executions)
+
+    async def ListTools(
+        self, request: pb.ListToolsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListToolsResponse:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "ListTools")
+        tools = {tool.name: tool for tool in runtime.registry.tools()}
+        visible = runtime.policy.visible_tools(identity, list(tools))
+        return pb.ListToolsResponse(tools=[_tool_message(tools[name]) for name in visible])
+
+    async def GetInfo(self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetInfoResponse:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "GetInfo")
+        facts = self._facts
+        now = time.time()
+        return pb.GetInfoResponse(
+            version=__version__,
+            instance=facts.instance,
+            cgroup_backend=self._executor.backend_name,
+            cgroup_mode=facts.cgroup_mode,
+            cgroup_base=self._executor.cgroup_base,
+            kernel_release=facts.kernel_release,
+            kernel_features=dict(facts.kernel_features),
+            default_limits=convert.limits_to_proto(runtime.registry.default_limits),
+            max_concurrent_executions=self._admission.max_concurrent_executions,
+            running_executions=len(self._admission),
+            max_request_bytes=runtime.config.daemon.max_request_bytes,
+            draining=self._admission.draining,
+            started_at=convert.timestamp(self.started_at),
+            uptime_ms=int((now - self.started_at) * 1000),
+            executions_total=self.executions_total,
+            denied_total=self.denied_total,
+            audit_log=str(self._trail.log.path),
+            audit_last_seq=self._trail.log.last_seq,
+            principal=identity.principal,
+            roles=list(identity.roles),
+            config_source=runtime.source_name,
+            config_loaded_at=convert.timestamp(runtime.loaded_at),
+        )
+
+    async def SubscribeAudit(
+        self, request: pb.SubscribeAuditRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AuditEvent]:
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, "SubscribeAudit")
+        subject = Subject(identity.principal)
+        if not runtime.policy.is_admin(identity):
+            await self._deny(context, subject, rpc="SubscribeAudit",
+                             error=AdminOnly("the audit stream is for admin principals"))
+        self._allow(subject, rpc="SubscribeAudit")
+        try:
+            async for event in stream_audit(request, log=self._trail.log, hub=self._hub,
+                                            queue_size=runtime.config.audit.subscriber_queue):
+                yield event
+        except SandboxError as error:  # dropped for being too slow
+            await abort(context, error)
+
+
+def _tool_message(tool: Tool) -> pb.Tool:
+    return pb.Tool(
+        name=tool.name,
+        description=tool.description,
+        params_schema_json=json.dumps(tool.params_schema, sort_keys=True),
+        limits=convert.limits_to_proto(tool.limits),
+        seccomp_profile=tool.seccomp_profile,
+        network=tool.network,
+        binds=[pb.BindInfo(target=str(bind.target), writable=bind.writable) for bind in tool.binds],
+    )
