@@ -46,6 +46,7 @@ def started_event(event: Started, *, tool: str, profile: str, request_id: str) -
             pid=event.pid,
             cgroup=event.cgroup,
             request_id=request_id,
+            uid=event.uid,
         )
     )
 
@@ -72,6 +73,10 @@ def result_message(result: Result) -> pb.Result:
         seccomp_syscall_name=result.seccomp_syscall_name,
         setup_stage=result.setup_stage,
         setup_errno=result.setup_errno,
+        seccomp_violations=[
+            pb.SeccompViolation(pid=v.pid, abi=v.abi, syscall_nr=v.syscall_nr, syscall_name=v.syscall_name)
+            for v in result.seccomp_violations
+        ],
     )
     if result.exit_code is not None:
         message.exit_code = result.exit_code

@@ -13,7 +13,9 @@ from sandboxd.base.errors import InvalidSpec
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one execution. ``None`` means "no limit of this kind"."""
+    """Resource limits of one execution. ``None`` means "no limit of this kind".
+
+    ``pids_max`` counts the handler's processes and threads; the sandbox's init (pid 1) is not one of them."""
 
     memory_max_bytes: int | None = 256 * 1024 * 1024
     cpu_time_ms: int | None = 10_000

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandboxd.engine.ids import DEFAULT_SANDBOX_IDS, IdRange
+
 # System directories bound read-only into every sandbox when they exist on the host. Symlinks among them
 # (merged-/usr hosts: /bin -> usr/bin) are recreated as symlinks, not bound.
 DEFAULT_SYSTEM_BINDS: tuple[str, ...] = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -27,8 +29,10 @@ class EngineConfig:
     state_dir: Path = Path("/run/sandboxd")
     instance: str = "default"  # names this daemon's cgroup directory on v1 hosts; unique per daemon
     cgroup_root: Path = Path("/sys/fs/cgroup")
-    sandbox_uid: int = 65534
-    sandbox_gid: int = 65534
+    # each running execution gets a uid (and gid) of its own from here; the first id is the shared group
+    sandbox_ids: IdRange = DEFAULT_SANDBOX_IDS
+    # how long a sandbox may take from fork to execve before it ends SETUP_FAILED naming the stage it hung in
+    setup_timeout_ms: int = 10_000
     system_binds: tuple[str, ...] = DEFAULT_SYSTEM_BINDS
     etc_binds: tuple[str, ...] = DEFAULT_ETC_BINDS
 

@@ -10,8 +10,10 @@ Everything that can fail before ``execve`` ends the execution SETUP_FAILED: noth
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -19,12 +21,14 @@ from dataclasses import dataclass
 
 from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
 from sandboxd.engine.cgroups import Backend, CgroupLimits, CgroupStats, ExecCgroup, detect_backend
+from sandboxd.engine.child.init import INIT_COMM
 from sandboxd.engine.config import EngineConfig
+from sandboxd.engine.ids import IdPool, IdsExhausted
 from sandboxd.engine.kmsg import find_seccomp_kill
 from sandboxd.engine.plan import build_plan
 from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output
-from sandboxd.engine.result import Event, Result, Started, Status
-from sandboxd.engine.seccomp.names import syscall_name
+from sandboxd.engine.result import Event, Result, SeccompViolation, Started, Status
+from sandboxd.engine.seccomp.names import describe_kill, syscall_name
 from sandboxd.engine.spawnclient import ExitReport, SetupFailure, SpawnerClient, SpawnHandle, close_quietly
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.engine.verdict import Facts, decide
@@ -32,6 +36,8 @@ from sandboxd.engine.verdict import Facts, decide
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.05
+# After a kill: how long the sandbox may take to be reported gone before we carry on without the report.
+EXIT_REPORT_TIMEOUT_S = 10.0
 _EMPTY_STATS = CgroupStats(0, 0, 0, 0)
 
 
@@ -49,8 +55,10 @@ class RunningExecution:
 class _Run:
     """Mutable state of one execution, shared by its stream, its monitor and ``cancel``."""
 
-    def __init__(self, execution_id: str, spec: ExecutionSpec, cgroup: ExecCgroup, cancel: asyncio.Event) -> None:
+    def __init__(self, execution_id: str, spec: ExecutionSpec, cgroup: ExecCgroup, cancel: asyncio.Event,
+                 uid: int) -> None:
         self.execution_id = execution_id
+        self.uid = uid
         self.cancel = cancel  # set by whoever cancels (Executor.cancel, or the caller's own token)
         self.spec = spec
         self.cgroup = cgroup
@@ -86,6 +94,7 @@ class Executor:
         self._backend = backend
         self._spawner = spawner
         self._runs: dict[str, _Run] = {}
+        self._ids = IdPool(config.sandbox_ids)
         # Execution cgroups an earlier instance left (it crashed): killed and removed before we started.
         self.recovered_leaves = tuple(recovered_leaves)
 
@@ -159,12 +168,18 @@ class Executor:
         t0 = time.monotonic()
         limits = spec.limits
         try:
+            uid = self._ids.allocate()
+        except IdsExhausted as e:
+            yield Result(eid, Status.SETUP_FAILED, e.message, setup_stage="ids")
+            return
+        try:
             cgroup = await asyncio.to_thread(self._backend.create, eid, CgroupLimits(
-                limits.memory_max_bytes, limits.cpu_share_percent, limits.pids_max))
+                limits.memory_max_bytes, limits.cpu_share_percent, cgroup_pids_max(limits.pids_max)))
         except CgroupError as e:
+            self._ids.release(uid)
             yield Result(eid, Status.SETUP_FAILED, str(e), setup_stage="cgroup")
             return
-        run = _Run(eid, spec, cgroup, cancel)
+        run = _Run(eid, spec, cgroup, cancel, uid)
         self._runs[eid] = run
         stdin_r, stdin_fd = os.pipe2(os.O_CLOEXEC)
         stdin_w = OwnedFd(stdin_fd)  # feed_stdin closes it when done (EOF for the handler), or _release does
@@ -176,7 +191,7 @@ class Executor:
         try:
             try:
                 spawner = await self._live_spawner()
-                handle = spawner.spawn(build_plan(self._config, spec, eid, cgroup.procs_files),
+                handle = spawner.spawn(build_plan(self._config, spec, eid, cgroup.procs_files, uid),
                                        (stdin_r, out_w, err_w))
             except SpawnerError as e:
                 final = Result(eid, Status.SETUP_FAILED, str(e), setup_stage="spawn")
@@ -184,7 +199,7 @@ class Executor:
                 close_quietly(stdin_r, out_w, err_w)
             if handle is not None:
                 tasks.append(asyncio.create_task(feed_stdin(stdin_w, spec.stdin)))
-                started = await handle.started
+                started = await self._await_started(run, handle)
                 if isinstance(started, SetupFailure):
                     final = await self._setup_failed(run, handle, started, t0)
                 else:
@@ -192,7 +207,7 @@ class Executor:
                     if run.kill_reason is not None:  # killed while it was being set up: kill what joined since
                         await asyncio.to_thread(run.kill, run.kill_reason)
                     tasks.append(asyncio.create_task(self._monitor(run, t0)))
-                    yield Started(eid, started, limits, cgroup.name)
+                    yield Started(eid, started, limits, cgroup.name, uid)
                     async for event in relay_output(run, out_r, err_r, limits.output_max_bytes):
                         yield event
                     final = await self._finish(run, await handle.exited, t0)
@@ -210,14 +225,16 @@ class Executor:
         if handle is not None and not handle.exited.done():  # the consumer left early
             await asyncio.to_thread(run.kill, Status.CANCELLED)
             try:
-                await asyncio.wait_for(asyncio.shield(handle.exited), 10)
+                await asyncio.wait_for(asyncio.shield(handle.exited), EXIT_REPORT_TIMEOUT_S)
             except (TimeoutError, SpawnerError) as e:
                 log.error("execution %s: no exit report after kill: %r", run.execution_id, e)
         close_quietly(*fds)
         try:
             await asyncio.to_thread(run.cgroup.remove)
-        except CgroupError as e:
-            log.error("execution %s: %s", run.execution_id, e)
+        except CgroupError as e:  # its processes may live on: its uid stays out of the pool
+            log.error("execution %s: %s; uid %d is not reused", run.execution_id, e, run.uid)
+        else:
+            self._ids.release(run.uid)
         del self._runs[run.execution_id]
 
     async def _watch_cancel(self, run: _Run) -> None:
@@ -245,8 +262,24 @@ class Executor:
                 sleep_s = min(sleep_s, max(0.001, limits.wall_time_ms / 1000 - elapsed_s))
             await asyncio.sleep(sleep_s)
 
+    async def _await_started(self, run: _Run, handle: SpawnHandle) -> int | SetupFailure:
+        """The handler's pid once it has passed ``execve``, or why not — a setup that hangs (a FIFO, a dead
+        network mount) is ended after ``setup_timeout_ms``, naming the stage it hung in."""
+        timeout_ms = self._config.setup_timeout_ms
+        try:
+            return await asyncio.wait_for(asyncio.shield(handle.started), timeout_ms / 1000)
+        except TimeoutError:
+            pass
+        stage = await asyncio.to_thread(hung_stage, run.cgroup.pids(), run.spec)
+        await asyncio.to_thread(run.kill, Status.SETUP_FAILED)
+        return SetupFailure(stage, errno.ETIMEDOUT,
+                            f"{stage}: the sandbox's setup did not finish within {timeout_ms} ms")
+
     async def _setup_failed(self, run: _Run, handle: SpawnHandle, failure: SetupFailure, t0: float) -> Result:
-        await handle.exited
+        try:
+            await asyncio.wait_for(asyncio.shield(handle.exited), EXIT_REPORT_TIMEOUT_S)
+        except (TimeoutError, SpawnerError) as e:
+            log.error("execution %s: no exit report after a failed setup: %r", run.execution_id, e)
         stats = run.stats()
         message = failure.message
         if stats.oom_kill_count:
@@ -258,16 +291,26 @@ class Executor:
     async def _finish(self, run: _Run, report: ExitReport, t0: float) -> Result:
         wall_time_ms = int((time.monotonic() - t0) * 1000)
         stats = run.stats()
-        verdict = decide(Facts(run.kill_reason, report.wait_status, stats, run.spec.limits))
-        syscall_nr = None
+        violations = tuple(_violation(pid, arch, nr) for pid, arch, nr in report.seccomp_kills)
+        own = next((v for v in violations if v.pid == run.pid), None)
+        handler_killed = True if own is not None else (False if report.traced else None)
+        verdict = decide(Facts(run.kill_reason, report.wait_status, stats, run.spec.limits, handler_killed))
+        syscall_nr: int | None = None
+        syscall = ""
         message = verdict.message
         if verdict.status is Status.SECCOMP_VIOLATION:
-            syscall_nr = report.seccomp_syscall_nr
-            if syscall_nr is None:  # ptrace was refused: the kernel's audit record is the fallback
+            if own is not None:
+                syscall_nr, syscall = own.syscall_nr, own.syscall_name
+                where = f" ({own.abi} {syscall_nr})"
+            else:  # not traced (ptrace refused): the kernel's audit record is the fallback
                 syscall_nr = await asyncio.to_thread(find_seccomp_kill, run.pid)
-            name = syscall_name(syscall_nr) if syscall_nr is not None else "unknown"
-            message = f"killed by the seccomp filter on syscall {name}" + (
-                f" ({syscall_nr})" if syscall_nr is not None else " (not recorded by the kernel)")
+                syscall = syscall_name(syscall_nr) if syscall_nr is not None else "unknown"
+                where = f" ({syscall_nr})" if syscall_nr is not None else " (not recorded by the kernel)"
+            message = f"killed by the seccomp filter on syscall {syscall}{where}"
+        others = [v for v in violations if v is not own]
+        if others:
+            message += "; the seccomp filter also killed " + ", ".join(
+                f"pid {v.pid} on {v.syscall_name} ({v.abi} {v.syscall_nr})" for v in others)
         cpu_user = stats.cpu_user_usec or report.cpu_user_usec
         cpu_system = stats.cpu_system_usec or report.cpu_system_usec
         return Result(
@@ -275,5 +318,36 @@ class Executor:
             cpu_user_usec=cpu_user, cpu_system_usec=cpu_system, wall_time_ms=wall_time_ms,
             memory_peak_bytes=stats.memory_peak_bytes or report.maxrss_bytes,
             stdout_bytes=run.stdout_bytes, stderr_bytes=run.stderr_bytes, output_truncated=run.output_truncated,
-            seccomp_syscall_nr=syscall_nr,
-            seccomp_syscall_name=syscall_name(syscall_nr) if syscall_nr is not None else "")
+            seccomp_syscall_nr=syscall_nr, seccomp_syscall_name=syscall, seccomp_violations=violations)
+
+
+def cgroup_pids_max(pids_max: int | None) -> int | None:
+    """The leaf's ``pids.max``: the handler's processes plus the sandbox's init, which is ours, not the tool's."""
+    return None if pids_max is None else pids_max + 1
+
+
+def _violation(pid: int, arch: int, nr: int) -> SeccompViolation:
+    abi, name = describe_kill(arch, nr)
+    return SeccompViolation(pid, abi, nr, name)
+
+
+def hung_stage(pids: Sequence[int], spec: ExecutionSpec) -> str:
+    """The setup stage a hung sandbox is in, from the ``comm`` its processes named it by (the handler-to-be's
+    when it exists: it is the later one); a bind is named with its source and target."""
+    stages = []
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+                stages.append(f.read().strip())
+        except OSError:
+            continue
+    stages = [stage for stage in stages if stage != INIT_COMM]
+    if not stages:
+        return "spawn"
+    stage = stages[-1]
+    match = re.match(r"bind (\d+)", stage)
+    binds = sorted(spec.binds, key=lambda b: len(b.target.parts))
+    if match and int(match.group(1)) < len(binds):
+        bind = binds[int(match.group(1))]
+        return f"bind {match.group(1)}: {bind.source} -> {bind.target}"
+    return stage

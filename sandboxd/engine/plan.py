@@ -12,16 +12,12 @@ from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.spec import ExecutionSpec
 
 
-def _etc_files(config: EngineConfig, spec: ExecutionSpec) -> dict[str, str]:
-    uid, gid, home = config.sandbox_uid, config.sandbox_gid, str(spec.workdir)
-    passwd = ["root:x:0:0:root:/root:/usr/sbin/nologin"]
-    group = ["root:x:0:"]
-    if uid != 65534:
-        passwd.append(f"sandbox:x:{uid}:{gid}:sandbox:{home}:/usr/sbin/nologin")
-    if gid != 65534:
-        group.append(f"sandbox:x:{gid}:")
-    passwd.append(f"nobody:x:65534:65534:nobody:{home if uid == 65534 else '/nonexistent'}:/usr/sbin/nologin")
-    group.append("nogroup:x:65534:")
+def _etc_files(spec: ExecutionSpec, uid: int, shared_gid: int) -> dict[str, str]:
+    home = str(spec.workdir)
+    passwd = ["root:x:0:0:root:/root:/usr/sbin/nologin",
+              f"sandbox:x:{uid}:{uid}:sandbox:{home}:/usr/sbin/nologin",
+              "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"]
+    group = ["root:x:0:", f"sandbox:x:{uid}:", f"sandboxes:x:{shared_gid}:sandbox", "nogroup:x:65534:"]
     return {
         "passwd": "\n".join(passwd) + "\n",
         "group": "\n".join(group) + "\n",
@@ -47,21 +43,25 @@ def rlimits(limits: Limits) -> dict[str, tuple[int, int]]:
 
 
 def build_plan(config: EngineConfig, spec: ExecutionSpec, execution_id: str,
-               cgroup_procs: tuple[str, ...]) -> JailPlan:
+               cgroup_procs: tuple[str, ...], uid: int) -> JailPlan:
+    """The child's plan; ``uid`` is the execution's own (and its gid), from ``config.sandbox_ids``."""
+    shared_gid = config.sandbox_ids.shared_gid
     env = dict(spec.env)
     env.setdefault("PATH", DEFAULT_PATH)
     root = RootPlan(
         mountpoint=str(config.root_mountpoint),
         system_binds=config.system_binds,
         etc_binds=config.etc_binds,
-        etc_files=_etc_files(config, spec),
-        binds=tuple(Bind(str(b.source), str(b.target), b.writable) for b in spec.binds),
+        etc_files=_etc_files(spec, uid, shared_gid),
+        # parents before children, so a bind inside another lands on it, not under it
+        binds=tuple(Bind(str(b.source), str(b.target), b.writable)
+                    for b in sorted(spec.binds, key=lambda b: len(b.target.parts))),
         workdir=str(spec.workdir),
         workdir_source=None if spec.workdir_source is None else str(spec.workdir_source),
         tmpfs_size_bytes=spec.limits.tmpfs_size_bytes,
-        uid=config.sandbox_uid,
-        gid=config.sandbox_gid,
+        uid=uid,
+        gid=uid,
     )
     return JailPlan(execution_id=execution_id, argv=spec.argv, env=env, cgroup_procs=cgroup_procs,
                     hostname=spec.hostname, root=root, rlimits=rlimits(spec.limits),
-                    seccomp_bpf=spec.seccomp_bpf)
+                    seccomp_bpf=spec.seccomp_bpf, supplementary_gids=(shared_gid,))

@@ -31,9 +31,20 @@ class Stream(enum.Enum):
 @dataclass(frozen=True)
 class Started:
     execution_id: str
-    pid: int  # host pid of the handler (pid 1 of its namespace)
+    pid: int  # host pid of the handler (pid 2 of its namespace; pid 1 is the sandbox's init)
     limits: Limits
     cgroup: str
+    uid: int = 0  # the execution's own uid (and gid)
+
+
+@dataclass(frozen=True)
+class SeccompViolation:
+    """One process or thread of the execution killed by its seccomp filter."""
+
+    pid: int  # host pid (thread group) of the process
+    abi: str  # the syscall ABI it called through: x86_64, x86 (i386), x32
+    syscall_nr: int
+    syscall_name: str
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,9 @@ class Result:
     stdout_bytes: int = 0
     stderr_bytes: int = 0
     output_truncated: bool = False
-    seccomp_syscall_nr: int | None = None
+    seccomp_syscall_nr: int | None = None  # the handler's own kill (status SECCOMP_VIOLATION)
     seccomp_syscall_name: str = ""
+    seccomp_violations: tuple[SeccompViolation, ...] = ()  # every kill, the handler's and its descendants'
     setup_stage: str = ""
     setup_errno: int = 0
 

@@ -31,7 +31,8 @@ class ExitReport:
     cpu_user_usec: int
     cpu_system_usec: int
     maxrss_bytes: int
-    seccomp_syscall_nr: int | None = None
+    traced: bool = False  # every process of the sandbox was traced: seccomp_kills is complete
+    seccomp_kills: tuple[tuple[int, int, int], ...] = ()  # (host pid, AUDIT_ARCH, syscall nr) of each kill
 
 
 @dataclass
@@ -124,9 +125,10 @@ class SpawnerClient:
             del self._handles[handle.execution_id]
             if not handle.started.done():
                 handle.started.set_result(SetupFailure("spawn", 0, "no start report from the spawner"))
+            kills = tuple((int(pid), int(arch), int(nr)) for pid, arch, nr in msg["seccomp_kills"])
             handle.exited.set_result(ExitReport(msg["wait_status"], int(msg["cpu_user_usec"]),
                                                 int(msg["cpu_system_usec"]), int(msg["maxrss_bytes"]),
-                                                msg.get("seccomp_syscall_nr")))
+                                                bool(msg["traced"]), kills))
 
     def _die(self, why: str) -> None:
         if self._dead is not None:

@@ -19,10 +19,14 @@ spawner→daemon ``{"op": "setup_failed", "id": ID, "stage": S,``           -   
                ``"errno": E, "message": M}``                                                ``execve`` failed;
                                                                                             nothing ran
 spawner→daemon ``{"op": "exited", "id": ID, "wait_status": W|null,``      -                 always, last for
-               ``"cpu_user_usec": U, "cpu_system_usec": S,``                                ID: pid 1 reaped
-               ``"maxrss_bytes": R, "seccomp_syscall_nr": N|null}``                         (W null: unknown;
-                                                                                            N: what a seccomp
-                                                                                            kill was for)
+               ``"cpu_user_usec": U, "cpu_system_usec": S,``                                ID: the sandbox
+               ``"maxrss_bytes": R, "traced": T,``                                          ended (W: the
+               ``"seccomp_kills": [[P, A, N]…]}``
+                                                                                            handler's, null:
+                                                                                            unknown; P/A/N:
+                                                                                            process, AUDIT_ARCH
+                                                                                            and syscall of each
+                                                                                            seccomp kill)
 =============  =========================================================  ================  ==================
 
 ``started``/``setup_failed`` is decided by the close-on-exec error pipe: EOF with nothing read means ``execve``
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -111,7 +116,7 @@ class Spawner:
             self.send({"op": "setup_failed", "id": execution_id, "stage": "fork", "errno": e.errno,
                        "message": f"fork: {e.strerror}"})
             self.send({"op": "exited", "id": execution_id, "wait_status": None, "cpu_user_usec": 0,
-                       "cpu_system_usec": 0, "maxrss_bytes": 0})
+                       "cpu_system_usec": 0, "maxrss_bytes": 0, "traced": False, "seccomp_kills": []})
             return
         if pid == 0:
             try:
@@ -171,15 +176,18 @@ class Spawner:
         if not child.announced and not child.error:
             child.error = b"spawn\x000\x00the sandbox's setup process died before reporting"
             self._maybe_announce(child)
+        kills: list[list[int]] = []
         message: dict[str, Any] = {"op": "exited", "id": child.execution_id, "wait_status": None,
-                                   "cpu_user_usec": 0, "cpu_system_usec": 0, "maxrss_bytes": 0}
+                                   "cpu_user_usec": 0, "cpu_system_usec": 0, "maxrss_bytes": 0,
+                                   "traced": False, "seccomp_kills": kills}
         for line in child.status_buf.decode().splitlines():
             parts = line.split()
             if parts[0] == "exit":
-                syscall_nr = int(parts[5])
                 message |= {"wait_status": int(parts[1]), "cpu_user_usec": int(parts[2]),
                             "cpu_system_usec": int(parts[3]), "maxrss_bytes": int(parts[4]),
-                            "seccomp_syscall_nr": None if syscall_nr < 0 else syscall_nr}
+                            "traced": parts[5] == "1"}
+            elif parts[0] == "seccomp":
+                kills.append([int(parts[1]), int(parts[2]), int(parts[3])])
         self.send(message)
 
     def _close(self, child: _Child, fd: int) -> None:
@@ -189,7 +197,23 @@ class Spawner:
         del self._children[fd]
 
 
+def _prepare_process() -> None:
+    """0-2 open (a child's descriptors must land above them) and as many descriptors as the hard limit
+    allows: each running execution holds two pipes here."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open("/dev/null", os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> None:
+    _prepare_process()
     control = socket.socket(fileno=int(sys.argv[1]))
     control.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
     prctl.set_pdeathsig(signal.SIGKILL)

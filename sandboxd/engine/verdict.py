@@ -18,6 +18,9 @@ class Facts:
     wait_status: int | None
     stats: CgroupStats
     limits: Limits
+    # whether the handler's own death was a seccomp kill: None when unknown (the sandbox was not traced),
+    # False when traced and no kill was recorded (a SIGSYS sent by someone is a signal like any other)
+    handler_seccomp_kill: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def decide(facts: Facts) -> Verdict:
         return Verdict(facts.kill_reason, exit_code, sig, _KILL_MESSAGES[facts.kill_reason].format(**fmt))
     if facts.stats.oom_kill_count > 0:
         return Verdict(Status.MEMORY_LIMIT, exit_code, sig, _KILL_MESSAGES[Status.MEMORY_LIMIT].format(**fmt))
-    if sig == signal.SIGSYS:
+    if sig == signal.SIGSYS and facts.handler_seccomp_kill is not False:
         return Verdict(Status.SECCOMP_VIOLATION, None, sig, "killed by the seccomp filter")
     cpu_limit_reached = limits.cpu_time_ms is not None and facts.stats.cpu_usec >= limits.cpu_time_ms * 1000
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_limit_reached):

@@ -106,8 +106,14 @@ class AuditTrail:
         limit = LIMIT_BY_STATUS.get(result.status)
         if limit is not None:
             records.append(self._append("execution.limit_hit", subject, {"limit": limit, "message": result.message}))
-        if result.status is Status.SECCOMP_VIOLATION:
+        for violation in result.seccomp_violations:  # the handler's own kill and its descendants'
             records.append(self._append("execution.seccomp_violation", subject, {
+                "pid": violation.pid, "abi": violation.abi, "syscall": violation.syscall_name,
+                "syscall_nr": violation.syscall_nr,
+            }))
+        if result.status is Status.SECCOMP_VIOLATION and not any(
+                v.syscall_nr == result.seccomp_syscall_nr for v in result.seccomp_violations):
+            records.append(self._append("execution.seccomp_violation", subject, {  # from the kernel's log
                 "syscall": result.seccomp_syscall_name, "syscall_nr": result.seccomp_syscall_nr,
             }))
         records.append(self._append("execution.finished", subject, {

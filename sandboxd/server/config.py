@@ -27,8 +27,10 @@ the dotted key and the reason. The full file, with the defaults::
     client_ca_file = "/etc/sandboxd/tls/clients-ca.pem"
 
     [sandbox]
-    uid = 65534                              # or a name: "sandboxd-sandbox" (systemd/sandboxd.sysusers.conf)
-    gid = 65534
+    ids = "2000000000-2000065535"            # every running execution gets a uid (= gid) of its own from here;
+                                             # the first is the sandboxes' shared group (give writable binds
+                                             # to it); no host account may use the range
+    setup_timeout = "10s"                    # a sandbox not standing by then ends SETUP_FAILED naming the stage
     default_profile = "default"              # seccomp profile of raw commands that name none
 
     [sandbox.limits]                         # defaults of every tool; ceilings of raw commands
@@ -61,9 +63,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandboxd.audit.config import AuditConfig, parse_audit_config
+from sandboxd.base.errors import ConfigError
 from sandboxd.base.limits import Limits
 from sandboxd.base.toml import TomlTable, read_toml, take_limits
 from sandboxd.base.units import parse_duration_ms, parse_size_bytes
+from sandboxd.engine.ids import DEFAULT_SANDBOX_IDS, IdRange
 from sandboxd.policy.config import DEFAULT_POLICY, PolicyConfig, parse_policy
 from sandboxd.policy.tls import TlsConfig, parse_tls
 from sandboxd.server.metrics import parse_metrics_listen
@@ -96,8 +100,8 @@ class DaemonConfig:
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    uid: int = 65534
-    gid: int = 65534
+    ids: IdRange = DEFAULT_SANDBOX_IDS
+    setup_timeout_ms: int = 10_000
     default_profile: str = "default"
     limits: Limits = field(default_factory=Limits)
 
@@ -155,8 +159,8 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("daemon.metrics_listen", lambda c: c.daemon.metrics_listen),
     ("daemon.state_dir", lambda c: c.daemon.state_dir),
     ("daemon.instance", lambda c: c.daemon.instance),
-    ("sandbox.uid", lambda c: c.sandbox.uid),
-    ("sandbox.gid", lambda c: c.sandbox.gid),
+    ("sandbox.ids", lambda c: c.sandbox.ids),
+    ("sandbox.setup_timeout", lambda c: c.sandbox.setup_timeout_ms),
     ("audit", lambda c: c.audit),
 )
 
@@ -257,36 +261,42 @@ def _daemon(table: TomlTable) -> DaemonConfig:
     return result
 
 
-def _id(value: object, lookup: Callable[[str], int], kind: str) -> int:
-    """A numeric id, or a name resolved now; never 0: nothing runs in a sandbox as root."""
-    if isinstance(value, str):
-        try:
-            value = lookup(value)
-        except KeyError:
-            raise ValueError(f"no {kind} named {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**32 - 1:
-        raise ValueError(f"expected a {kind} name or a number from 1 to {2**32 - 2}, got {value!r}")
-    return value
+def _positive_duration_ms(value: object) -> int:
+    duration_ms = parse_duration_ms(value)  # type: ignore[arg-type]
+    if duration_ms <= 0:
+        raise ValueError("must be positive")
+    return duration_ms
 
 
-def _uid(value: object) -> int:
-    return _id(value, lambda name: pwd.getpwnam(name).pw_uid, "user")
-
-
-def _gid(value: object) -> int:
-    return _id(value, lambda name: grp.getgrnam(name).gr_gid, "group")
+def _ids(value: object) -> IdRange:
+    if not isinstance(value, str):
+        raise ValueError(f"expected \"FIRST-LAST\", got {value!r}")
+    try:
+        ids = IdRange.parse(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+    users = sorted(f"user {entry.pw_name} ({entry.pw_uid})" for entry in pwd.getpwall() if entry.pw_uid in ids)
+    groups = sorted(f"group {entry.gr_name} ({entry.gr_gid})" for entry in grp.getgrall() if entry.gr_gid in ids)
+    if users or groups:
+        raise ValueError(f"{ids} holds host accounts ({', '.join([*users, *groups][:5])}): pick a range no "
+                         "account uses")
+    return ids
 
 
 def _sandbox(table: TomlTable) -> SandboxConfig:
     default = SandboxConfig()
-    uid = table.take_parsed("uid", default.uid, _uid)
-    gid = table.take_parsed("gid", default.gid, _gid)
+    for retired in ("uid", "gid"):
+        if table.has(retired):
+            raise table.error(retired, "each execution runs as a uid and gid of its own now: set "
+                                       'ids = "FIRST-LAST" instead (the first id is the sandboxes\' shared group)')
+    ids = table.take_parsed("ids", default.ids, _ids)
+    setup_timeout_ms = table.take_parsed("setup_timeout", default.setup_timeout_ms, _positive_duration_ms)
     profile = table.take_str("default_profile", default.default_profile)
     if not _PROFILE_NAME.match(profile):
         raise table.error("default_profile", f"{profile!r} is not a profile name")
     limits = take_limits(table.take_table("limits"), default.limits)
     table.finish()
-    return SandboxConfig(uid=uid, gid=gid, default_profile=profile, limits=limits)
+    return SandboxConfig(ids=ids, setup_timeout_ms=setup_timeout_ms, default_profile=profile, limits=limits)
 
 
 def is_profile_name(name: str) -> bool:

@@ -150,8 +150,8 @@ async def _serve_audited(config: Config, state: StateDir, audit: AuditLog, args:
         EngineConfig(
             state_dir=config.daemon.state_dir,
             instance=config.daemon.instance,
-            sandbox_uid=config.sandbox.uid,
-            sandbox_gid=config.sandbox.gid,
+            sandbox_ids=config.sandbox.ids,
+            setup_timeout_ms=config.sandbox.setup_timeout_ms,
         )
     )
     if executor.recovered_leaves:

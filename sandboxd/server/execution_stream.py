@@ -45,7 +45,6 @@ async def stream_execution(
     engine: EngineLike,
     trail: AuditTrail,
     metrics: Metrics,
-    sandbox_uid: int,
     received_at: float,
 ) -> AsyncGenerator[pb.ExecuteEvent, None]:
     execution_id = admitted.execution_id
@@ -65,7 +64,7 @@ async def stream_execution(
                 started = True
                 metrics.spawn_seconds.observe(time.monotonic() - spawn_requested_at)
                 record = trail.started(
-                    subject, pid=event.pid, uid=sandbox_uid, cgroup=event.cgroup, limits=event.limits,
+                    subject, pid=event.pid, uid=event.uid, cgroup=event.cgroup, limits=event.limits,
                     profile=spec.seccomp_profile_name,
                     profile_digest=hashlib.sha256(spec.seccomp_bpf).hexdigest(),
                 )

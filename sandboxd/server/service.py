@@ -138,7 +138,7 @@ class SandboxService(pb_grpc.SandboxServicer):
         self._metrics.active_executions.inc()
         events = stream_execution(
             admitted, spec, decision_record=record, engine=self._executor, trail=self._trail,
-            metrics=self._metrics, sandbox_uid=runtime.config.sandbox.uid, received_at=received_at,
+            metrics=self._metrics, received_at=received_at,
         )
         try:
             async for event in events:

@@ -1,6 +1,10 @@
 """A real sandboxd *process* for the end-to-end tests: started with the venv's ``sandboxd`` entry point on a
 temp socket, a temp state dir and a unique instance; stopped with SIGTERM; and checked to have left nothing
-behind (execution cgroups, processes of the sandbox uid, the socket).
+behind (execution cgroups, processes of its sandbox ids, the socket).
+
+Every daemon and engine a test starts gets a sandbox id range of its own (:func:`test_ids`), so "a process of
+this test's sandboxes" is a process whose uid is in that range — never a host ``nobody`` or the sandboxes of
+another sandboxd running beside the suite.
 
 Each test module makes its own fixture, so it can shape the daemon's configuration::
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -25,11 +30,12 @@ from typing import Any
 import pytest
 
 from sandboxd.cli.client import SandboxClient, SandboxdError
+from sandboxd.engine.ids import IdRange
 
 BIN = Path(sys.executable).parent
 SANDBOXD = BIN / "sandboxd"
 SANDBOXCTL = BIN / "sandboxctl"
-SANDBOX_UID = 65534
+TEST_IDS_COUNT = 4096
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0
 
@@ -41,12 +47,18 @@ KILL_PTRACE_PROFILE = """{
 """
 
 
+def test_ids() -> IdRange:
+    """A sandbox id range for one daemon or engine of a test: random, far from any host account."""
+    return IdRange(2_100_000_000 + random.randrange(500_000) * TEST_IDS_COUNT, TEST_IDS_COUNT)
+
+
 @dataclass
 class Daemon:
     root: Path
     instance: str
     config_path: Path
     env: dict[str, str]
+    ids: IdRange
     process: subprocess.Popen[bytes] | None = None
     terminated: bool = False
     log_path: Path = field(init=False)
@@ -145,12 +157,13 @@ def cgroup_dirs(instance: str) -> list[Path]:
     return found
 
 
-def sandbox_processes(uid: int = SANDBOX_UID) -> list[int]:
+def sandbox_processes(ids: IdRange) -> list[int]:
+    """Processes whose uid is in ``ids``: the sandboxes of the one daemon or engine that owns the range."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
+                if entry.stat().st_uid in ids:
                     pids.append(int(entry.name))
             except FileNotFoundError:
                 pass
@@ -162,16 +175,16 @@ def assert_nothing_left(daemon: Daemon) -> None:
               for leaf in base.iterdir() if leaf.is_dir()]
     assert not leaves, f"execution cgroups left behind: {leaves}"
     deadline = time.monotonic() + 5
-    while sandbox_processes() and time.monotonic() < deadline:
+    while sandbox_processes(daemon.ids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not sandbox_processes(), f"processes of uid {SANDBOX_UID} survived: {sandbox_processes()}"
+    assert not sandbox_processes(daemon.ids), f"processes of ids {daemon.ids} survived: {sandbox_processes(daemon.ids)}"
     assert not daemon.socket.exists(), "the socket was not removed"
     assert not list(daemon.root.glob(f".{daemon.socket.name}.*")), "a socket bound aside was left"
     root = daemon.state_dir / "root"
     assert not root.exists() or not any(root.iterdir()), "the sandbox root mount point is not empty"
 
 
-def write_config(root: Path, *, tools: dict[str, str], limits: dict[str, str] | None = None,
+def write_config(root: Path, *, tools: dict[str, str], ids: IdRange, limits: dict[str, str] | None = None,
                  extra: str = "", **daemon_keys: Any) -> Path:
     """The daemon's TOML: ``[daemon]`` keys, ``[sandbox.limits]``, the audit log in ``root/audit``, then
     ``extra`` (more tables: ``[roles.x]``, ``[auth]`` …; an ``[audit]`` there replaces ours)."""
@@ -182,6 +195,7 @@ def write_config(root: Path, *, tools: dict[str, str], limits: dict[str, str] | 
         (root / "tools" / f"{name}.toml").write_text(text)
     lines = [f'tools_dir = "{root / "tools"}"', f'profiles_dir = "{root / "profiles"}"', "[daemon]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in daemon_keys.items()]
+    lines += ["[sandbox]", f'ids = "{ids}"']
     lines += ["[sandbox.limits]"] + [f"{key} = {json.dumps(value)}" for key, value in (limits or {}).items()]
     if "[audit]" not in extra:
         lines += ["[audit]", f'path = "{root / "audit" / "audit.log"}"']
@@ -195,8 +209,9 @@ def make_daemon(tmp_path: Path, *, tools: dict[str, str] | None = None, env: dic
     """A daemon (not started) with test tools, a test profile, [sandbox.limits], [daemon] keys and ``extra``."""
     root = tmp_path / f"d-{uuid.uuid4().hex[:6]}"
     root.mkdir()
-    config = write_config(root, tools=tools or {}, limits=limits, extra=extra, **daemon_keys)
-    return Daemon(root, f"test-d-{uuid.uuid4().hex[:8]}", config, {**os.environ, **(env or {})})
+    ids = test_ids()
+    config = write_config(root, tools=tools or {}, ids=ids, limits=limits, extra=extra, **daemon_keys)
+    return Daemon(root, f"test-d-{uuid.uuid4().hex[:8]}", config, {**os.environ, **(env or {})}, ids)
 
 
 @contextlib.contextmanager
@@ -219,7 +234,6 @@ def daemon_fixture(**options: Any) -> Callable[..., Iterator[Daemon]]:
     def fixture(tmp_path: Path) -> Iterator[Daemon]:
         if os.geteuid() != 0:
             pytest.skip("the daemon's end-to-end tests need root")
-        assert not sandbox_processes(), "processes of the sandbox uid exist before the test"
         with running(make_daemon(tmp_path, **options)) as daemon:
             yield daemon
 

@@ -40,7 +40,6 @@ def crashed(tmp_path: Path) -> Daemon:
     """A daemon killed with SIGKILL — and its spawner too — while two executions run."""
     if os.geteuid() != 0:
         pytest.skip("the daemon's end-to-end tests need root")
-    assert not sandbox_processes(), "processes of the sandbox uid exist before the test"
     daemon = make_daemon(tmp_path)
     daemon.start()
     assert daemon.process is not None
@@ -53,7 +52,8 @@ def crashed(tmp_path: Path) -> Daemon:
             while event.WhichOneof("event") != "started":
                 event = next(stream)
             streams.append(stream)
-        wait_for(lambda: len(sandbox_processes()) >= 2, 10, "the sleepers")
+        # each execution is its init and the sleeper, both of its own uid
+        wait_for(lambda: len(sandbox_processes(daemon.ids)) >= 4, 10, "the sleepers")
         assert len(execution_leaves(daemon.instance)) == 2
         spawners = psutil.Process(daemon.process.pid).children()
         assert spawners, "the daemon has no spawner child"
@@ -76,7 +76,7 @@ def crashed(tmp_path: Path) -> Daemon:
 
 def test_kill_9_leaves_no_sandbox_process_and_restart_cleans_up(crashed: Daemon) -> None:
     # Parent-death signals and the pid namespaces take every process of every execution down.
-    wait_for(lambda: not sandbox_processes(), DEATH_TIMEOUT_S, "the executions' processes to die")
+    wait_for(lambda: not sandbox_processes(crashed.ids), DEATH_TIMEOUT_S, "the executions' processes to die")
     # The dead daemon could not remove its cgroups (nor its socket): the next start must.
     assert execution_leaves(crashed.instance), "expected the crash to leave execution cgroups"
     assert crashed.socket.exists()
@@ -100,7 +100,7 @@ def test_kill_9_leaves_no_sandbox_process_and_restart_cleans_up(crashed: Daemon)
 
 
 def test_a_recovered_daemon_reports_running_nothing(crashed: Daemon) -> None:
-    wait_for(lambda: not sandbox_processes(), DEATH_TIMEOUT_S, "the executions' processes to die")
+    wait_for(lambda: not sandbox_processes(crashed.ids), DEATH_TIMEOUT_S, "the executions' processes to die")
     crashed.start()
     try:
         with crashed.client() as client:

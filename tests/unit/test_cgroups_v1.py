@@ -47,6 +47,12 @@ class FakeKernel:
         self.templates = {k: dict(v) for k, v in TEMPLATES.items()}
         self.busy: dict[str, int] = {}  # path -> how many rmdirs answer EBUSY first
         self.sleeps: list[float] = []
+        self.proc = root / "proc"  # a fake /proc: which cgroup each process is in
+
+    def place(self, pid: int, path: str) -> None:
+        """Say process ``pid`` is in ``path`` (relative to each hierarchy) in the fake /proc."""
+        (self.proc / str(pid)).mkdir(parents=True, exist_ok=True)
+        (self.proc / str(pid) / "cgroup").write_text(f"4:freezer:{path}\n2:memory:{path}\n")
 
     def mkdir(self, path: str) -> None:
         os.mkdir(path)
@@ -65,7 +71,7 @@ class FakeKernel:
         shutil.rmtree(path)
 
     def ops(self) -> fsutil.DirOps:
-        return fsutil.DirOps(mkdir=self.mkdir, rmdir=self.rmdir, sleep=self.sleeps.append)
+        return fsutil.DirOps(mkdir=self.mkdir, rmdir=self.rmdir, sleep=self.sleeps.append, proc=str(self.proc))
 
 
 def own_dirs(root: Path, cpu_dir: str = "cpu", cpuacct_dir: str = "cpuacct") -> dict[str, Path]:
@@ -268,6 +274,7 @@ def test_kill_freezes_kills_each_pid_and_thaws(kernel: FakeKernel, swaps: Path) 
     try:
         for procs in cg.procs_files:
             Path(procs).write_text(f"{sleeper.pid}\n")
+        kernel.place(sleeper.pid, "/sandboxd-test/exec-a1")
         assert cg.pids() == [sleeper.pid]
         cg.kill()
         assert sleeper.wait(timeout=5) == -signal.SIGKILL
@@ -277,6 +284,23 @@ def test_kill_freezes_kills_each_pid_and_thaws(kernel: FakeKernel, swaps: Path) 
             sleeper.wait()
     assert (kernel.root / "freezer/sandboxd-test/exec-a1/freezer.state").read_text() == "THAWED"
     cg.kill()  # a pid that is gone is fine
+
+
+def test_kill_spares_a_listed_pid_that_is_no_longer_in_the_leaf(kernel: FakeKernel, swaps: Path) -> None:
+    # The leaf's list is read before the freeze completes: a pid may have exited and been reused by a host
+    # process by the time it is signalled. The process behind the pidfd is checked to be in the leaf first.
+    cg = make_backend(kernel, swaps).create("a1", LIMITS)
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        for procs in cg.procs_files:
+            Path(procs).write_text(f"{bystander.pid}\n")
+        kernel.place(bystander.pid, "/user.slice/some-host-service")
+        cg.kill()
+        with pytest.raises(subprocess.TimeoutExpired):
+            bystander.wait(timeout=0.3)
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_remove_retries_ebusy_with_backoff_and_is_idempotent(kernel: FakeKernel, swaps: Path) -> None:

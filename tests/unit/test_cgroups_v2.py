@@ -42,8 +42,13 @@ def set_fixture(directory: Path, name: str, value: str) -> Path:
 
 
 class FakeKernel:
-    def __init__(self) -> None:
+    def __init__(self, proc: Path) -> None:
         self.template = dict(LEAF_TEMPLATE)
+        self.proc = proc  # a fake /proc: which cgroup each process is in
+
+    def place(self, pid: int, path: str) -> None:
+        (self.proc / str(pid)).mkdir(parents=True, exist_ok=True)
+        (self.proc / str(pid) / "cgroup").write_text(f"0::{path}\n")
 
     def mkdir(self, path: str) -> None:
         os.mkdir(path)
@@ -58,12 +63,12 @@ class FakeKernel:
         shutil.rmtree(path)
 
     def ops(self) -> fsutil.DirOps:
-        return fsutil.DirOps(mkdir=self.mkdir, rmdir=self.rmdir, sleep=lambda _s: None)
+        return fsutil.DirOps(mkdir=self.mkdir, rmdir=self.rmdir, sleep=lambda _s: None, proc=str(self.proc))
 
 
 @pytest.fixture
-def kernel() -> FakeKernel:
-    return FakeKernel()
+def kernel(tmp_path: Path) -> FakeKernel:
+    return FakeKernel(tmp_path / "proc")
 
 
 @pytest.fixture
@@ -184,6 +189,7 @@ def test_kill_without_cgroup_kill_freezes_kills_and_thaws(own: Path, kernel: Fak
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         set_fixture(own / "exec-a1", "cgroup.procs", f"{sleeper.pid}\n")
+        kernel.place(sleeper.pid, "/system.slice/sandboxd.service/exec-a1")
         assert cg.pids() == [sleeper.pid]
         cg.kill()
         assert sleeper.wait(timeout=5) == -signal.SIGKILL
@@ -209,3 +215,19 @@ def test_stale_leaves_remove_leaf_and_idempotent_remove(own: Path, kernel: FakeK
     assert (own / "supervisor").is_dir()
     with pytest.raises(CgroupError, match="invalid cgroup leaf name"):
         backend.remove_leaf("supervisor")
+
+
+def test_memory_limit_refused_when_swap_is_on_and_unaccounted(own: Path, kernel: FakeKernel, tmp_path: Path) -> None:
+    # Without memory.swap.max (no swap accounting) memory.max does not cover swap: with swap on, a memory
+    # limit could be escaped, so the leaf is refused, as v1 refuses without memsw.
+    del kernel.template["memory.swap.max"]
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename\tType\tSize\tUsed\tPriority\n/swapfile\tfile\t1048572\t0\t-2\n")
+    backend = V2Backend(own, self_pid=SELF_PID, dir_ops=kernel.ops(), swaps_path=swaps)
+    backend.prepare()
+    with pytest.raises(CgroupError, match=r"swap is on but .*exec-a1/memory.swap.max is missing.*swapaccount=1"):
+        backend.create("a1", LIMITS)
+    assert not (own / "exec-a1").exists()  # nothing is left of a refused leaf
+    backend.create("a2", CgroupLimits(None, 25, 16))  # no memory limit: nothing to escape
+    swaps.write_text("Filename\tType\tSize\tUsed\tPriority\n")
+    backend.create("a3", LIMITS)  # swap off: memory.max is the whole story

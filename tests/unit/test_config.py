@@ -8,6 +8,7 @@ import pytest
 
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.limits import Limits
+from sandboxd.engine.ids import IdRange
 from sandboxd.server.config import SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR, Config, load_config
 
 
@@ -24,7 +25,8 @@ def test_no_file_is_the_embedded_defaults() -> None:
     assert config.daemon.socket_mode == 0o660
     assert config.daemon.max_request_bytes == 1024 * 1024
     assert config.daemon.grace_period_ms == 10_000
-    assert config.sandbox.uid == 65534
+    assert config.sandbox.ids == IdRange(2_000_000_000, 65_536)
+    assert config.sandbox.setup_timeout_ms == 10_000
     assert config.sandbox.limits == Limits()
     assert config.tool_dirs[0] == SHIPPED_TOOLS_DIR
     assert config.profile_dirs[-1] == SHIPPED_PROFILES_DIR
@@ -56,8 +58,8 @@ max_request_bytes = "64K"
 grace_period = "1.5s"
 
 [sandbox]
-uid = 1234
-gid = 4321
+ids = "3000000000-3000000099"
+setup_timeout = "2s"
 default_profile = "strict"
 
 [sandbox.limits]
@@ -76,7 +78,8 @@ tmpfs_size = "8M"
     assert daemon.tcp_listen == "127.0.0.1:7070"
     assert (daemon.instance, daemon.max_concurrent_executions) == ("blue-2", 3)
     assert (daemon.max_request_bytes, daemon.grace_period_ms) == (64 * 1024, 1500)
-    assert (config.sandbox.uid, config.sandbox.gid, config.sandbox.default_profile) == (1234, 4321, "strict")
+    assert (config.sandbox.ids, config.sandbox.setup_timeout_ms, config.sandbox.default_profile) == (
+        IdRange(3_000_000_000, 100), 2000, "strict")
     assert config.sandbox.limits == Limits(
         memory_max_bytes=64 * 1024**2, cpu_time_ms=2000, cpu_share_percent=25, wall_time_ms=250,
         output_max_bytes=1024, pids_max=16, file_size_max_bytes=1024**2, open_files_max=32,
@@ -93,9 +96,14 @@ def test_unlimited_and_partial_limits(tmp_path: Path) -> None:
     assert config.sandbox.limits.wall_time_ms == Limits().wall_time_ms
 
 
-def test_sandbox_user_by_name(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, '[sandbox]\nuid = "nobody"\ngid = "nogroup"\n'))
-    assert (config.sandbox.uid, config.sandbox.gid) == (65534, 65534)
+def test_sandbox_ids_must_not_hold_host_accounts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"sandbox\.ids: .*holds host accounts \(user nobody \(65534\)"):
+        load_config(write(tmp_path, '[sandbox]\nids = "65000-66000"\n'))
+
+
+def test_the_retired_uid_and_gid_keys_say_what_replaced_them(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r'sandbox\.uid: .*a uid and gid of its own now: set ids = "FIRST-LAST"'):
+        load_config(write(tmp_path, '[sandbox]\nuid = "nobody"\n'))
 
 
 @pytest.mark.parametrize(
@@ -115,8 +123,11 @@ def test_sandbox_user_by_name(tmp_path: Path) -> None:
         ("[daemon]\ntcp_listen = '0.0.0.0:7070'", "daemon.tcp_listen", "TLS"),
         ("[daemon]\ntcp_listen = '127.0.0.1'", "daemon.tcp_listen", "host:port"),
         ("[daemon]\ninstance = '../x'", "daemon.instance", "letters"),
-        ("[sandbox]\nuid = 0", "sandbox.uid", "from 1"),
-        ("[sandbox]\nuid = 'no-such-user-here'", "sandbox.uid", "no user named"),
+        ("[sandbox]\nids = '0-100'", "sandbox.ids", "1 <= first"),
+        ("[sandbox]\nids = '5-4'", "sandbox.ids", "2 <= count"),
+        ("[sandbox]\nids = '4000000000-4294967295'", "sandbox.ids", "last <="),
+        ("[sandbox]\nids = 'many'", "sandbox.ids", "FIRST-LAST"),
+        ("[sandbox]\nsetup_timeout = '0s'", "sandbox.setup_timeout", "positive"),
         ("[sandbox]\ndefault_profile = '../etc/x'", "sandbox.default_profile", "not a profile name"),
         ("[sandbox.limits]\nmemory = '0'", "sandbox.limits.memory", "positive"),
         ("[sandbox.limits]\ntmpfs_size = 'unlimited'", "sandbox.limits.tmpfs_size", "cannot be unlimited"),

@@ -19,6 +19,7 @@ import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from sandboxd.base.errors import CgroupError
 
@@ -108,11 +109,13 @@ def _mkdir(path: str) -> None:
 
 @dataclass(frozen=True)
 class DirOps:
-    """How cgroup directories are made and removed (the kernel's job; injectable for unit tests)."""
+    """How cgroup directories are made and removed, and where processes' cgroups are read (the kernel's job;
+    injectable for unit tests)."""
 
     mkdir: Callable[[str], None] = _mkdir
     rmdir: Callable[[str], None] = os.rmdir
     sleep: Callable[[float], None] = time.sleep
+    proc: str = "/proc"  # /proc/PID/cgroup tells which cgroup a process is in
 
 
 def make_dir(ops: DirOps, path: str, *, exist_ok: bool) -> None:
@@ -181,3 +184,12 @@ def remove_quietly(ops: DirOps, paths: list[str]) -> None:
     for path in reversed(paths):
         with contextlib.suppress(CgroupError):
             remove_dir(ops, path)
+
+
+SWAP_ESCAPE_REMEDY = "boot with swapaccount=1 or turn swap off (swapoff -a)"
+
+
+def swap_active(swaps_path: Path) -> bool:
+    """Whether any swap device is on (``/proc/swaps`` has more than its header)."""
+    lines = read_text(swaps_path).splitlines()
+    return any(line.strip() for line in lines[1:])

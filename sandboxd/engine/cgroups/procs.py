@@ -1,8 +1,10 @@
-"""Killing the processes of a frozen cgroup, race-free against pid reuse.
+"""Killing the processes of a cgroup by pid, race-free against pid reuse.
 
-Both backends' freeze-and-kill path (v1 always, v2 on kernels without ``cgroup.kill``) lists the pids of a
-*frozen* cgroup: a frozen task cannot exit, so its pid cannot be reused before we hold a pidfd for it, and the
-signal goes through that pidfd. A pid that is already gone is fine.
+Both backends' freeze-and-kill path (v1 always, v2 on kernels without ``cgroup.kill``) lists the pids of the
+leaf, which may not be frozen yet (a freeze can time out): a listed pid can exit and be reused by a host
+process before we signal it. So each pid is opened as a pidfd, the process behind that pidfd is checked to be
+in the execution's leaf (``/proc/PID/cgroup`` names the leaf, read while the pidfd pins the process: if it
+died since, the signal through the pidfd fails harmlessly), and only then signalled — through the pidfd.
 """
 
 from __future__ import annotations
@@ -15,8 +17,17 @@ from collections.abc import Callable, Iterable
 FREEZE_TIMEOUT_S = 1.0
 
 
-def sigkill_each(pids: Iterable[int]) -> int:
-    """SIGKILL every pid through a pidfd; returns how many were signalled."""
+def in_leaf(pid: int, leaf_name: str, proc: str = "/proc") -> bool:
+    """Whether process ``pid`` is in a cgroup named ``leaf_name`` (``exec-<execution id>``) in any hierarchy."""
+    try:
+        with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+            return any(line.rstrip("\n").endswith("/" + leaf_name) for line in f)
+    except OSError:
+        return False
+
+
+def sigkill_each(pids: Iterable[int], leaf_name: str, *, proc: str = "/proc") -> int:
+    """SIGKILL, through a pidfd, every pid that is a process of the leaf; returns how many were signalled."""
     signalled = 0
     for pid in pids:
         try:
@@ -24,6 +35,8 @@ def sigkill_each(pids: Iterable[int]) -> int:
         except ProcessLookupError:
             continue
         try:
+            if not in_leaf(pid, leaf_name, proc):  # exited, and the pid now belongs to someone else
+                continue
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
             signalled += 1
         except ProcessLookupError:
@@ -55,7 +68,9 @@ def freeze_kill_thaw(
     is_frozen: Callable[[], bool],
     thaw: Callable[[], None],
     list_pids: Callable[[], list[int]],
+    leaf_name: str,
     *,
+    proc: str = "/proc",
     rounds: int = 5,
     timeout_s: float = FREEZE_TIMEOUT_S,
 ) -> None:
@@ -69,7 +84,7 @@ def freeze_kill_thaw(
         try:
             frozen = wait_until(is_frozen, timeout_s)
             pids = list_pids()
-            sigkill_each(pids)
+            sigkill_each(pids, leaf_name, proc=proc)
         finally:
             thaw()
         if frozen or not pids:

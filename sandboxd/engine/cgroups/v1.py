@@ -120,11 +120,6 @@ def _ctl(node: _Node) -> Any:
     return node.controller
 
 
-def _swap_active(swaps_path: Path) -> bool:
-    lines = fsutil.read_text(swaps_path).splitlines()
-    return any(line.strip() for line in lines[1:])  # first line is the header
-
-
 class V1ExecCgroup:
     """One execution's leaf in every hierarchy; the child joins each (``procs_files``)."""
 
@@ -174,7 +169,8 @@ class V1ExecCgroup:
     def kill(self) -> None:
         freezer = _ctl(self._leaves["freezer"])
         if not os.path.isdir(self._leaves["freezer"].dir):
-            procs.sigkill_each(self.pids())  # not normally reached: the freezer leaf is made with the rest
+            # not normally reached: the freezer leaf is made with the rest
+            procs.sigkill_each(self.pids(), self.name, proc=self._dir_ops.proc)
             return
 
         def freeze() -> None:
@@ -183,7 +179,8 @@ class V1ExecCgroup:
         def thaw() -> None:
             freezer.state = "THAWED"
 
-        procs.freeze_kill_thaw(freeze, lambda: freezer.state == "FROZEN", thaw, self.pids)
+        procs.freeze_kill_thaw(freeze, lambda: freezer.state == "FROZEN", thaw, self.pids, self.name,
+                               proc=self._dir_ops.proc)
 
     def remove(self) -> None:
         if any(os.path.isdir(d) for d in self._dirs()):
@@ -270,10 +267,10 @@ class V1Backend:
         if limit_bytes <= 0:
             raise CgroupError(f"memory limit must be > 0 bytes, not {limit_bytes}")
         if not mem.exists("memory.memsw.limit_in_bytes"):
-            if _swap_active(self._swaps_path):
+            if fsutil.swap_active(self._swaps_path):
                 raise CgroupError(
                     "swap is on but memory.memsw.limit_in_bytes is missing, so a memory limit could be "
-                    "escaped through swap; boot with swapaccount=1 or turn swap off (swapoff -a)"
+                    f"escaped through swap; {fsutil.SWAP_ESCAPE_REMEDY}"
                 )
             mem.limit_in_bytes = limit_bytes
             return

@@ -83,6 +83,8 @@ class V2ExecCgroup:
             lambda: fsutil.parse_keyed(self._read("cgroup.events")).get("frozen") == 1,
             lambda: self._write("cgroup.freeze", "0"),
             self.pids,
+            self.name,
+            proc=self._dir_ops.proc,
         )
 
     def remove(self) -> None:
@@ -100,9 +102,11 @@ class V2Backend:
         is_root_cgroup: bool = False,
         self_pid: int | None = None,
         dir_ops: fsutil.DirOps | None = None,
+        swaps_path: Path = Path("/proc/swaps"),
     ) -> None:
         """``own_dir``: absolute directory of the cgroup this process is in (from ``0::/path``)."""
         self._own = own_dir
+        self._swaps_path = swaps_path
         self._is_root = is_root_cgroup
         self._pid = os.getpid() if self_pid is None else self_pid
         self._dir_ops = dir_ops or fsutil.DirOps()
@@ -143,13 +147,18 @@ class V2Backend:
             raise
         return cg
 
-    @staticmethod
-    def _apply(cg: V2ExecCgroup, limits: CgroupLimits) -> None:
+    def _apply(self, cg: V2ExecCgroup, limits: CgroupLimits) -> None:
         if limits.memory_max_bytes is not None:
             if limits.memory_max_bytes <= 0:
                 raise CgroupError(f"memory limit must be > 0 bytes, not {limits.memory_max_bytes}")
+            if not cg._has("memory.swap.max") and fsutil.swap_active(self._swaps_path):
+                # without swap accounting (CONFIG_MEMCG_SWAP, swapaccount=0) memory.max does not cover swap
+                raise CgroupError(
+                    f"swap is on but {cg.path / 'memory.swap.max'} is missing, so a memory limit could be "
+                    f"escaped through swap; {fsutil.SWAP_ESCAPE_REMEDY}"
+                )
             cg._write("memory.max", str(limits.memory_max_bytes))
-        if cg._has("memory.swap.max"):  # absent without swap accounting (CONFIG_MEMCG_SWAP)
+        if cg._has("memory.swap.max"):
             cg._write("memory.swap.max", "0")
         cg._write("memory.oom.group", "1")
         if limits.cpu_share_percent is not None:

@@ -21,12 +21,14 @@ class JailPlan:
     root: RootPlan
     rlimits: dict[str, tuple[int, int]]
     seccomp_bpf: bytes
+    supplementary_gids: tuple[int, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         root = vars(self.root) | {"binds": [[b.source, b.target, b.writable] for b in self.root.binds]}
         return {"execution_id": self.execution_id, "argv": list(self.argv), "env": self.env,
                 "cgroup_procs": list(self.cgroup_procs), "hostname": self.hostname, "root": root,
-                "rlimits": self.rlimits, "seccomp_bpf": self.seccomp_bpf.hex()}
+                "rlimits": self.rlimits, "seccomp_bpf": self.seccomp_bpf.hex(),
+                "supplementary_gids": list(self.supplementary_gids)}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any]) -> JailPlan:
@@ -37,4 +39,5 @@ class JailPlan:
         return cls(execution_id=str(d["execution_id"]), argv=tuple(d["argv"]), env=dict(d["env"]),
                    cgroup_procs=tuple(d["cgroup_procs"]), hostname=str(d["hostname"]),
                    root=RootPlan(**root), rlimits={k: (int(v[0]), int(v[1])) for k, v in d["rlimits"].items()},
-                   seccomp_bpf=bytes.fromhex(d["seccomp_bpf"]))
+                   seccomp_bpf=bytes.fromhex(d["seccomp_bpf"]),
+                   supplementary_gids=tuple(int(g) for g in d["supplementary_gids"]))

@@ -18,12 +18,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sandboxd.engine.child import syscalls as sc
-from sandboxd.engine.child.report import SetupError
+from sandboxd.engine.child.report import SetupError, enter
 
 _RO_FLAGS = sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV
 _DEV_NODES = ("null", "zero", "full", "random", "urandom")
 _DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
               "stderr": "/proc/self/fd/2"}
+# /proc as runc masks it (its maskedPaths / readonlyPaths): kernel memory, keys, timers and scheduler
+# internals, hardware trees hidden; the sysctl, bus, filesystem and irq trees read-only.
+PROC_MASKED_FILES = ("kcore", "keys", "timer_list", "timer_stats", "sched_debug", "latency_stats",
+                     "sysrq-trigger")
+PROC_MASKED_DIRS = ("acpi", "scsi", "asound")
+PROC_READ_ONLY = ("sys", "bus", "fs", "irq")
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,9 @@ def _make_target(root_fd: int, target: str, is_dir: bool) -> int:
             last = i == len(parts) - 1
             try:
                 if last and not is_dir:
-                    os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                                     dir_fd=fd))
+                    # O_EXCL: never open what is there (a FIFO planted at the target would block the open)
+                    os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o644, dir_fd=fd))
                 else:
                     os.mkdir(part, 0o755, dir_fd=fd)
             except FileExistsError:
@@ -92,8 +99,13 @@ def _make_target(root_fd: int, target: str, is_dir: bool) -> int:
             nxt = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             os.close(fd)
             fd = nxt
-            if stat.S_ISLNK(os.fstat(fd).st_mode):
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode):
                 raise OSError(40, f"refusing symlink at {part!r} in sandbox path {target!r}")
+            wanted_dir = is_dir or not last
+            if stat.S_ISDIR(mode) != wanted_dir or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                kind = "a directory" if wanted_dir else "a regular file"
+                raise OSError(20 if wanted_dir else 21, f"refusing {part!r} in sandbox path {target!r}: not {kind}")
         return fd
     except BaseException:
         os.close(fd)
@@ -159,39 +171,60 @@ def _dev(root: str, root_fd: int, tmpfs_size_bytes: int) -> None:
     sc.mount(None, dev, None, _RO_FLAGS | sc.MS_NOEXEC)
 
 
+def _mask_proc(proc: str, root_fd: int) -> None:
+    """Hide what runc hides in a fresh /proc and make the kernel's tunables read-only (absent ones skipped)."""
+    for name in PROC_MASKED_FILES:
+        if os.path.lexists(f"{proc}/{name}"):
+            _bind(root_fd, "/dev/null", f"/proc/{name}", writable=False, device=True)
+    for name in PROC_MASKED_DIRS:
+        if os.path.isdir(f"{proc}/{name}"):
+            sc.mount("tmpfs", f"{proc}/{name}", "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                     "size=0,mode=0555")
+    for name in PROC_READ_ONLY:
+        path = f"{proc}/{name}"
+        if os.path.isdir(path):
+            sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+            sc.mount(None, path, None, _RO_FLAGS | sc.MS_NOEXEC)
+
+
 def build_and_pivot(plan: RootPlan) -> None:
-    """Mount the sandbox's root on ``plan.mountpoint``, populate it, pivot into it, make it read-only."""
+    """Mount the sandbox's root on ``plan.mountpoint``, populate it, pivot into it, make it read-only.
+
+    Binds are mounted in ``plan.binds`` order (parents before children: the plan sorts them); the stage of
+    bind ``i`` is ``bind i: SOURCE -> TARGET``."""
     root = plan.mountpoint
-    step = "rootfs"
+    step = enter("rootfs")
     try:
         sc.mount("tmpfs", root, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "size=1m,mode=0755")
         with _fd(os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)) as root_fd:
-            step = "mount system dirs"
+            step = enter("mount system")
             _system_dirs(root, root_fd, plan.system_binds)
-            step = "mount /etc"
+            step = enter("mount /etc")
             _etc(root, root_fd, plan)
-            step = "mount /proc"
+            step = enter("mount /proc")
             os.mkdir(root + "/proc", 0o555)
             sc.mount("proc", root + "/proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-            step = "mount /dev"
+            step = enter("mask /proc")
+            _mask_proc(root + "/proc", root_fd)
+            step = enter("mount /dev")
             _dev(root, root_fd, plan.tmpfs_size_bytes)
-            step = "mount /tmp"
+            step = enter("mount /tmp")
             _tmpfs(root + "/tmp", f"size={plan.tmpfs_size_bytes},mode=1777")
-            step = "mount work dir"
+            step = enter("mount work dir")
             if plan.workdir_source is not None:
                 _bind(root_fd, plan.workdir_source, plan.workdir, writable=True)
             else:
                 _tmpfs(root + plan.workdir,
                        f"size={plan.tmpfs_size_bytes},mode=0700,uid={plan.uid},gid={plan.gid}")
-            for bind in sorted(plan.binds, key=lambda b: b.target.count("/")):
-                step = f"bind {bind.source} -> {bind.target}"
+            for index, bind in enumerate(plan.binds):
+                step = enter(f"bind {index}: {bind.source} -> {bind.target}")
                 _bind(root_fd, bind.source, bind.target, writable=bind.writable)
-        step = "pivot_root"
+        step = enter("pivot_root")
         os.chdir(root)
         sc.pivot_root(".", ".")  # the old root ends up stacked on "/": detach it
         sc.umount2(".", sc.MNT_DETACH)
         os.chdir("/")
-        step = "remount / read-only"
+        step = enter("remount ro")
         sc.mount(None, "/", None, _RO_FLAGS)
     except OSError as e:
         raise SetupError(step, e.errno or 0, f"{step}: {e.strerror or e}") from e

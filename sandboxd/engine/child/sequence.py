@@ -1,11 +1,16 @@
-"""Pid 1 of the new pid namespace, the handler-to-be: its steps in order, each naming its stage.
+"""The sandbox's two processes and their steps, in order, each naming its stage.
 
-rootfs + pivot_root → wait until in the cgroup → unshare(cgroup) → loopback up → hostname → rlimits → drop
-bounding set → setgroups/setresgid/setresuid → clear caps → no_new_privs → chdir → stdio, close other fds →
-find the handler → seccomp (last: nothing of ours runs under the filter) → execve.
+Pid 1 (then the init): pdeathsig → rootfs + pivot_root (:mod:`rootfs`, /proc masked) → wait until in the
+cgroup → unshare(cgroup) → loopback up → hostname → audit login uid → fork the handler → drop its own
+privileges → close the error pipe → :func:`init.serve`.
 
-Any failure is reported on the error pipe (:mod:`sandboxd.engine.child.report`) and the process exits 127:
-there is no "continue anyway" path.
+Pid 2 (the handler-to-be): pdeathsig → signals to default, mask empty → stdio on 0-2 and nothing else →
+rlimits (on the final descriptors) → bounding set → groups, gid, uid → capabilities → no_new_privs → umask →
+chdir → find the handler → seccomp (last: nothing of ours runs under the filter) → execve.
+
+Any failure is reported on the error pipe (:mod:`report`) and the process exits 127: there is no "continue
+anyway" path. The error pipe reaches EOF only once both have closed it — the init after its own privileges
+are gone, the handler by ``execve`` — so "started" means the whole sandbox stands.
 """
 
 from __future__ import annotations
@@ -17,47 +22,96 @@ from typing import NoReturn
 
 import prctl
 
-from sandboxd.engine.child import creds, fds, net
+from sandboxd.engine.child import creds, fds, init, net
 from sandboxd.engine.child import syscalls as sc
 from sandboxd.engine.child.plan import DEFAULT_PATH, JailPlan
-from sandboxd.engine.child.report import SetupError, report
+from sandboxd.engine.child.report import SetupError, enter, report
 from sandboxd.engine.child.rootfs import build_and_pivot
 from sandboxd.engine.seccomp.install import install_bpf
 
+# Files the handler creates are group-writable: in a writable bind owned by the sandboxes' shared group
+# (setgid), the next execution — another uid — may change them.
+HANDLER_UMASK = 0o007
 
-def run_init(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joined: int) -> NoReturn:
-    """Pid 1 of the new pid namespace: set up, then become the handler. Never returns."""
+
+def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joined: int,
+                report_fd: int) -> NoReturn:
+    """Pid 1 of the new pid namespace: build the sandbox, start the handler as pid 2, become its init."""
     stage = "pdeathsig"
+    handler_pid = 0
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         build_and_pivot(plan.root)
-        stage = "join cgroup"
+        stage = enter("join cgroup")
         if os.read(joined, 1) != b"1":  # the waiter reports why on the error pipe
             raise SetupError(stage, errno.EIO, "join cgroup: the sandbox could not be put in its cgroup")
         os.close(joined)
-        stage = "unshare cgroup namespace"
+        stage = enter("cgroup ns")
         sc.unshare(sc.CLONE_NEWCGROUP)  # after joining, so the leaf is the namespace's root
-        stage = "loopback"
+        stage = enter("loopback")
         net.loopback_up()
-        stage = "hostname"
+        stage = enter("hostname")
         sc.sethostname(plan.hostname)
-        stage = "rlimits"
-        creds.set_rlimits(plan.rlimits)
-        stage = "bounding set"
+        stage = enter("loginuid")
+        creds.set_loginuid(plan.root.uid)
+        stage = enter("fork handler")
+        handler_pid = os.fork()
+        if handler_pid == 0:
+            os.close(report_fd)
+            run_handler(plan, stdio, errpipe)
+        for fd in stdio:
+            os.close(fd)
+        os.write(report_fd, b"forked\n")
+        stage = enter("init privileges")
         creds.drop_bounding_set()
-        stage = "ids"
-        creds.become(plan.root.uid, plan.root.gid)
-        stage = "capabilities"
+        creds.become(plan.root.uid, plan.root.gid, plan.supplementary_gids)
         creds.clear_capabilities()
-        stage = "no_new_privs"
         prctl.set_no_new_privs(1)
-        stage = "chdir"
-        os.chdir(plan.root.workdir)
-        stage = "stdio"
+        prctl.set_dumpable(False)
+        os.close(errpipe)
+        errpipe = -1
+        sc.close_all_except({report_fd})
+    except SetupError as e:
+        report(errpipe, e.stage, e.errno, str(e))
+    except OSError as e:
+        report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
+    except BaseException as e:  # anything at all must be reported, never run on
+        report(errpipe, stage, 0, f"{stage}: {e!r}")
+    else:
+        init.serve(handler_pid, report_fd)
+    if handler_pid > 0:
+        try:
+            os.kill(handler_pid, signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(127)
+
+
+def run_handler(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> NoReturn:
+    """Pid 2: drop everything, then become the handler. Never returns."""
+    stage = "pdeathsig"
+    try:
+        prctl.set_pdeathsig(signal.SIGKILL)
+        stage = enter("signals")
+        creds.reset_signals()
+        stage = enter("stdio")
         errpipe = fds.install_stdio(stdio, errpipe)
-        stage = "find handler"
+        stage = enter("rlimits")
+        creds.set_rlimits(plan.rlimits)
+        stage = enter("bounding set")
+        creds.drop_bounding_set()
+        stage = enter("ids")
+        creds.become(plan.root.uid, plan.root.gid, plan.supplementary_gids)
+        stage = enter("capabilities")
+        creds.clear_capabilities()
+        stage = enter("no_new_privs")
+        prctl.set_no_new_privs(1)
+        os.umask(HANDLER_UMASK)
+        stage = enter("chdir")
+        os.chdir(plan.root.workdir)
+        stage = enter("find handler")
         path = _resolve(plan.argv[0], plan.env.get("PATH", DEFAULT_PATH))
-        stage = "seccomp"
+        stage = enter("seccomp")
         install_bpf(plan.seccomp_bpf)  # last before execve: nothing of ours runs under the filter
         stage = "execve"
         os.execve(path, plan.argv, plan.env)

@@ -74,11 +74,23 @@ def pivot_root(new_root: str, put_old: str) -> None:
     _check(result, f"pivot_root({new_root!r}, {put_old!r})")
 
 
-def close_range_from(first_fd: int) -> None:
-    """Close every fd >= ``first_fd`` (close_range(2)); falls back to os.closerange."""
-    result = _libc.syscall(_SYS_CLOSE_RANGE, ctypes.c_uint(first_fd), ctypes.c_uint(0xFFFFFFFF), 0)
+def close_range(first_fd: int, last_fd: int = 0xFFFFFFFF) -> None:
+    """Close every fd from ``first_fd`` to ``last_fd`` (close_range(2)); falls back to os.closerange."""
+    if first_fd > last_fd:
+        return
+    result = _libc.syscall(_SYS_CLOSE_RANGE, ctypes.c_uint(first_fd), ctypes.c_uint(last_fd), 0)
     if result < 0:
-        os.closerange(first_fd, os.sysconf("SC_OPEN_MAX"))
+        os.closerange(first_fd, min(last_fd + 1, os.sysconf("SC_OPEN_MAX")))
+
+
+def close_all_except(keep: set[int]) -> None:
+    """Close every descriptor of this process that is not in ``keep`` — what a forked child inherited
+    from the spawner (other executions' pipes, the control socket, the spawner's own stdio)."""
+    previous = -1
+    for fd in sorted(keep):
+        close_range(previous + 1, fd - 1)
+        previous = fd
+    close_range(previous + 1)
 
 
 _SYS_CAPSET = 126
@@ -104,16 +116,24 @@ def clear_all_capabilities() -> None:
 
 
 _PTRACE_CONT = 7
+_PTRACE_GET_SYSCALL_INFO = 0x420E
 _PTRACE_GETREGS = 12
 _PTRACE_SEIZE = 0x4206
 _PTRACE_GETEVENTMSG = 0x4201
 _PTRACE_LISTEN = 0x4208
 _PTRACE_DETACH = 17
+PTRACE_O_TRACEFORK = 0x02
+PTRACE_O_TRACEVFORK = 0x04
+PTRACE_O_TRACECLONE = 0x08
 PTRACE_O_TRACEEXIT = 0x40
 PTRACE_O_EXITKILL = 0x100000
+PTRACE_EVENT_FORK = 1
+PTRACE_EVENT_VFORK = 2
+PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_EXIT = 6
 PTRACE_EVENT_STOP = 128
-_ORIG_RAX_INDEX = 15  # x86_64 struct user_regs_struct: r15 … rdi, then orig_rax
+_RAX_INDEX = 10  # x86_64 struct user_regs_struct: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax
+_ORIG_RAX_INDEX = 15
 _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
@@ -140,8 +160,24 @@ def ptrace_event_message(pid: int) -> int:
     return message.value
 
 
-def ptrace_syscall_nr(pid: int) -> int:
-    """The syscall a stopped tracee was in (``orig_rax``), e.g. the one a seccomp filter killed it for."""
+def ptrace_syscall_regs(pid: int) -> tuple[int, int]:
+    """``(orig_rax, rax)`` of a stopped tracee: the syscall it was in, and the return register. A seccomp kill
+    rolls ``rax`` back to the syscall number (``syscall_rollback``), so the two are equal for the killed thread."""
     regs = (ctypes.c_ulong * 27)()
     _check(_libc.ptrace(_PTRACE_GETREGS, pid, None, ctypes.byref(regs)), f"ptrace(GETREGS, {pid})")
-    return ctypes.c_long(regs[_ORIG_RAX_INDEX]).value
+    return ctypes.c_long(regs[_ORIG_RAX_INDEX]).value, ctypes.c_long(regs[_RAX_INDEX]).value
+
+
+class _SyscallInfo(ctypes.Structure):
+    _fields_ = [("op", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3), ("arch", ctypes.c_uint32),
+                ("instruction_pointer", ctypes.c_uint64), ("stack_pointer", ctypes.c_uint64),
+                ("rest", ctypes.c_uint64 * 8)]
+
+
+def ptrace_syscall_arch(pid: int) -> int:
+    """The ``AUDIT_ARCH_*`` of the syscall a stopped tracee is in (PTRACE_GET_SYSCALL_INFO, Linux 5.3): i386
+    for an ``int 0x80`` from a 64-bit process, x86_64 for x32 (whose numbers carry bit 30)."""
+    info = _SyscallInfo()
+    result = _libc.ptrace(_PTRACE_GET_SYSCALL_INFO, pid, ctypes.c_void_p(ctypes.sizeof(info)), ctypes.byref(info))
+    _check(result, f"ptrace(GET_SYSCALL_INFO, {pid})")
+    return int(info.arch)

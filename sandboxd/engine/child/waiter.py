@@ -1,27 +1,33 @@
-"""The spawner's direct child for one execution: makes the namespaces, puts pid 1 in its cgroup, reaps it.
+"""The spawner's direct child for one execution: makes the namespaces, puts the sandbox in its cgroup, and
+watches it until its init has ended.
 
 ::
 
-    spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; reaps pid 1, reports its status
-                        │         and, through a PTRACE_O_TRACEEXIT stop, the syscall a seccomp kill was for)
-                        │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate ; moves pid 1 into the cgroup
-                        └─fork──▶ pid 1 (the handler-to-be):
-                                  rootfs + pivot_root → wait until in the cgroup → unshare(cgroup) → loopback up
-                                  → hostname
-                                  → rlimits → drop bounding set → setgroups/setresgid/setresuid → clear caps
-                                  → no_new_privs → stdio, close other fds → seccomp → execve
+    spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; traces the sandbox)
+                        │ close what the spawner held ; unshare(pid, mount, net, ipc, uts) ; mounts rprivate
+                        │ ; moves pid 1 into the cgroup
+                        └─fork──▶ pid 1: builds the sandbox (:mod:`sequence`), then its init (:mod:`init`)
+                                    └─fork──▶ pid 2: the handler
 
-The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, ``memory.oom.group``) must not take
-the one process that reports the handler's wait status with it. The waiter moves pid 1 into the cgroup while pid 1
-builds its root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5-15 ms, measured
-in bench/), so the two overlap — and pid 1 blocks on the waiter's ack before it creates its cgroup namespace and
-before anything of the tool runs: nothing the tool does escapes accounting.
+The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, ``memory.oom.group``) must not
+take the one process that reports the outcome with it. It moves pid 1 into the cgroup while pid 1 builds its
+root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5-15 ms), so the two
+overlap — and pid 1 blocks on the waiter's ack before it creates its cgroup namespace and before anything of
+the tool runs: nothing the tool does escapes accounting.
 
-Every step that fails raises :class:`SetupError`; the report ``stage\\0errno\\0message`` goes to a close-on-exec
-pipe and the process exits 127. EOF on that pipe with nothing read means ``execve`` succeeded. Nothing runs
-half-sandboxed: there is no "continue anyway" path.
+The waiter seizes pid 1 with ``PTRACE_O_TRACEFORK|VFORK|CLONE`` before that ack, so every process and thread
+of the sandbox is traced from its birth, and with ``PTRACE_O_TRACEEXIT``, so each one's exit stops where its
+registers can still be read: a seccomp kill of any of them — the handler, a grandchild, a second thread — is
+recorded with the process, the ABI (i386 and x32 too) and the syscall number. The killed thread is the one
+the kernel marked ``SECCOMP_MODE_DEAD`` (``Seccomp: 3`` in its status); kernels without that mark are read by
+``syscall_rollback``'s trace (``rax == orig_rax``). Every other stop is resumed as it would have gone
+untraced. If ptrace is refused (Yama, an LSM), nothing is traced and the executor falls back to the kernel's
+audit record for the handler.
+
+Report on the status pipe: ``pid P`` (the handler's host pid) once it exists, then ``seccomp TGID ARCH NR``
+per kill and last ``exit W U S R T`` — the handler's wait status (as its init saw it), the CPU and peak
+memory of the whole sandbox, and T = 1 when it was traced (so "no seccomp line" means "no seccomp kill").
 """
-
 
 from __future__ import annotations
 
@@ -35,13 +41,20 @@ import prctl
 from sandboxd.engine.child import syscalls as sc
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.report import report
-from sandboxd.engine.child.sequence import run_init
+from sandboxd.engine.child.sequence import run_sandbox
 
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
+TRACE_OPTIONS = (sc.PTRACE_O_TRACEFORK | sc.PTRACE_O_TRACEVFORK | sc.PTRACE_O_TRACECLONE | sc.PTRACE_O_TRACEEXIT
+                 | sc.PTRACE_O_EXITKILL)
 _WALL = 0x40000000
-# Signals a traced pid 1 may receive and keep running with (or, SIGSYS, die of through the exit stop).
-_PASS_THROUGH_SIGNALS = frozenset({signal.SIGSYS, signal.SIGCHLD, signal.SIGWINCH, signal.SIGURG,
-                                   signal.SIGCONT})
+_FORK_EVENTS = (sc.PTRACE_EVENT_FORK, sc.PTRACE_EVENT_VFORK, sc.PTRACE_EVENT_CLONE)
+_GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
+_SECCOMP_MODE_DEAD = 3
+_NOT_A_MOUNT_POINT_HINT = (
+    "the root directory / is not a mount point here (a chroot?): sandboxes need it to be one to make mounts "
+    "private and pivot_root. Bind-mount the chroot onto itself before entering it (mount --bind DIR DIR), or "
+    "run sandboxd in a container or on the host"
+)
 
 
 def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
@@ -52,26 +65,40 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         prctl.set_pdeathsig(signal.SIGKILL)
         if os.getppid() != spawner_pid:  # the spawner died before pdeathsig was armed
             os._exit(1)
+        stage = "close inherited descriptors"
+        sc.close_all_except({*stdio, errpipe, status_pipe})
         stage = "unshare namespaces"
         sc.unshare(NAMESPACES)
         stage = "make mounts private"
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)  # nothing we mount propagates to the host
+        try:
+            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)  # nothing we mount propagates to the host
+        except OSError as e:
+            if e.errno == 22 and not _root_is_mount_point():
+                raise OSError(e.errno, _NOT_A_MOUNT_POINT_HINT) from e
+            raise
         stage = "open cgroup"
-        # Opened now: pid 1's pivot_root moves the root of this process too (same mount namespace).
+        # Opened now: pid 1's pivot_root moves the root of this process too (same mount namespace), after
+        # which "/proc" is the sandbox's. The host's /proc stays reachable through proc_fd.
         procs_fds = [os.open(p, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC) for p in plan.cgroup_procs]
+        proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         stage = "fork pid 1"
         joined_r, joined_w = os.pipe2(os.O_CLOEXEC)
+        init_r, init_w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
     except OSError as e:
         report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
         os._exit(127)
     if pid == 0:
-        for fd in (status_pipe, joined_w, *procs_fds):
+        for fd in (status_pipe, joined_w, init_r, proc_fd, *procs_fds):
             os.close(fd)
-        run_init(plan, stdio, errpipe, joined_r)
-    os.close(joined_r)
-    for fd in stdio:
+        run_sandbox(plan, stdio, errpipe, joined_r, init_w)
+    for fd in (joined_r, init_w, *stdio):
         os.close(fd)
+    try:
+        sc.ptrace_seize(pid, TRACE_OPTIONS)
+        traced = True
+    except OSError:
+        traced = False
     try:
         for fd in procs_fds:
             os.write(fd, str(pid).encode())
@@ -81,45 +108,130 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         os.kill(pid, signal.SIGKILL)
     for fd in (joined_w, errpipe, *procs_fds):
         os.close(fd)
-    os.write(status_pipe, f"pid {pid}\n".encode())
-    status, usage, syscall_nr = _reap(pid)
+    watch = _Watch(pid, status_pipe, proc_fd)
+    if traced:
+        watch.traced()
+    else:
+        watch.untraced(init_r)
+    status = _handler_status(init_r)
+    if status is None:
+        status = watch.init_status
+    usage = watch.init_usage
     os.write(status_pipe, (f"exit {status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
-                           f"{usage.ru_maxrss * 1024} {syscall_nr}\n").encode())
+                           f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
     os._exit(0)
 
 
-def _reap(pid: int) -> tuple[int, resource.struct_rusage, int]:
-    """Wait for pid 1 and, if a seccomp filter killed it, learn which syscall did it (-1 otherwise).
+def _root_is_mount_point() -> bool:
+    with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
+        return any(line.split()[4] == "/" for line in mountinfo)
 
-    The number is in the dying process's registers only: the waiter seizes pid 1 with PTRACE_O_TRACEEXIT and
-    reads ``orig_rax`` at the exit stop. Other stops are resumed untouched (harmless signals re-injected, group
-    stops listened); any other delivered signal detaches the tracer first, because the kernel keeps a traced
-    namespace init immune to forced fatal signals. If ptrace is refused (Yama, LSM), the executor falls
-    back to the kernel's audit record.
-    """
-    syscall_nr = -1
+
+def _handler_status(init_r: int) -> int | None:
+    """The handler's wait status as its init reported it (None: the init ended before the handler existed
+    or was killed before it could say)."""
+    data = b""
+    while chunk := os.read(init_r, 4096):
+        data += chunk
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("status "):
+            return int(line.split()[1])
+    return None
+
+
+def _read_proc(proc_fd: int, path: str) -> str:
+    """A file of the host's /proc (host pids), whatever this process's root is by now."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
     try:
-        sc.ptrace_seize(pid, sc.PTRACE_O_TRACEEXIT | sc.PTRACE_O_EXITKILL)
-    except OSError:
-        pass
-    while True:
-        _, status, usage = os.wait4(pid, _WALL)
-        if not os.WIFSTOPPED(status):
-            return status, usage, syscall_nr
+        return os.read(fd, 65536).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
+
+
+class _Watch:
+    def __init__(self, init_pid: int, status_pipe: int, proc_fd: int) -> None:
+        self.init_pid = init_pid
+        self.status_pipe = status_pipe
+        self.proc_fd = proc_fd
+        self.handler_pid = 0
+        self.init_status = 0
+        self.init_usage: resource.struct_rusage
+        # (tid, tgid, arch, nr, marked dead by the kernel, rax == orig_rax) of every SIGSYS exit
+        self._sigsys: list[tuple[int, int, int, int, bool, bool]] = []
+
+    def _announce(self, handler_pid: int) -> None:
+        self.handler_pid = handler_pid
+        os.write(self.status_pipe, f"pid {handler_pid}\n".encode())
+
+    def untraced(self, init_r: int) -> None:
+        """No ptrace: learn the handler's pid from the init's "forked", then wait for the init."""
+        line = b""
+        while not line.endswith(b"\n") and (chunk := os.read(init_r, 1)):
+            line += chunk
+        if line == b"forked\n":
+            try:
+                pids = _read_proc(self.proc_fd, f"{self.init_pid}/task/{self.init_pid}/children").split()
+                if pids:
+                    self._announce(int(pids[0]))
+            except OSError:
+                pass
+        _, self.init_status, self.init_usage = os.wait4(self.init_pid, 0)
+
+    def traced(self) -> None:
+        while True:
+            pid, status, usage = os.wait4(-1, _WALL)
+            if not os.WIFSTOPPED(status):
+                if pid == self.init_pid:
+                    self.init_status, self.init_usage = status, usage
+                    break
+                continue  # a traced process of the sandbox ended; its parent inside reaps it
+            try:
+                self._on_stop(pid, status)
+            except OSError:  # the tracee vanished (SIGKILL) between the stop and our request
+                pass
+        self._report_kills()
+
+    def _on_stop(self, pid: int, status: int) -> None:
         event, sig = status >> 16, os.WSTOPSIG(status)
-        try:
-            if event == sc.PTRACE_EVENT_EXIT:
-                exit_status = sc.ptrace_event_message(pid)
-                if os.WIFSIGNALED(exit_status) and os.WTERMSIG(exit_status) == signal.SIGSYS:
-                    syscall_nr = sc.ptrace_syscall_nr(pid)
-                sc.ptrace_cont(pid, 0)
-            elif event == sc.PTRACE_EVENT_STOP:
-                sc.ptrace_listen(pid)
-            elif sig in _PASS_THROUGH_SIGNALS:
-                sc.ptrace_cont(pid, sig)
+        if event in _FORK_EVENTS:
+            child = sc.ptrace_event_message(pid)
+            if pid == self.init_pid and not self.handler_pid:  # the init forks once: the handler
+                self._announce(child)
+            sc.ptrace_cont(pid, 0)
+        elif event == sc.PTRACE_EVENT_EXIT:
+            exit_status = sc.ptrace_event_message(pid)
+            if os.WIFSIGNALED(exit_status) and os.WTERMSIG(exit_status) == signal.SIGSYS:
+                self._record_sigsys(pid)
+            sc.ptrace_cont(pid, 0)
+        elif event == sc.PTRACE_EVENT_STOP:
+            if sig in _GROUP_STOP_SIGNALS:
+                sc.ptrace_listen(pid)  # a group-stop: stay stopped until SIGCONT, as untraced
             else:
-                # A traced namespace init stays immune to forced fatal signals (SIGSEGV from a crash would
-                # loop forever): let go and let the kernel deliver it with its normal semantics.
-                sc.ptrace_detach(pid, sig)
-        except OSError:  # the tracee vanished (SIGKILL) between the stop and our request
+                sc.ptrace_cont(pid, 0)  # a new child's first stop
+        else:
+            sc.ptrace_cont(pid, sig)  # a signal on its way: deliver it as it would have been
+
+    def _record_sigsys(self, tid: int) -> None:
+        tgid, dead = tid, False
+        try:
+            for line in _read_proc(self.proc_fd, f"{tid}/status").splitlines():
+                key, _, value = line.partition(":")
+                if key == "Tgid":
+                    tgid = int(value)
+                elif key == "Seccomp":
+                    dead = int(value) == _SECCOMP_MODE_DEAD
+        except (OSError, ValueError):
             pass
+        nr, rax = sc.ptrace_syscall_regs(tid)
+        arch = sc.ptrace_syscall_arch(tid)
+        self._sigsys.append((tid, tgid, arch, nr, dead, nr == rax))
+
+    def _report_kills(self) -> None:
+        marked = [entry for entry in self._sigsys if entry[4]]
+        killed = marked or [entry for entry in self._sigsys if entry[5]]
+        seen: set[int] = set()
+        for _tid, tgid, arch, nr, _dead, _rolled_back in killed:
+            if tgid in seen:
+                continue
+            seen.add(tgid)
+            os.write(self.status_pipe, f"seccomp {tgid} {arch} {nr}\n".encode())

@@ -134,3 +134,22 @@ def syscall_name(nr: int) -> str:
         return name.decode()
     except ValueError:
         return f"syscall_{nr}"
+
+
+_X32_SYSCALL_BIT = 0x40000000
+
+
+def describe_kill(arch: int, nr: int) -> tuple[str, str]:
+    """``(abi, name)`` of syscall ``nr`` made through ``arch`` (an ``AUDIT_ARCH_*`` as ptrace reports it),
+    named from that ABI's own table: i386's 310 is ``unshare``, not x86_64's ``process_vm_readv``."""
+    token = arch
+    if arch == _A.X86_64 and nr & _X32_SYSCALL_BIT:
+        token = _A.X32
+    abi = arch_display_name(token)
+    for candidate in (nr, nr & ~_X32_SYSCALL_BIT):
+        try:
+            name: bytes = pyseccomp.resolve_syscall(token, candidate)
+            return abi, name.decode()
+        except ValueError:
+            continue
+    return abi, f"syscall_{nr}"

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
-from daemon_harness import cgroup_dirs, sandbox_processes  # tests/integration is on sys.path (no __init__)
+from daemon_harness import cgroup_dirs, sandbox_processes, test_ids  # tests/integration is on sys.path
 
 from sandboxd.base.limits import Limits
 from sandboxd.engine.config import EngineConfig
@@ -25,6 +26,7 @@ PROFILES = REPO / "seccomp-profiles"
 SHARED_SECCOMP = Path(os.environ.get("SANDBOXD_SHARED_DATA", REPO.parent / "shared" / "data")) / "seccomp"
 
 pytestmark = pytest.mark.root
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,29 +53,45 @@ class Engine:
         limits = kwargs.pop("limits", Limits(wall_time_ms=20_000))
         return ExecutionSpec(argv=argv, seccomp_bpf=self.bpf(profile), limits=limits, **kwargs)  # type: ignore[arg-type]
 
-    def run(self, spec: ExecutionSpec, *, cancel_after_s: float | None = None) -> Run:
-        return asyncio.run(self._run(spec, cancel_after_s))
+    def run(self, spec: ExecutionSpec, *, cancel_after_s: float | None = None,
+            on_started: Callable[[Started], None] | None = None) -> Run:
+        """Run ``spec`` to its Result; ``on_started`` is called (in a thread) once it has started."""
+        return asyncio.run(self._with_executor(lambda executor: self._one(executor, spec, cancel_after_s, on_started)))
 
-    async def _run(self, spec: ExecutionSpec, cancel_after_s: float | None) -> Run:
+    def run_concurrently(self, specs: list[ExecutionSpec]) -> list[Run]:
+        """Run ``specs`` at the same time on one executor; their Runs in the same order."""
+
+        async def all_of(executor: Executor) -> list[Run]:
+            return list(await asyncio.gather(*(self._one(executor, spec, None, None) for spec in specs)))
+
+        return asyncio.run(self._with_executor(all_of))
+
+    async def _with_executor(self, body: Callable[[Executor], Awaitable[T]]) -> T:
         executor = await Executor.create(self.config)
         try:
-            started = None
-            out, err, events = bytearray(), bytearray(), []
-            async for event in executor.execute(spec):
-                events.append(event)
-                if isinstance(event, Started):
-                    started = event
-                    if cancel_after_s is not None:
-                        asyncio.get_running_loop().call_later(
-                            cancel_after_s, executor.cancel, event.execution_id)
-                elif isinstance(event, Output):
-                    (out if event.stream is Stream.STDOUT else err).extend(event.data)
-                elif isinstance(event, Result):
-                    assert event is events[-1]
-                    return Run(started, event, bytes(out), bytes(err), events)
-            raise AssertionError("no Result event")
+            return await body(executor)
         finally:
             await executor.close()
+
+    @staticmethod
+    async def _one(executor: Executor, spec: ExecutionSpec, cancel_after_s: float | None,
+                   on_started: Callable[[Started], None] | None) -> Run:
+        started = None
+        out, err, events = bytearray(), bytearray(), []
+        async for event in executor.execute(spec):
+            events.append(event)
+            if isinstance(event, Started):
+                started = event
+                if cancel_after_s is not None:
+                    asyncio.get_running_loop().call_later(cancel_after_s, executor.cancel, event.execution_id)
+                if on_started is not None:
+                    asyncio.get_running_loop().run_in_executor(None, on_started, event)
+            elif isinstance(event, Output):
+                (out if event.stream is Stream.STDOUT else err).extend(event.data)
+            elif isinstance(event, Result):
+                assert event is events[-1]
+                return Run(started, event, bytes(out), bytes(err), events)
+        raise AssertionError("no Result event")
 
 
 @pytest.fixture
@@ -81,12 +99,12 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     if os.geteuid() != 0:
         pytest.skip("the engine's integration tests need root")
     instance = f"test-{uuid.uuid4().hex[:8]}"
-    config = EngineConfig(state_dir=tmp_path / "state", instance=instance)
+    config = EngineConfig(state_dir=tmp_path / "state", instance=instance, sandbox_ids=test_ids())
     mounts_before = Path("/proc/self/mountinfo").read_text()
     yield Engine(config)
     leftovers = [d for d in cgroup_dirs(instance) if d.exists()]
     assert not leftovers, f"cgroups left behind: {leftovers} holding {[list(d.iterdir()) for d in leftovers]}"
     assert Path("/proc/self/mountinfo").read_text() == mounts_before, "a mount leaked into the host"
-    assert not sandbox_processes(config.sandbox_uid), "a sandboxed process survived its execution"
+    assert not sandbox_processes(config.sandbox_ids), "a sandboxed process survived its execution"
     root = config.root_mountpoint
     assert not root.exists() or not any(root.iterdir()), "the sandbox root mount point is not empty"

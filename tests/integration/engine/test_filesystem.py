@@ -50,13 +50,21 @@ def test_binds_read_only_and_writable(engine: Engine, tmp_path: Path) -> None:
     (data / "in.txt").write_text("hello\n")
     out = tmp_path / "out"
     out.mkdir()
-    os.chown(out, engine.config.sandbox_uid, engine.config.sandbox_gid)
+    # writable binds belong to the sandboxes' shared group (setgid): every execution's uid may write there
+    os.chown(out, 0, engine.config.sandbox_ids.shared_gid)
+    out.chmod(0o2770)
     binds = (BindMount(data, PurePosixPath("/data")), BindMount(out, PurePosixPath("/out"), writable=True))
     script = "cat /data/in.txt; echo x > /data/new 2>/dev/null || echo ro-denied; echo result > /out/r.txt"
     run = engine.run(engine.spec("/bin/sh", "-c", script, binds=binds))
     assert run.result.status is Status.OK, (run.result, run.stderr)
     assert run.stdout == b"hello\nro-denied\n"
     assert (out / "r.txt").read_text() == "result\n"
+    written = (out / "r.txt").stat()
+    assert (written.st_gid, written.st_mode & 0o777) == (engine.config.sandbox_ids.shared_gid, 0o660)
+    # the next execution — another uid — may change what this one wrote
+    again = engine.run(engine.spec("/bin/sh", "-c", "echo second >> /out/r.txt", binds=binds))
+    assert again.result.status is Status.OK, (again.result, again.stderr)
+    assert (out / "r.txt").read_text() == "result\nsecond\n"
     assert not (data / "new").exists()
 
 

@@ -1,4 +1,5 @@
-"""Inside the sandbox: an unprivileged uid, no capabilities at all, no_new_privs, a seccomp filter, pid 1."""
+"""Inside the sandbox: a uid of its own, no capabilities at all, no_new_privs, a seccomp filter, an init as
+pid 1 and the handler as pid 2, signals as on a normal host."""
 
 from __future__ import annotations
 
@@ -15,26 +16,30 @@ def test_identity_capabilities_and_filter(engine: Engine) -> None:
     run = engine.run(engine.spec("/bin/cat", "/proc/self/status"))
     assert run.result.status is Status.OK, run.result
     fields = _status_fields(run.stdout.decode())
-    uid = engine.config.sandbox_uid
-    assert fields["Uid"].split() == [str(uid)] * 4
-    assert fields["Gid"].split() == [str(engine.config.sandbox_gid)] * 4
-    assert fields["Groups"].strip() == ""
+    ids = engine.config.sandbox_ids
+    assert run.started is not None and run.started.uid in ids and run.started.uid != ids.shared_gid
+    assert fields["Uid"].split() == [str(run.started.uid)] * 4
+    assert fields["Gid"].split() == [str(run.started.uid)] * 4  # a gid of its own too
+    assert fields["Groups"].split() == [str(ids.shared_gid)]  # the shared group of writable binds
     for capset in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(fields[capset], 16) == 0, f"{capset} is {fields[capset]}"
     assert fields["NoNewPrivs"] == "1"
     assert fields["Seccomp"] == "2"
 
 
-def test_handler_is_pid_one_of_its_own_namespaces(engine: Engine) -> None:
-    script = "import os, socket; print(os.getpid(), socket.gethostname(), sorted(os.listdir('/proc'))[:0])"
+def test_an_init_is_pid_one_and_the_handler_pid_two(engine: Engine) -> None:
+    script = ("import os, socket; print(os.getpid(), os.getppid(), socket.gethostname(), "
+              "open('/proc/1/comm').read().strip(), sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
     run = engine.run(engine.spec("/usr/bin/python3", "-c", script, hostname="toolbox"))
     assert run.result.status is Status.OK, run.result
-    assert run.stdout.decode().split()[:2] == ["1", "toolbox"]
+    pid, ppid, hostname, init_comm, pids = run.stdout.decode().split(" ", 4)
+    assert (pid, ppid, hostname, init_comm) == ("2", "1", "toolbox", "sandbox-init")
+    assert pids.strip() == "[1, 2]"  # the init and the handler: nothing of the host, nothing else
 
 
 def test_no_other_process_is_visible(engine: Engine) -> None:
     run = engine.run(engine.spec("/bin/sh", "-c", "ls /proc | grep -E '^[0-9]+$'"))
     assert run.result.status is Status.OK, run.result
     pids = sorted(int(p) for p in run.stdout.split())
-    assert pids[0] == 1
-    assert max(pids) <= 3, pids  # sh (pid 1), ls and grep: nothing of the host
+    assert pids[:2] == [1, 2]
+    assert max(pids) <= 4, pids  # init (1), sh (2), ls and grep: nothing of the host

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import daemon_harness  # tests/integration is on sys.path (no __init__ there)
 import pytest
-from daemon_harness import Daemon, make_daemon, sandbox_processes
+from daemon_harness import Daemon, make_daemon, sandbox_processes, test_ids
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.base.limits import Limits
@@ -41,13 +41,13 @@ from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats
 from sandboxd.engine.cgroups.v2 import REQUIRED_CONTROLLERS, V2Backend, V2ExecCgroup
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.executor import Executor
+from sandboxd.engine.ids import IdRange
 from sandboxd.engine.result import Output, Result, Started, Stream
 from sandboxd.engine.seccomp.profile import ProfileCache
 from sandboxd.engine.spec import ExecutionSpec
 
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_PROFILE = REPO / "seccomp-profiles" / "default.json"
-SANDBOX_UID = 65534
 
 
 def cgroup2_mount() -> Path | None:
@@ -301,14 +301,14 @@ async def _watch(executor: Executor, execution_id: str, leaf: Path, seen: set[in
         await asyncio.sleep(0.05)
 
 
-def wait_gone(pids: set[int], timeout_s: float = 10.0) -> list[int]:
-    """The pids of ``pids`` that still run a process of the sandbox uid after ``timeout_s``."""
+def wait_gone(pids: set[int], ids: IdRange, timeout_s: float = 10.0) -> list[int]:
+    """The pids of ``pids`` that still run a process of a uid in ``ids`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
         alive = []
         for pid in sorted(pids):
             try:
-                if os.stat(f"/proc/{pid}").st_uid == SANDBOX_UID:
+                if os.stat(f"/proc/{pid}").st_uid in ids:
                     alive.append(pid)
             except FileNotFoundError:
                 pass
@@ -321,8 +321,8 @@ def wait_gone(pids: set[int], timeout_s: float = 10.0) -> list[int]:
 def engine(run_cgroup: RunCgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
            caplog: pytest.LogCaptureFixture) -> Iterator[Engine]:
     caplog.set_level(logging.WARNING, logger="sandboxd")
-    assert not sandbox_processes(SANDBOX_UID), "processes of the sandbox uid exist before the test"
-    config = EngineConfig(state_dir=tmp_path / "state", instance=f"test-{uuid.uuid4().hex[:8]}")
+    config = EngineConfig(state_dir=tmp_path / "state", instance=f"test-{uuid.uuid4().hex[:8]}",
+                          sandbox_ids=test_ids())
     mounts_before = Path("/proc/self/mountinfo").read_text()
     engine = Engine(run_cgroup, config, Recorder(monkeypatch))
     yield engine
@@ -330,7 +330,7 @@ def engine(run_cgroup: RunCgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     # The executor logs (and does not raise) failed kills, removals and accounting reads.
     assert not [r.getMessage() for r in caplog.records if r.name.startswith("sandboxd")]
     assert Path("/proc/self/mountinfo").read_text() == mounts_before, "a mount leaked into the host"
-    assert not sandbox_processes(SANDBOX_UID), "a sandboxed process survived its execution"
+    assert not sandbox_processes(config.sandbox_ids), "a sandboxed process survived its execution"
     root = config.root_mountpoint
     assert not root.exists() or not any(root.iterdir()), "the sandbox root mount point is not empty"
 
@@ -352,14 +352,13 @@ class CgroupDaemon(Daemon):
 
 def cgroup_daemon(tmp_path: Path, cgroup: Path) -> CgroupDaemon:
     made = make_daemon(tmp_path, limits={"wall_time": "600s", "cpu_time": "300s"})  # ceilings fit for TCG
-    return CgroupDaemon(made.root, made.instance, made.config_path, made.env, cgroup=cgroup)
+    return CgroupDaemon(made.root, made.instance, made.config_path, made.env, made.ids, cgroup=cgroup)
 
 
 @pytest.fixture
 def daemon(run_cgroup: RunCgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CgroupDaemon]:
     """A started daemon in a fresh child of the test run's cgroup; stopped and checked at teardown."""
     monkeypatch.setattr(daemon_harness, "START_TIMEOUT_S", DAEMON_START_TIMEOUT_S)
-    assert not sandbox_processes(SANDBOX_UID), "processes of the sandbox uid exist before the test"
     base = run_cgroup.make_child("daemon")
     started = cgroup_daemon(tmp_path, base)
     status = None
@@ -372,7 +371,7 @@ def daemon(run_cgroup: RunCgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         left = run_cgroup.remove_child(base, expected={"supervisor"})
     assert status == 0, f"sandboxd exited {status}:\n{started.logs()}"
     assert not left, f"cgroups left behind in {base}: {left}"
-    assert not wait_gone(set(sandbox_processes(SANDBOX_UID))), "a sandboxed process survived"
+    assert not wait_gone(set(sandbox_processes(started.ids)), started.ids), "a sandboxed process survived"
     assert not started.socket.exists(), "the socket was not removed"
     errors = [line for line in started.logs().splitlines() if line.startswith("ERROR")]
     assert not errors, started.logs()

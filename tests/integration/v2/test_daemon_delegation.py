@@ -60,7 +60,7 @@ def test_supervisor_and_one_leaf_per_execution(daemon: CgroupDaemon) -> None:
     assert pb.Status.Name(result.status) == "CANCELLED", result
     # The Result is sent after the execution was released: its leaf and its whole tree are gone.
     assert children(base) == ["supervisor"]
-    assert wait_gone(set(in_leaf)) == []
+    assert wait_gone(set(in_leaf), daemon.ids) == []
 
 
 def test_memory_limit_through_the_daemon(daemon: CgroupDaemon) -> None:
@@ -84,5 +84,5 @@ def test_wall_timeout_through_the_daemon(daemon: CgroupDaemon) -> None:
     assert pb.Status.Name(result.status) == "TIMEOUT", result
     assert len(in_leaf) >= 3, in_leaf
     assert not leaf.exists()
-    assert wait_gone(set(in_leaf)) == []
+    assert wait_gone(set(in_leaf), daemon.ids) == []
     assert os.path.isdir(daemon.cgroup / "supervisor")

@@ -25,7 +25,7 @@ def assert_tree_killed(engine: Engine, run: Run, *, by_cgroup_kill: bool = True)
     assert len(run.leaf_pids_seen) >= 4, run.leaf_pids_seen
     assert run.leaf is not None
     assert ("1" in engine.recorder.kill_writes(run.leaf)) is by_cgroup_kill
-    assert wait_gone(run.leaf_pids_seen) == []
+    assert wait_gone(run.leaf_pids_seen, engine.config.sandbox_ids) == []
 
 
 def test_wall_timeout_kills_the_tree(engine: Engine) -> None:

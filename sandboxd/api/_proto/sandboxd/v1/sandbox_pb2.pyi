@@ -113,7 +113,7 @@ class ExecuteEvent(_message.Message):
     def __init__(self, started: _Optional[_Union[Started, _Mapping]] = ..., output: _Optional[_Union[Output, _Mapping]] = ..., audit: _Optional[_Union[AuditEvent, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("execution_id", "limits", "tool", "seccomp_profile", "pid", "cgroup", "request_id")
+    __slots__ = ("execution_id", "limits", "tool", "seccomp_profile", "pid", "cgroup", "request_id", "uid")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class Started(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     CGROUP_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     limits: Limits
     tool: str
@@ -128,7 +129,8 @@ class Started(_message.Message):
     pid: int
     cgroup: str
     request_id: str
-    def __init__(self, execution_id: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., tool: _Optional[str] = ..., seccomp_profile: _Optional[str] = ..., pid: _Optional[int] = ..., cgroup: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    uid: int
+    def __init__(self, execution_id: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., tool: _Optional[str] = ..., seccomp_profile: _Optional[str] = ..., pid: _Optional[int] = ..., cgroup: _Optional[str] = ..., request_id: _Optional[str] = ..., uid: _Optional[int] = ...) -> None: ...
 
 class Output(_message.Message):
     __slots__ = ("stream", "data")
@@ -195,7 +197,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_user_usec: _Optional[int] = ..., cpu_system_usec: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., memory_peak_bytes: _Optional[int] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("execution_id", "status", "message", "exit_code", "signal", "usage", "output_truncated", "seccomp_syscall_nr", "seccomp_syscall_name", "setup_stage", "setup_errno")
+    __slots__ = ("execution_id", "status", "message", "exit_code", "signal", "usage", "output_truncated", "seccomp_syscall_nr", "seccomp_syscall_name", "setup_stage", "setup_errno", "seccomp_violations")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -207,6 +209,7 @@ class Result(_message.Message):
     SECCOMP_SYSCALL_NAME_FIELD_NUMBER: _ClassVar[int]
     SETUP_STAGE_FIELD_NUMBER: _ClassVar[int]
     SETUP_ERRNO_FIELD_NUMBER: _ClassVar[int]
+    SECCOMP_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     status: Status
     message: str
@@ -218,7 +221,20 @@ class Result(_message.Message):
     seccomp_syscall_name: str
     setup_stage: str
     setup_errno: int
-    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., output_truncated: _Optional[bool] = ..., seccomp_syscall_nr: _Optional[int] = ..., seccomp_syscall_name: _Optional[str] = ..., setup_stage: _Optional[str] = ..., setup_errno: _Optional[int] = ...) -> None: ...
+    seccomp_violations: _containers.RepeatedCompositeFieldContainer[SeccompViolation]
+    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., output_truncated: _Optional[bool] = ..., seccomp_syscall_nr: _Optional[int] = ..., seccomp_syscall_name: _Optional[str] = ..., setup_stage: _Optional[str] = ..., setup_errno: _Optional[int] = ..., seccomp_violations: _Optional[_Iterable[_Union[SeccompViolation, _Mapping]]] = ...) -> None: ...
+
+class SeccompViolation(_message.Message):
+    __slots__ = ("pid", "abi", "syscall_nr", "syscall_name")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    ABI_FIELD_NUMBER: _ClassVar[int]
+    SYSCALL_NR_FIELD_NUMBER: _ClassVar[int]
+    SYSCALL_NAME_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    abi: str
+    syscall_nr: int
+    syscall_name: str
+    def __init__(self, pid: _Optional[int] = ..., abi: _Optional[str] = ..., syscall_nr: _Optional[int] = ..., syscall_name: _Optional[str] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("execution_id",)
