@@ -5,6 +5,7 @@
     sandboxctl tools | ps | cancel ID | info | health
     sandboxctl audit tail [-n N] [-f] [filters] | audit export --since WHEN [filters] | audit verify FILE...
     limits: --memory 64M --timeout 5s --cpu-time 2s --output-limit 1M --pids N --cpu-share 50%
+            --file-size 8M --open-files N --tmpfs-size 16M
 
 ``run``/``exec`` stream the handler's stdout/stderr live to sandboxctl's own and exit with its exit code:
 128+signal when it was killed (a limit, the seccomp filter, a cancel), 125 when sandboxctl or the daemon
@@ -21,6 +22,7 @@ import argparse
 import json
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -68,6 +70,9 @@ _LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], int], str, str], ...] = (
     ("--output-limit", "output_max_bytes", parse_size_bytes, "SIZE", "stdout+stderr limit, e.g. 1M"),
     ("--pids", "pids_max", int, "N", "most processes at once"),
     ("--cpu-share", "cpu_share_percent", parse_percent, "PERCENT", "CPU share, e.g. 50%%"),
+    ("--file-size", "file_size_max_bytes", parse_size_bytes, "SIZE", "largest file the handler may write"),
+    ("--open-files", "open_files_max", int, "N", "most open descriptors per process (at least 4)"),
+    ("--tmpfs-size", "tmpfs_size_bytes", parse_size_bytes, "SIZE", "size of /tmp, /dev/shm and /work"),
 )
 
 
@@ -129,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution_options(exec_)
     exec_.add_argument("argv", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
 
-    for name, help_text in (("tools", "list the tools"), ("ps", "list running executions"),
+    tools = commands.add_parser("tools", help="list the tools")
+    _add_common(tools, suppress=True)
+    tools.add_argument("--wide", action="store_true", help="descriptions on one line each, whole")
+    for name, help_text in (("ps", "list running executions"),
                             ("info", "show the daemon's version, cgroups, kernel features, defaults")):
         _add_common(commands.add_parser(name, help=help_text), suppress=True)
     cancel = commands.add_parser("cancel", help="cancel a running execution")
@@ -246,10 +254,20 @@ def _limits_text(limits: pb.Limits) -> str:
     return ", ".join(parts)
 
 
-def print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+DESCRIPTION_WIDTH = 60
+
+
+def print_table(rows: list[list[str]], *, wrap_last: int | None = None) -> None:
+    """Aligned columns; with ``wrap_last`` the last column is wrapped at word boundaries to that width, its
+    continuation lines indented under it (nothing is cut)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        lines = textwrap.wrap(row[-1], wrap_last) if wrap_last and row[-1] else [row[-1]]
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*cells, lines[0]]).rstrip())
+        indent = " " * (sum(widths) + 2 * len(widths))
+        for line in lines[1:]:
+            print(indent + line)
 
 
 # -- commands -------------------------------------------------------------------------------------------
@@ -275,8 +293,8 @@ def cmd_tools(client: SandboxClient, args: argparse.Namespace) -> int:
             print(to_json_line(tool))
         return 0
     rows = [["NAME", "PROFILE", "LIMITS", "DESCRIPTION"]]
-    rows += [[t.name, t.seccomp_profile, _limits_text(t.limits), t.description[:60]] for t in tools]
-    print_table(rows)
+    rows += [[t.name, t.seccomp_profile, _limits_text(t.limits), " ".join(t.description.split())] for t in tools]
+    print_table(rows, wrap_last=None if args.wide else DESCRIPTION_WIDTH)
     return 0
 
 
@@ -360,6 +378,9 @@ def make_client(args: argparse.Namespace) -> SandboxClient:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # ^C cancels a running execution: restore Python's handler even when launched with SIGINT ignored
+    # (nohup, CI runners and service managers start children that way, and the ignore is inherited).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     if args.command == "audit" and args.audit_command == "verify":
         return cmd_audit_verify(args)  # reads files; no daemon involved

@@ -23,6 +23,7 @@ from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerE
 from sandboxd.engine.cgroups import Backend, CgroupLimits, CgroupStats, ExecCgroup, detect_backend
 from sandboxd.engine.child.init import INIT_COMM
 from sandboxd.engine.config import EngineConfig
+from sandboxd.engine.hostcheck import check_host
 from sandboxd.engine.ids import IdPool, IdsExhausted
 from sandboxd.engine.kmsg import find_seccomp_kill
 from sandboxd.engine.plan import build_plan
@@ -100,6 +101,7 @@ class Executor:
 
     @classmethod
     async def create(cls, config: EngineConfig) -> Executor:
+        check_host()
         backend = detect_backend(config.cgroup_root, config.instance)
         backend.prepare()
         stale = backend.stale_leaves()

@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, metavar="DIR", help="state directory (overrides daemon.state_dir)")
     parser.add_argument("--instance", metavar="NAME",
                         help="instance name, unique per daemon on a host (overrides daemon.instance)")
+    parser.add_argument("--audit-log", type=Path, metavar="FILE", help="the audit log (overrides audit.path)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"sandboxd {__version__}")
     return parser.parse_args(argv)
@@ -100,7 +101,10 @@ def configure(args: argparse.Namespace) -> Config:
         state_dir=args.state_dir.absolute() if args.state_dir else daemon.state_dir,
         instance=args.instance or daemon.instance,
     )
-    return dataclasses.replace(config, daemon=daemon)
+    audit = config.audit
+    if args.audit_log is not None:
+        audit = dataclasses.replace(audit, path=args.audit_log.absolute())
+    return dataclasses.replace(config, daemon=daemon, audit=audit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,8 +361,9 @@ def _socket_gid(group: str) -> int:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         if group == DEFAULT_SOCKET_GROUP:
-            log.warning("group %r does not exist: the socket stays root-only "
-                        "(see systemd/sandboxd.sysusers.conf)", group)
+            log.info("group %r does not exist, so only root may use the socket; create it to let its members "
+                     "call sandboxd (systemd-sysusers systemd/sandboxd.sysusers.conf, or groupadd --system %s)",
+                     group, group)
             return 0
         raise ConfigError(f"daemon.socket_group: no group named {group!r}") from None
 

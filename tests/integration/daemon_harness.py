@@ -2,7 +2,7 @@
 temp socket, a temp state dir and a unique instance; stopped with SIGTERM; and checked to have left nothing
 behind (execution cgroups, processes of its sandbox ids, the socket).
 
-Every daemon and engine a test starts gets a sandbox id range of its own (:func:`test_ids`), so "a process of
+Every daemon and engine a test starts gets a sandbox id range of its own (:func:`fresh_ids`), so "a process of
 this test's sandboxes" is a process whose uid is in that range — never a host ``nobody`` or the sandboxes of
 another sandboxd running beside the suite.
 
@@ -47,7 +47,7 @@ KILL_PTRACE_PROFILE = """{
 """
 
 
-def test_ids() -> IdRange:
+def fresh_ids() -> IdRange:
     """A sandbox id range for one daemon or engine of a test: random, far from any host account."""
     return IdRange(2_100_000_000 + random.randrange(500_000) * TEST_IDS_COUNT, TEST_IDS_COUNT)
 
@@ -209,7 +209,7 @@ def make_daemon(tmp_path: Path, *, tools: dict[str, str] | None = None, env: dic
     """A daemon (not started) with test tools, a test profile, [sandbox.limits], [daemon] keys and ``extra``."""
     root = tmp_path / f"d-{uuid.uuid4().hex[:6]}"
     root.mkdir()
-    ids = test_ids()
+    ids = fresh_ids()
     config = write_config(root, tools=tools or {}, ids=ids, limits=limits, extra=extra, **daemon_keys)
     return Daemon(root, f"test-d-{uuid.uuid4().hex[:8]}", config, {**os.environ, **(env or {})}, ids)
 

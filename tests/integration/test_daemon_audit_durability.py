@@ -10,10 +10,7 @@ once it resumes they do, and the record is in the image. Nothing in the daemon i
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +21,7 @@ from typing import Any
 import grpc
 import pytest
 from daemon_harness import make_daemon, running
+from loopfs import ext4_on_loop, require_loop_devices, run
 
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.cli.client import SandboxClient, SandboxdError, pb
@@ -39,20 +37,6 @@ CALIBRATION_MAX_S = HOLD_S / 3
 TOOL_SLEEP_S = 2.0  # long enough to stall the disk while the execution runs
 
 
-def _run(*argv: str) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout.strip()
-
-
-def _loop_devices_available() -> bool:
-    if subprocess.run(["losetup", "--find"], capture_output=True).returncode == 0:
-        return True
-    subprocess.run(["modprobe", "loop"], capture_output=True)
-    return subprocess.run(["losetup", "--find"], capture_output=True).returncode == 0
-
-
 @dataclass
 class StallableDisk:
     """``mount``: an ext4 file system whose disk is ``image``, a file on the file system at ``outer``."""
@@ -64,11 +48,11 @@ class StallableDisk:
 
     def stall(self) -> None:
         self.stalled = True  # first: a freeze that half-happened is thawed too
-        _run("fsfreeze", "--freeze", str(self.outer))
+        run("fsfreeze", "--freeze", str(self.outer))
 
     def resume(self) -> None:
         if self.stalled:
-            _run("fsfreeze", "--unfreeze", str(self.outer))
+            run("fsfreeze", "--unfreeze", str(self.outer))
             self.stalled = False
 
     def holds(self, data: bytes) -> bool:
@@ -76,31 +60,13 @@ class StallableDisk:
         return data in self.image.read_bytes()
 
 
-def _ext4_on_loop(image: Path, size: str, mount: Path, stack: contextlib.ExitStack) -> None:
-    _run("truncate", "-s", size, str(image))
-    device = _run("losetup", "--find", "--show", str(image))
-    stack.callback(_run, "losetup", "--detach", device)
-    # No lazy init: no kernel thread writing in the background while the disk is stalled.
-    _run("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", device)
-    mount.mkdir()
-    _run("mount", "-o", "noatime", device, str(mount))
-    stack.callback(_run, "umount", str(mount))
-
-
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[StallableDisk]:
-    if os.geteuid() != 0:
-        pytest.skip("loop devices, mounts and the daemon need root")
-    missing = [tool for tool in ("losetup", "mkfs.ext4", "fsfreeze", "mount", "umount", "truncate")
-               if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"missing tools: {', '.join(missing)}")
-    if not _loop_devices_available():
-        pytest.skip("no loop device: `losetup --find` fails even after `modprobe loop`")
+    require_loop_devices()
     with contextlib.ExitStack() as stack:
-        _ext4_on_loop(tmp_path / "outer.img", "48M", tmp_path / "outer", stack)
+        ext4_on_loop(tmp_path / "outer.img", "48M", tmp_path / "outer", stack)
         disk = StallableDisk(tmp_path / "outer", tmp_path / "outer" / "disk.img", tmp_path / "audit-fs")
-        _ext4_on_loop(disk.image, "16M", disk.mount, stack)
+        ext4_on_loop(disk.image, "16M", disk.mount, stack)
         stack.callback(disk.resume)  # runs first: a frozen file system is never left behind
         yield disk
 

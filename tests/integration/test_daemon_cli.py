@@ -82,8 +82,17 @@ def test_output_is_live(daemon: Daemon) -> None:
 def test_tools(daemon: Daemon) -> None:
     done = daemon.ctl("tools")
     assert done.returncode == 0
-    names = [line.split()[0] for line in done.stdout.decode().splitlines()[1:]]
+    lines = done.stdout.decode().splitlines()
+    names = [line.split()[0] for line in lines[1:] if not line.startswith(" ")]  # continuation lines are indented
     assert names == ["file_processor", "python", "sqlite_query"]
+    column = lines[0].index("DESCRIPTION")
+    assert max(len(line) for line in lines) <= column + 60  # descriptions wrapped at words, not cut
+    wide = daemon.ctl("tools", "--wide").stdout.decode().splitlines()
+    assert len(wide) == 4
+    for tool in (json.loads(line) for line in daemon.ctl("tools", "--json").stdout.splitlines()):
+        described = " ".join(tool["description"].split())
+        assert described in " ".join(" ".join(lines).split())  # every word, in order
+        assert any(line.endswith(described) for line in wide)
     tools = [json.loads(line) for line in daemon.ctl("tools", "--json").stdout.splitlines()]
     python = next(tool for tool in tools if tool["name"] == "python")
     assert json.loads(python["paramsSchemaJson"])["required"] == ["code"]
@@ -146,10 +155,16 @@ def test_socket_from_the_environment(daemon: Daemon) -> None:
     assert done.returncode == 125 and b"is sandboxd running" in done.stderr
 
 
-def test_interrupt_cancels_the_execution(daemon: Daemon) -> None:
+@pytest.mark.parametrize("launched_with_sigint", ["default", "ignored"])
+def test_interrupt_cancels_the_execution(daemon: Daemon, launched_with_sigint: str) -> None:
+    # nohup, CI runners and service managers start children with SIGINT ignored; sandboxd's ^C must work anyway
     import signal
 
-    process = daemon.ctl_popen("exec", "--json", "--", "/bin/sleep", "30")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if launched_with_sigint == "ignored" else signal.SIG_DFL)
+    try:
+        process = daemon.ctl_popen("exec", "--json", "--", "/bin/sleep", "30")  # inherits the disposition
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert process.stdout is not None
     while "started" not in json.loads(process.stdout.readline()):
         pass

@@ -128,6 +128,26 @@ def test_seccomp_violation(daemon: Daemon) -> None:
     assert events[1]["started"]["seccompProfile"] == "kill-ptrace"
 
 
+def test_a_descendants_seccomp_kill_is_in_the_result_and_the_audit(daemon: Daemon) -> None:
+    # The handler (a shell) goes on; the child it ran was killed by the filter: the verdict is the shell's,
+    # and the kill is listed and audited with its process, ABI and syscall.
+    ptrace = "import ctypes; ctypes.CDLL(None).syscall(101, 0, 0, 0, 0)"
+    code, events, _ = exec_json(daemon, "--profile", "kill-ptrace", "--", "/bin/sh", "-c",
+                                f"{PY} -c '{ptrace}'; echo after $?")
+    result = result_of(events)
+    started = events[1]["started"]
+    assert (result["status"], code) == ("OK", 0), result
+    [violation] = result["seccompViolations"]
+    assert (violation["abi"], violation["syscallName"], violation["syscallNr"]) == ("x86_64", "ptrace", 101)
+    assert int(violation["pid"]) != int(started["pid"])
+    execution = [r for r in daemon.audit_records() if r["execution_id"] == started["executionId"]]
+    [recorded] = [r for r in execution if r["event"] == "execution.seccomp_violation"]
+    assert recorded["details"] == {"pid": int(violation["pid"]), "abi": "x86_64", "syscall": "ptrace",
+                                   "syscall_nr": 101}
+    [started_record] = [r for r in execution if r["event"] == "execution.started"]
+    assert started_record["details"]["uid"] == started["uid"] and started["uid"] in daemon.ids
+
+
 def test_cancelled(daemon: Daemon) -> None:
     process = daemon.ctl_popen("exec", "--json", "--", "/bin/sleep", "30")
     assert process.stdout is not None

@@ -41,8 +41,10 @@ def test_python_tool(daemon: Daemon) -> None:
         outcome = client.run_tool("python", {"code": "import os, sys\nprint(6 * 7, os.getuid(), sys.stdin.read())"},
                                   stdin=b"from stdin")
         assert outcome.status_name == "OK", outcome.result
-        assert outcome.stdout == b"42 65534 from stdin\n"
         assert outcome.started is not None and outcome.started.seccomp_profile == "python"
+        # a uid of its own, from the daemon's [sandbox] ids, and the Started event says which
+        assert outcome.started.uid in daemon.ids and outcome.started.uid != daemon.ids.shared_gid
+        assert outcome.stdout == f"42 {outcome.started.uid} from stdin\n".encode()
 
         failed = client.run_tool("python", {"code": "raise ValueError('bad input')"})
         assert (failed.status_name, failed.result.exit_code) == ("NONZERO_EXIT", 1)

@@ -52,7 +52,15 @@ def test_common_options_after_the_subcommand() -> None:
                                  "cpu_share_percent": 50}
 
 
-@pytest.mark.parametrize("bad", [["--memory", "lots"], ["--timeout", "5"], ["--pids", "0"]])
+def test_every_limit_of_the_api_has_an_option() -> None:
+    args = cli.build_parser().parse_args(["exec", "--file-size", "8M", "--open-files", "16", "--tmpfs-size", "16M",
+                                          "--", "/bin/true"])
+    assert cli._limits(args) == {"file_size_max_bytes": 8 << 20, "open_files_max": 16, "tmpfs_size_bytes": 16 << 20}
+    options = {dest for _, dest, _, _, _ in cli._LIMIT_OPTIONS}
+    assert options == {field.name for field in pb.Limits.DESCRIPTOR.fields}
+
+
+@pytest.mark.parametrize("bad", [["--memory", "lots"], ["--timeout", "5"], ["--pids", "0"], ["--open-files", "x"]])
 def test_bad_limits_are_usage_errors(bad: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         cli.build_parser().parse_args(["run", "python", *bad])
@@ -125,3 +133,14 @@ def test_no_result_is_an_error() -> None:
 def test_unreachable_daemon_is_125(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--socket", str(tmp_path / "absent.sock"), "tools"]) == 125
     assert "is sandboxd running" in capsys.readouterr().err
+
+
+def test_tool_descriptions_wrap_at_words_and_nothing_is_cut(capsys: pytest.CaptureFixture[str]) -> None:
+    description = "Read-only SQL against a database of the operator's choosing, with a row limit and a timeout"
+    cli.print_table([["NAME", "DESCRIPTION"], ["sqlite_query", description]], wrap_last=30)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "NAME          DESCRIPTION"
+    assert all(len(line) <= 14 + 30 for line in lines)
+    assert " ".join(line[14:] for line in lines[1:]) == description  # every word, in order, under the column
+    cli.print_table([["NAME", "DESCRIPTION"], ["sqlite_query", description]])  # --wide
+    assert capsys.readouterr().out.splitlines()[1] == f"sqlite_query  {description}"

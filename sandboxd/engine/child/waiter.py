@@ -42,6 +42,7 @@ from sandboxd.engine.child import syscalls as sc
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.report import report
 from sandboxd.engine.child.sequence import run_sandbox
+from sandboxd.engine.hostcheck import NOT_A_MOUNT_POINT, root_is_mount_point
 
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
 TRACE_OPTIONS = (sc.PTRACE_O_TRACEFORK | sc.PTRACE_O_TRACEVFORK | sc.PTRACE_O_TRACECLONE | sc.PTRACE_O_TRACEEXIT
@@ -50,11 +51,6 @@ _WALL = 0x40000000
 _FORK_EVENTS = (sc.PTRACE_EVENT_FORK, sc.PTRACE_EVENT_VFORK, sc.PTRACE_EVENT_CLONE)
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _SECCOMP_MODE_DEAD = 3
-_NOT_A_MOUNT_POINT_HINT = (
-    "the root directory / is not a mount point here (a chroot?): sandboxes need it to be one to make mounts "
-    "private and pivot_root. Bind-mount the chroot onto itself before entering it (mount --bind DIR DIR), or "
-    "run sandboxd in a container or on the host"
-)
 
 
 def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
@@ -73,8 +69,8 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         try:
             sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)  # nothing we mount propagates to the host
         except OSError as e:
-            if e.errno == 22 and not _root_is_mount_point():
-                raise OSError(e.errno, _NOT_A_MOUNT_POINT_HINT) from e
+            if e.errno == 22 and not root_is_mount_point():
+                raise OSError(e.errno, NOT_A_MOUNT_POINT) from e
             raise
         stage = "open cgroup"
         # Opened now: pid 1's pivot_root moves the root of this process too (same mount namespace), after
@@ -120,11 +116,6 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
     os.write(status_pipe, (f"exit {status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
                            f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
     os._exit(0)
-
-
-def _root_is_mount_point() -> bool:
-    with open("/proc/self/mountinfo", encoding="utf-8") as mountinfo:
-        return any(line.split()[4] == "/" for line in mountinfo)
 
 
 def _handler_status(init_r: int) -> int | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from daemon_harness import cgroup_dirs, sandbox_processes, test_ids  # tests/integration is on sys.path
+from daemon_harness import cgroup_dirs, fresh_ids, sandbox_processes  # tests/integration is on sys.path
 
 from sandboxd.base.limits import Limits
 from sandboxd.engine.config import EngineConfig
@@ -99,7 +99,7 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     if os.geteuid() != 0:
         pytest.skip("the engine's integration tests need root")
     instance = f"test-{uuid.uuid4().hex[:8]}"
-    config = EngineConfig(state_dir=tmp_path / "state", instance=instance, sandbox_ids=test_ids())
+    config = EngineConfig(state_dir=tmp_path / "state", instance=instance, sandbox_ids=fresh_ids())
     mounts_before = Path("/proc/self/mountinfo").read_text()
     yield Engine(config)
     leftovers = [d for d in cgroup_dirs(instance) if d.exists()]

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import daemon_harness  # tests/integration is on sys.path (no __init__ there)
 import pytest
-from daemon_harness import Daemon, make_daemon, sandbox_processes, test_ids
+from daemon_harness import Daemon, fresh_ids, make_daemon, sandbox_processes
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.base.limits import Limits
@@ -322,7 +322,7 @@ def engine(run_cgroup: RunCgroup, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
            caplog: pytest.LogCaptureFixture) -> Iterator[Engine]:
     caplog.set_level(logging.WARNING, logger="sandboxd")
     config = EngineConfig(state_dir=tmp_path / "state", instance=f"test-{uuid.uuid4().hex[:8]}",
-                          sandbox_ids=test_ids())
+                          sandbox_ids=fresh_ids())
     mounts_before = Path("/proc/self/mountinfo").read_text()
     engine = Engine(run_cgroup, config, Recorder(monkeypatch))
     yield engine

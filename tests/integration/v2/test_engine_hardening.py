@@ -1,0 +1,93 @@
+"""The engine's hardening on a real v2 kernel: every seccomp kill named whoever it hit, a uid of its own per
+execution, memory limits that refuse to run where swap could escape them, and pid kills that spare a process
+that is not (or no longer) in the leaf."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sandboxd.base.errors import CgroupError
+from sandboxd.base.limits import Limits
+from sandboxd.engine.cgroups import fsutil
+from sandboxd.engine.cgroups.base import CgroupLimits
+from sandboxd.engine.cgroups.v2 import V2Backend, V2ExecCgroup
+from sandboxd.engine.result import Status
+
+from .conftest import V2_MARKS, Engine, RunCgroup, move, read
+
+pytestmark = V2_MARKS
+
+LIMITS = Limits(wall_time_ms=120_000, cpu_time_ms=None)
+MOUNT = "import ctypes; ctypes.CDLL(None).syscall(165, 0, 0, 0, 0, 0)"  # killed by the default profile
+THREAD_MOUNT = ("import ctypes, threading\n"
+                "t = threading.Thread(target=lambda: ctypes.CDLL(None).syscall(165, 0, 0, 0, 0, 0)); t.start(); "
+                "t.join()")
+
+
+def test_a_grandchilds_and_a_threads_seccomp_kills_are_named(engine: Engine) -> None:
+    run = engine.run(engine.spec("/bin/sh", "-c", f"/usr/bin/python3 -c '{MOUNT}'; echo after $?", limits=LIMITS))
+    assert run.result.status is Status.OK, run.result
+    assert run.stdout == b"after 159\n"
+    assert [(v.abi, v.syscall_name) for v in run.result.seccomp_violations] == [("x86_64", "mount")]
+    threaded = engine.run(engine.spec("/usr/bin/python3", "-c", THREAD_MOUNT, limits=LIMITS))
+    assert threaded.result.status is Status.SECCOMP_VIOLATION, threaded.result
+    assert threaded.result.seccomp_syscall_name == "mount"  # not the main thread's futex
+
+
+def test_each_execution_runs_as_a_uid_of_its_own(engine: Engine) -> None:
+    runs = [engine.run(engine.spec("/bin/sh", "-c", "id -u; id -G; cat /proc/self/loginuid", limits=LIMITS))
+            for _ in range(2)]
+    ids = engine.config.sandbox_ids
+    seen = set()
+    for run in runs:
+        assert run.result.status is Status.OK, run.result
+        assert run.started is not None
+        uid, groups, loginuid = run.stdout.decode().splitlines()
+        assert uid == loginuid == str(run.started.uid) and run.started.uid in ids
+        assert groups.split() == [uid, str(ids.shared_gid)]
+        seen.add(run.started.uid)
+    assert len(seen) == 2
+
+
+def test_a_memory_limit_where_swap_is_on(run_cgroup: RunCgroup, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename\tType\tSize\tUsed\tPriority\n/swapfile\tfile\t1048572\t0\t-2\n")
+    backend = V2Backend(run_cgroup.own, swaps_path=swaps)
+    leaf = run_cgroup.make_child("swap")
+    try:
+        cg = V2ExecCgroup(leaf, fsutil.DirOps())
+        if cg._has("memory.swap.max"):  # swap accounting: the limit covers swap, which is set to none
+            backend._apply(cg, CgroupLimits(64 << 20, None, None))
+            assert (read(leaf / "memory.max"), read(leaf / "memory.swap.max")) == (str(64 << 20), "0")
+        has = V2ExecCgroup._has
+        monkeypatch.setattr(V2ExecCgroup, "_has", lambda c, name: name != "memory.swap.max" and has(c, name))
+        with pytest.raises(CgroupError, match=r"swap is on but .*memory\.swap\.max is missing"):
+            backend._apply(cg, CgroupLimits(32 << 20, None, None))
+    finally:
+        run_cgroup.remove_child(leaf, expected=set())
+
+
+def test_the_freezer_kill_spares_a_listed_pid_outside_the_leaf(run_cgroup: RunCgroup,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    has = V2ExecCgroup._has
+    monkeypatch.setattr(V2ExecCgroup, "_has", lambda c, name: name != "cgroup.kill" and has(c, name))
+    leaf = run_cgroup.make_child("exec-pidfd")
+    member = subprocess.Popen(["sleep", "300"])
+    bystander = subprocess.Popen(["sleep", "300"])  # stands for a host process that reused a listed pid
+    try:
+        move(member.pid, leaf)
+        cg = V2ExecCgroup(leaf, fsutil.DirOps())
+        monkeypatch.setattr(cg, "pids", lambda: [member.pid, bystander.pid])
+        cg.kill()
+        assert member.wait(timeout=10) == -9
+        with pytest.raises(subprocess.TimeoutExpired):
+            bystander.wait(timeout=0.5)
+    finally:
+        for process in (member, bystander):
+            process.kill()
+            process.wait()
+        run_cgroup.remove_child(leaf, expected=set())
