@@ -8,7 +8,25 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from sandboxd.base.echo import quote
 from sandboxd.base.errors import InvalidSpec
+
+_I64_MAX = 2**63 - 1
+# What the kernel can take for each limit (an unlimited ceiling must not let a request reach setup with a
+# value setrlimit or the cgroup would refuse): rlimits are signed 64-bit here, RLIMIT_NOFILE is capped by
+# fs.nr_open (2^20 by default), pids by PID_MAX_LIMIT (2^22).
+MAXIMUMS: dict[str, int] = {
+    "memory_max_bytes": _I64_MAX,
+    "cpu_time_ms": _I64_MAX // 1000,
+    "cpu_share_percent": 100 * 1024,
+    "wall_time_ms": _I64_MAX // 1000,
+    "output_max_bytes": _I64_MAX,
+    "pids_max": 1 << 22,
+    "file_size_max_bytes": _I64_MAX,
+    "open_files_max": 1 << 20,
+    "tmpfs_size_bytes": _I64_MAX,
+}
+MIN_OPEN_FILES = 4
 
 
 @dataclass(frozen=True)
@@ -30,9 +48,12 @@ class Limits:
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise InvalidSpec(f"limit {name} must be a positive integer, got {value!r}")
-        if self.cpu_share_percent is not None and self.cpu_share_percent > 100 * 1024:
-            raise InvalidSpec(f"limit cpu_share_percent is absurd: {self.cpu_share_percent}")
+                raise InvalidSpec(f"limit {name} must be a positive integer, got {quote(value)}")
+            if value is not None and value > MAXIMUMS[name]:
+                raise InvalidSpec(f"limit {name} must be at most {MAXIMUMS[name]}, got {value}")
+        if self.open_files_max is not None and self.open_files_max < MIN_OPEN_FILES:
+            raise InvalidSpec(f"limit open_files_max must be at least {MIN_OPEN_FILES} (stdin, stdout, stderr and "
+                              f"one more), got {self.open_files_max}")
 
 
 LIMIT_FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Limits))

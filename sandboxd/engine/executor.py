@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
+from sandboxd.base.limits import Limits
 from sandboxd.engine.cgroups import Backend, CgroupLimits, CgroupStats, ExecCgroup, detect_backend
 from sandboxd.engine.child.init import INIT_COMM
 from sandboxd.engine.config import EngineConfig
@@ -66,6 +67,7 @@ class _Run:
         self.started_at = time.time()
         self.pid = 0
         self.kill_reason: Status | None = None
+        self.kill_message: str | None = None  # why, when the status alone does not say
         self.stdout_bytes = 0
         self.stderr_bytes = 0
         self.output_truncated = False
@@ -96,6 +98,10 @@ class Executor:
         self._spawner = spawner
         self._runs: dict[str, _Run] = {}
         self._ids = IdPool(config.sandbox_ids)
+        self._background: set[asyncio.Future[None]] = set()  # releases and undos that outlived a cancellation
+        self._spawner_lock = asyncio.Lock()
+        self._accounted: set[_Run] = set()  # executions whose CPU time (or v1 OOM) the sweep watches
+        self._sweeper: asyncio.Task[None] | None = None
         # Execution cgroups an earlier instance left (it crashed): killed and removed before we started.
         self.recovered_leaves = tuple(recovered_leaves)
 
@@ -125,6 +131,10 @@ class Executor:
     async def close(self) -> None:
         for run in list(self._runs.values()):
             await asyncio.to_thread(run.kill, Status.CANCELLED)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._sweeper is not None:
+            await cancel_and_wait([self._sweeper])
         await self._spawner.close()
         if not self._runs:
             self._backend.remove_base()
@@ -147,11 +157,13 @@ class Executor:
         return result
 
     async def _live_spawner(self) -> SpawnerClient:
-        if not self._spawner.alive:
-            log.error("the spawner died; starting a new one")
-            await self._spawner.close()
-            self._spawner = await SpawnerClient.start()
-        return self._spawner
+        # One restart however many executions find the spawner dead at once: the rest wait for it.
+        async with self._spawner_lock:
+            if not self._spawner.alive:
+                log.error("the spawner died; starting a new one")
+                await self._spawner.close()
+                self._spawner = await SpawnerClient.start()
+            return self._spawner
 
     async def execute(
         self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None
@@ -175,31 +187,43 @@ class Executor:
             yield Result(eid, Status.SETUP_FAILED, e.message, setup_stage="ids")
             return
         try:
-            cgroup = await asyncio.to_thread(self._backend.create, eid, CgroupLimits(
-                limits.memory_max_bytes, limits.cpu_share_percent, cgroup_pids_max(limits.pids_max)))
+            cgroup = await self._create_cgroup(eid, limits)
         except CgroupError as e:
             self._ids.release(uid)
             yield Result(eid, Status.SETUP_FAILED, str(e), setup_stage="cgroup")
             return
+        except BaseException:  # cancelled: what the worker thread made is gone again
+            self._ids.release(uid)
+            raise
         run = _Run(eid, spec, cgroup, cancel, uid)
         self._runs[eid] = run
-        stdin_r, stdin_fd = os.pipe2(os.O_CLOEXEC)
-        stdin_w = OwnedFd(stdin_fd)  # feed_stdin closes it when done (EOF for the handler), or _release does
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        # From here one try/finally holds everything: the release runs whatever fails or is cancelled.
+        stdin_w = OwnedFd(-1)
+        ours: list[int] = []  # our ends of the pipes, closed by the release
         handle: SpawnHandle | None = None
-        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._watch_cancel(run))]
+        tasks: list[asyncio.Task[None]] = []
         final: Result | None = None
         try:
+            tasks.append(asyncio.create_task(self._watch_cancel(run)))
+            theirs: list[int] = []
             try:
+                for _ in range(3):
+                    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                    ours.append(write_end if not theirs else read_end)
+                    theirs.append(read_end if not theirs else write_end)
+                stdin_w = OwnedFd(ours.pop(0))  # feed_stdin closes it when done (EOF for the handler)
                 spawner = await self._live_spawner()
                 handle = spawner.spawn(build_plan(self._config, spec, eid, cgroup.procs_files, uid),
-                                       (stdin_r, out_w, err_w))
+                                       (theirs[0], theirs[1], theirs[2]))
             except SpawnerError as e:
                 final = Result(eid, Status.SETUP_FAILED, str(e), setup_stage="spawn")
+            except OSError as e:  # EMFILE and the like: nothing was started
+                final = Result(eid, Status.SETUP_FAILED, f"pipes: {e.strerror or e}", setup_stage="pipes",
+                               setup_errno=e.errno or 0)
             finally:
-                close_quietly(stdin_r, out_w, err_w)
+                close_quietly(*theirs)
             if handle is not None:
+                out_r, err_r = ours
                 tasks.append(asyncio.create_task(feed_stdin(stdin_w, spec.stdin)))
                 started = await self._await_started(run, handle)
                 if isinstance(started, SetupFailure):
@@ -214,15 +238,48 @@ class Executor:
                         yield event
                     final = await self._finish(run, await handle.exited, t0)
         finally:
-            await self._release(run, handle, tasks, stdin_w, (out_r, err_r))
+            # Shielded: a second cancellation (a stop during the release) must not skip the kill, the closes
+            # or the rmdir; the release then goes on by itself.
+            release = asyncio.ensure_future(self._release(run, handle, tasks, stdin_w, tuple(ours)))
+            try:
+                await asyncio.shield(release)
+            except asyncio.CancelledError:
+                self._background.add(release)
+                release.add_done_callback(self._background.discard)
+                raise
         # Yielded only after the release: a caller that stops at the Result finds nothing of it left.
         if final is not None:
             yield final
+
+    async def _create_cgroup(self, eid: str, limits: Limits) -> ExecCgroup:
+        """The execution's leaf, made in a worker thread. If the caller is cancelled meanwhile, the thread
+        still finishes: wait for it and remove what it made, so no empty leaf is left behind."""
+        creating = asyncio.ensure_future(asyncio.to_thread(self._backend.create, eid, CgroupLimits(
+            limits.memory_max_bytes, limits.cpu_share_percent, cgroup_pids_max(limits.pids_max))))
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            undo = asyncio.ensure_future(self._undo_create(creating))
+            self._background.add(undo)
+            undo.add_done_callback(self._background.discard)
+            raise
+
+    @staticmethod
+    async def _undo_create(creating: asyncio.Future[ExecCgroup]) -> None:
+        try:
+            cgroup = await creating
+        except BaseException:
+            return  # nothing was made
+        try:
+            await asyncio.to_thread(cgroup.remove)
+        except CgroupError as e:
+            log.error("%s", e)
 
     async def _release(self, run: _Run, handle: SpawnHandle | None, tasks: list[asyncio.Task[None]],
                        stdin: OwnedFd, fds: tuple[int, ...]) -> None:
         """Kill what is left, close our pipe ends, remove the cgroup. Runs exactly once per execution."""
         await cancel_and_wait(tasks)  # before any fd is closed
+        self._accounted.discard(run)
         stdin.close()
         if handle is not None and not handle.exited.done():  # the consumer left early
             await asyncio.to_thread(run.kill, Status.CANCELLED)
@@ -244,25 +301,41 @@ class Executor:
         await asyncio.to_thread(run.kill, Status.CANCELLED)
 
     async def _monitor(self, run: _Run, t0: float) -> None:
-        limits = run.spec.limits
-        watch_stats = limits.cpu_time_ms is not None or run.cgroup.oom_group_emulated
-        while True:
-            elapsed_s = time.monotonic() - t0
-            if limits.wall_time_ms is not None and elapsed_s * 1000 >= limits.wall_time_ms:
-                await asyncio.to_thread(run.kill, Status.TIMEOUT)
-                return
-            if watch_stats:
-                stats = run.stats()
-                if limits.cpu_time_ms is not None and stats.cpu_usec >= limits.cpu_time_ms * 1000:
-                    await asyncio.to_thread(run.kill, Status.CPU_LIMIT)
-                    return
-                if run.cgroup.oom_group_emulated and stats.oom_kill_count > 0:
-                    await asyncio.to_thread(run.kill, Status.MEMORY_LIMIT)  # v1 killed one task: kill all
-                    return
-            sleep_s = POLL_INTERVAL_S
-            if limits.wall_time_ms is not None:
-                sleep_s = min(sleep_s, max(0.001, limits.wall_time_ms / 1000 - elapsed_s))
-            await asyncio.sleep(sleep_s)
+        """Wall time by a timer (no polling); CPU time and v1's group OOM by the one accounting sweep."""
+        if run.spec.limits.cpu_time_ms is not None or run.cgroup.oom_group_emulated:
+            self._accounted.add(run)
+            if self._sweeper is None or self._sweeper.done():
+                self._sweeper = asyncio.create_task(self._sweep())
+        wall_time_ms = run.spec.limits.wall_time_ms
+        if wall_time_ms is None:
+            return
+        await asyncio.sleep(max(0.0, wall_time_ms / 1000 - (time.monotonic() - t0)))
+        await asyncio.to_thread(run.kill, Status.TIMEOUT)
+
+    async def _sweep(self) -> None:
+        """Every ``POLL_INTERVAL_S``, read the accounting of every execution that needs it in one worker thread
+        (never on the event loop, one thread hop however many run), and end those over their CPU time, those
+        v1 OOM-killed a task of, and — with a clear verdict — those whose accounting cannot be read, since
+        their CPU-time limit could no longer be enforced."""
+        while self._accounted:
+            await asyncio.sleep(POLL_INTERVAL_S)
+            runs = [run for run in self._accounted if run.kill_reason is None]
+            for run, stats in zip(runs, await asyncio.to_thread(_read_stats, runs), strict=True):
+                limits = run.spec.limits
+                reason: Status | None = None
+                if isinstance(stats, CgroupError):
+                    run.kill_message = (f"ended: the cgroup's accounting could not be read ({stats.message}), so its "
+                                        "CPU time and memory limits could no longer be enforced")
+                    reason = Status.CANCELLED
+                elif limits.cpu_time_ms is not None and stats.cpu_usec >= limits.cpu_time_ms * 1000:
+                    reason = Status.CPU_LIMIT
+                elif run.cgroup.oom_group_emulated and stats.oom_kill_count > 0:
+                    reason = Status.MEMORY_LIMIT  # v1 killed one task: kill all
+                if reason is not None:
+                    self._accounted.discard(run)
+                    kill = asyncio.ensure_future(asyncio.to_thread(run.kill, reason))
+                    self._background.add(kill)
+                    kill.add_done_callback(self._background.discard)
 
     async def _await_started(self, run: _Run, handle: SpawnHandle) -> int | SetupFailure:
         """The handler's pid once it has passed ``execve``, or why not — a setup that hangs (a FIFO, a dead
@@ -299,7 +372,7 @@ class Executor:
         verdict = decide(Facts(run.kill_reason, report.wait_status, stats, run.spec.limits, handler_killed))
         syscall_nr: int | None = None
         syscall = ""
-        message = verdict.message
+        message = run.kill_message or verdict.message
         if verdict.status is Status.SECCOMP_VIOLATION:
             if own is not None:
                 syscall_nr, syscall = own.syscall_nr, own.syscall_name
@@ -321,6 +394,16 @@ class Executor:
             memory_peak_bytes=stats.memory_peak_bytes or report.maxrss_bytes,
             stdout_bytes=run.stdout_bytes, stderr_bytes=run.stderr_bytes, output_truncated=run.output_truncated,
             seccomp_syscall_nr=syscall_nr, seccomp_syscall_name=syscall, seccomp_violations=violations)
+
+
+def _read_stats(runs: list[_Run]) -> list[CgroupStats | CgroupError]:
+    results: list[CgroupStats | CgroupError] = []
+    for run in runs:
+        try:
+            results.append(run.cgroup.stats())
+        except CgroupError as e:
+            results.append(e)
+    return results
 
 
 def cgroup_pids_max(pids_max: int | None) -> int | None:

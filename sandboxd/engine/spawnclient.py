@@ -5,6 +5,7 @@ nothing here forks (the spawner is started with ``posix_spawn``-style exec by :m
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import socket
@@ -85,15 +86,21 @@ class SpawnerClient:
         if self._dead is not None:
             raise self._dead
         handle = SpawnHandle(plan.execution_id)
-        payload = json.dumps({"op": "spawn", "id": plan.execution_id, "plan": plan.to_wire()}).encode()
-        if len(payload) > MAX_MESSAGE_BYTES:
-            raise SpawnerError(f"execution plan too large: {len(payload)} bytes", temporary=False)
+        # The plan travels in a sealed memfd beside the stdio fds, not in the datagram: a datagram is bounded
+        # by the socket buffer (net.core.wmem_max), a plan only by the request size the daemon admits.
+        try:
+            plan_fd = plan_memfd(json.dumps(plan.to_wire()).encode())
+        except OSError as e:
+            raise SpawnerError(f"cannot pass the execution plan: {e}") from e
+        message = json.dumps({"op": "spawn", "id": plan.execution_id}).encode()
         self._handles[plan.execution_id] = handle
         try:
-            socket.send_fds(self._sock, [payload], list(stdio))
+            socket.send_fds(self._sock, [message], [*stdio, plan_fd])
         except OSError as e:
             del self._handles[plan.execution_id]
             raise SpawnerError(f"cannot reach the spawner: {e}") from e
+        finally:
+            os.close(plan_fd)
         return handle
 
     def _on_readable(self) -> None:
@@ -150,6 +157,22 @@ class SpawnerClient:
         except TimeoutError:
             self._process.kill()
             await asyncio.to_thread(self._process.wait)
+
+
+def plan_memfd(data: bytes) -> int:
+    """A sealed, close-on-exec memfd holding ``data``, positioned at its start."""
+    fd = os.memfd_create("sandboxd-plan", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+                    | fcntl.F_SEAL_SEAL)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def close_quietly(*fds: int) -> None:

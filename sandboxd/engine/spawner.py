@@ -10,8 +10,10 @@ stdio pipe ends attached to ``spawn`` with ``SCM_RIGHTS``:
 direction      message                                                    fds               when
 =============  =========================================================  ================  ==================
 spawner→daemon ``{"op": "ready", "pid": P}``                              -                 once, at start
-daemon→spawner ``{"op": "spawn", "id": ID, "plan": {…JailPlan…}}``        stdin r, stdout   per execution
-                                                                          w, stderr w
+daemon→spawner ``{"op": "spawn", "id": ID}``                              stdin r, stdout   per execution
+                                                                          w, stderr w, the
+                                                                          plan (a sealed
+                                                                          memfd of JSON)
 spawner→daemon ``{"op": "started", "id": ID, "pid": P}``                  -                 handler passed
                                                                                             ``execve``; P is
                                                                                             its host pid
@@ -51,7 +53,7 @@ import prctl
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.waiter import run_waiter
 
-MAX_MESSAGE_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 1 << 16  # a control message; plans travel in memfds
 SOCKET_BUFFER_BYTES = 4 << 20
 
 
@@ -93,16 +95,18 @@ class Spawner:
                     self._on_pipe(int(key.fd))
 
     def _on_control(self) -> bool:
-        msg, fds, _, _ = socket.recv_fds(self._control, MAX_MESSAGE_BYTES, 3)
+        msg, fds, _, _ = socket.recv_fds(self._control, MAX_MESSAGE_BYTES, 4)
         if not msg:
             return False
         request = json.loads(msg)
-        if request.get("op") != "spawn" or len(fds) != 3:
+        if request.get("op") != "spawn" or len(fds) != 4:
             for fd in fds:
                 os.close(fd)
             raise SystemExit(f"spawner: protocol violation: {request.get('op')!r} with {len(fds)} fds")
         stdio = (fds[0], fds[1], fds[2])
-        self._spawn(str(request["id"]), JailPlan.from_wire(request["plan"]), stdio)
+        with os.fdopen(fds[3], "rb") as plan:
+            wire = json.loads(plan.read())
+        self._spawn(str(request["id"]), JailPlan.from_wire(wire), stdio)
         return True
 
     def _spawn(self, execution_id: str, plan: JailPlan, stdio: tuple[int, int, int]) -> None:

@@ -16,7 +16,7 @@ for a TLS call with a verified client certificate ``transport_security_type = [b
 OpenSSL's own escaping (UTF-8 as ``\\C3\\BC``, ``emailAddress=``, multi-valued RDNs reordered), so the
 subject is read from ``x509_pem_cert`` and compared as a parsed name, not as text.
 
-A JWT's principal is its ``sub`` and its roles are its ``roles`` claim (a list of strings) — exactly those:
+A JWT's principal is ``jwt:`` and its ``sub`` and its roles are its ``roles`` claim (a list of strings) — exactly those:
 the issuer holding the key is trusted with both. ``exp``, ``iss``, ``aud`` and ``sub`` are required; ``nbf``
 and ``iat`` are checked when present; all within ``auth.jwt_leeway``. The algorithm is the key's (no
 ``none``, and a token signed HS256 is not verified with an RSA public key taken as an HMAC secret).
@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.refusals import AuthFailed
-from sandboxd.policy.config import PolicyConfig, subject_name, subject_string
+from sandboxd.policy.config import JWT_PRINCIPAL_PREFIX, PolicyConfig, subject_name, subject_string
 
 __all__ = ["AuthFailed", "Authenticator", "Identity", "JwtKey", "load_jwt_key"]
 
@@ -255,7 +255,7 @@ class Authenticator:
         for role in roles:
             if role not in self._policy.roles:
                 self._warn_unknown_role(subject, role)
-        return Identity(subject, known, "jwt")
+        return Identity(JWT_PRINCIPAL_PREFIX + subject, known, "jwt")
 
     def _warn_unknown_role(self, subject: str, role: str) -> None:
         if role in self._warned_roles or len(self._warned_roles) >= _MAX_WARNED_ROLES:

@@ -64,6 +64,10 @@ EMBEDDED = "(embedded defaults)"
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 MAX_JWT_LEEWAY_MS = 5 * 60 * 1000
 
+# A JWT's subject is its issuer's name for someone, not ours: kept apart from the configured principals (the
+# socket's, static tokens', certificates'), which may not use the prefix, so "alice" by JWT never acts as
+# the static-token "alice" or the socket's admin.
+JWT_PRINCIPAL_PREFIX = "jwt:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 _TOOL_PATTERN = re.compile(r"^[a-z0-9_*?\[\]!-]{1,64}$")
 _SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -246,6 +250,9 @@ def _check_name(table: TomlTable, name: str, kind: str) -> None:
 
 def _principal(table: TomlTable, name: str) -> PrincipalConfig:
     _check_name(table, name, "principal")
+    if name.startswith(JWT_PRINCIPAL_PREFIX):
+        raise table.error(name, f"{name!r}: names starting {JWT_PRINCIPAL_PREFIX!r} are JWT subjects' (a token's "
+                                "sub becomes jwt:SUB); a configured principal may not take one")
     entry = table.take_table(name)
     roles = entry.take_str_list("roles")
     subjects: list[str] = []

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from sandboxd.base.echo import quote
 from sandboxd.base.errors import InvalidSpec
 from sandboxd.base.limits import LIMIT_FIELDS, Limits
 from sandboxd.base.refusals import (
@@ -91,17 +92,9 @@ class Policy:
                 f"{role.max_payload_bytes} bytes",
                 role=role.name,
             )
-        owner = f"tool {tool!r}" if tool is not None else "daemon"
+        owner = f"tool {quote(tool)}" if tool is not None else "daemon"
         effective, clamped = _limits(role, requested or {}, tool_limits, owner=owner)
-        if role.rate is not None:
-            retry_after_s = self.rate_limiter.try_acquire((identity.principal, role.name), role.rate, self._monotonic())
-            if retry_after_s > 0:
-                raise RateLimited(
-                    f"principal {identity.principal!r} used up role {role.name!r}'s rate of {role.rate.per_minute} "
-                    f"per minute (burst {role.rate.burst}); retry in {retry_after_s:.3f}s",
-                    retry_after_s=retry_after_s,
-                    role=role.name,
-                )
+        self._charge(identity, role)
         return Decision(
             principal=identity.principal,
             role=role.name,
@@ -134,11 +127,38 @@ class Policy:
         if expired is not None:
             role, grant = expired
             raise GrantExpired(
-                f"role {role.name!r}'s grant of tool {tool!r} ({grant.pattern!r}) expired at "
+                f"role {role.name!r}'s grant of tool {quote(tool)} ({grant.pattern!r}) expired at "
                 f"{_iso(grant.expires_at)}",
                 role=role.name,
             )
-        raise ToolNotGranted(f"principal {identity.principal!r} (roles: {held}) is not granted tool {tool!r}")
+        raise ToolNotGranted(f"principal {identity.principal!r} (roles: {held}) is not granted tool {quote(tool)}")
+
+    def _charge(self, identity: Identity, role: RoleConfig) -> None:
+        """One token of the (principal, role) bucket, or RATE_LIMITED."""
+        if role.rate is None:
+            return
+        retry_after_s = self.rate_limiter.try_acquire((identity.principal, role.name), role.rate, self._monotonic())
+        if retry_after_s > 0:
+            raise RateLimited(
+                f"principal {identity.principal!r} used up role {role.name!r}'s rate of {role.rate.per_minute} "
+                f"per minute (burst {role.rate.burst}); retry in {retry_after_s:.3f}s",
+                retry_after_s=retry_after_s,
+                role=role.name,
+            )
+
+    def charge_refusal(self, identity: Identity) -> None:
+        """A request refused before it was decided (an unknown tool, bad params, no grant …) costs a token too,
+        of the principal's first role with a rate: refusals cannot flood the daemon or its audit log. Raises
+        RATE_LIMITED once that is used up."""
+        for role in self._roles(identity):
+            if role.rate is not None:
+                self._charge(identity, role)
+                return
+
+    def check_grant(self, identity: Identity, tool: str) -> None:
+        """Raise TOOL_NOT_GRANTED / GRANT_EXPIRED unless a role of the caller grants ``tool`` now — whether
+        or not such a tool exists, so that a refusal tells nobody which tools exist that they cannot see."""
+        self._grant(identity, tool)
 
     def visible_tools(self, identity: Identity, names: Iterable[str]) -> list[str]:
         """The tools of ``names`` the caller may run now, in the order given."""
@@ -165,9 +185,9 @@ def _limits(
     The only place ceilings are applied: the registry plans with the result as it is."""
     for name, asked in requested.items():
         if name not in LIMIT_FIELDS:
-            raise InvalidRequest(f"unknown limit {name!r}")
+            raise InvalidRequest(f"unknown limit {quote(name)}")
         if isinstance(asked, bool) or not isinstance(asked, int) or asked <= 0:
-            raise InvalidRequest(f"limit {name} must be a positive integer, got {asked!r}")
+            raise InvalidRequest(f"limit {name} must be a positive integer, got {quote(asked)}")
     per_call: dict[str, int] = {}
     clamped: list[str] = []
     for name in LIMIT_FIELDS:
@@ -190,6 +210,6 @@ def _limits(
             per_call[name] = effective
     try:
         limits = dataclasses.replace(tool_limits, **per_call)
-    except InvalidSpec as exc:  # an absurd value no ceiling caught, e.g. a cpu_share of 10^6 %
+    except InvalidSpec as exc:  # beyond what the kernel takes, and no ceiling caught it (an unlimited one)
         raise InvalidRequest(exc.message) from exc
     return limits, tuple(clamped)

@@ -32,6 +32,7 @@ class Admitted:
     labels: Mapping[str, str] = field(default_factory=dict)
     admitted_at: float = field(default_factory=time.time)
     cancelled_by: str = ""  # the principal that cancelled it, "daemon-stopping", "caller-left"
+    outcome_recorded: bool = False  # its execution.finished is written: exactly one per allowed decision
     # Handed to the engine with the spec: set before, during or after set-up, it ends the execution CANCELLED.
     cancel_token: asyncio.Event = field(default_factory=asyncio.Event)
 

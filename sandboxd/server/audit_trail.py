@@ -21,15 +21,18 @@ The log itself adds ``audit.repaired``, ``audit.expired`` and ``audit.subscriber
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sandboxd.audit.record import AuditRecord
 from sandboxd.audit.writer import AuditLog
+from sandboxd.base.echo import ECHO_MAX_CHARS, cut
 from sandboxd.base.errors import SandboxError
 from sandboxd.base.limits import Limits
 from sandboxd.engine.result import Result, Status
+
+COMMAND_ARGS_RECORDED = 32
 
 # The Result statuses that mean "a limit ended it", and which limit.
 LIMIT_BY_STATUS = {
@@ -50,6 +53,16 @@ class Subject:
     request_id: str = ""
 
 
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str):
+        return cut(value)
+    if isinstance(value, Mapping):
+        return {cut(str(key), ECHO_MAX_CHARS): _bounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bounded(item) for item in value]
+    return value
+
+
 def limits_details(limits: Limits) -> dict[str, int | None]:
     return dataclasses.asdict(limits)
 
@@ -59,9 +72,12 @@ class AuditTrail:
         self.log = log
 
     def _append(self, event: str, subject: Subject, details: Mapping[str, Any]) -> AuditRecord:
+        # What a caller sent (a tool name, a request id, a failing value) is recorded bounded: a refusal
+        # must not be able to write megabytes of audit.
         return self.log.append(
-            event, principal=subject.principal, tool=subject.tool, execution_id=subject.execution_id,
-            request_id=subject.request_id, details=dict(details),
+            event, principal=cut(subject.principal, ECHO_MAX_CHARS), tool=cut(subject.tool, ECHO_MAX_CHARS),
+            execution_id=cut(subject.execution_id, ECHO_MAX_CHARS),
+            request_id=cut(subject.request_id, ECHO_MAX_CHARS), details=_bounded(details),
         )
 
     def check_writable(self) -> None:
@@ -77,15 +93,28 @@ class AuditTrail:
     def request_received(self, subject: Subject, *, rpc: str, peer: str, auth_method: str) -> AuditRecord:
         return self._append("request.received", subject, {"rpc": rpc, "peer": peer, "auth_method": auth_method})
 
-    def allowed(self, subject: Subject, *, rpc: str, role: str, limits: Limits | None = None) -> AuditRecord:
+    def allowed(self, subject: Subject, *, rpc: str, role: str, limits: Limits | None = None,
+                command: Sequence[str] | None = None, clamped: Sequence[str] = ()) -> AuditRecord:
+        """``command``: a raw command's argv (the first ``COMMAND_ARGS_RECORDED`` arguments, each bounded);
+        ``clamped``: the limits lowered to a ceiling."""
         details: dict[str, Any] = {"outcome": "allowed", "rpc": rpc, "role": role}
         if limits is not None:
             details["limits"] = limits_details(limits)
+        if command is not None:
+            details["argv"] = [cut(arg, ECHO_MAX_CHARS) for arg in command[:COMMAND_ARGS_RECORDED]]
+            if len(command) > COMMAND_ARGS_RECORDED:
+                details["argv_count"] = len(command)
+        if clamped:
+            details["clamped"] = list(clamped)
         return self._append("decision", subject, details)
 
-    def denied(self, subject: Subject, *, rpc: str, error: SandboxError, role: str = "") -> AuditRecord:
+    def denied(self, subject: Subject, *, rpc: str, error: SandboxError, role: str = "",
+               peer: str = "") -> AuditRecord:
+        """``peer``: where an unidentified caller called from (the socket, or a TCP address)."""
         details = {"outcome": "denied", "rpc": rpc, "reason": error.reason, "message": error.message,
                    "role": role or str(getattr(error, "role", "") or "")}
+        if peer:
+            details["peer"] = peer
         return self._append("decision", subject, details)
 
     # -- executions ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sandboxd import __version__
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
-from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.api.handlers import add_sandbox_service
 from sandboxd.audit.config import AuditConfig, load_hmac_key
 from sandboxd.audit.writer import AuditLog
 from sandboxd.base.errors import ConfigError, SandboxError
@@ -218,7 +218,7 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_SandboxServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    add_sandbox_service(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -37,6 +37,17 @@ def _audit_events(records: Sequence[AuditRecord]) -> list[pb.ExecuteEvent]:
     return [pb.ExecuteEvent(audit=convert.audit_event(record)) for record in records]
 
 
+def record_outcome(admitted: Admitted, result: Result, trail: AuditTrail) -> list[AuditRecord]:
+    """The outcome records of an allowed execution — exactly once: a cancellation first, then the limit hit or
+    seccomp kills, then ``execution.finished``."""
+    subject = Subject(admitted.principal, admitted.tool, admitted.execution_id, admitted.request_id)
+    admitted.outcome_recorded = True
+    records = []
+    if result.status is Status.CANCELLED:
+        records.append(trail.cancelled(subject, by=admitted.cancelled_by or "unknown"))
+    return records + trail.finished(subject, result)
+
+
 async def stream_execution(
     admitted: Admitted,
     spec: ExecutionSpec,
@@ -49,13 +60,14 @@ async def stream_execution(
 ) -> AsyncGenerator[pb.ExecuteEvent, None]:
     execution_id = admitted.execution_id
     subject = Subject(admitted.principal, admitted.tool, execution_id, admitted.request_id)
-    yield pb.ExecuteEvent(audit=convert.audit_event(decision_record))
     result: Result | None = None
     started = False
     spawn_requested_at = time.monotonic()
     metrics.queue_seconds.observe(spawn_requested_at - received_at)
     events = engine.execute(spec, execution_id=execution_id, cancel=admitted.cancel_token)
     try:
+        # inside the try: a caller that leaves at the very first event still gets its outcome recorded
+        yield pb.ExecuteEvent(audit=convert.audit_event(decision_record))
         async for event in events:
             if isinstance(event, Result):
                 result = event
@@ -80,19 +92,17 @@ async def stream_execution(
         status = Status.CANCELLED if started else Status.SETUP_FAILED
         result = Result(execution_id, status, f"sandboxd engine failure: {error}")
     finally:
+        if result is None:  # the caller went away (its call was cancelled) before the Result
+            admitted.cancelled_by = admitted.cancelled_by or "caller-left"
+            result = Result(execution_id, Status.CANCELLED,
+                            "the caller went away" if started else "the caller went away before it started")
+        # Recorded before the engine is closed: a second cancellation during the close must not lose it.
+        records = record_outcome(admitted, result, trail)
+        metrics.execution_finished(admitted.tool, result, seconds=time.monotonic() - received_at)
         # Leaving early (the caller went away) closes the stream, which kills the execution.
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
-        if result is None:
-            result = Result(execution_id, Status.CANCELLED if started else Status.SETUP_FAILED,
-                            "the caller went away" if started else "the engine ended without a result")
-            admitted.cancelled_by = admitted.cancelled_by or "caller-left"
-        records = []
-        if result.status is Status.CANCELLED:
-            records.append(trail.cancelled(subject, by=admitted.cancelled_by or "unknown"))
-        records += trail.finished(subject, result)
-        metrics.execution_finished(admitted.tool, result, seconds=time.monotonic() - received_at)
     await trail.durable(records[-1])  # the Result never precedes its records on disk
     for audit_event in _audit_events(records):
         yield audit_event

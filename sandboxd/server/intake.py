@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
-from sandboxd.base.refusals import InvalidRequest, PayloadTooLarge
+from sandboxd.base.errors import SandboxError
+from sandboxd.base.refusals import InvalidRequest, PayloadTooLarge, RateLimited
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.decisions import Decision
@@ -34,7 +35,23 @@ def target_of(request: pb.ExecuteRequest) -> str:
 
 
 def accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission) -> Accepted:
-    """Decide on ``request``; raises the refusal (a SandboxError with its reason) when there is one."""
+    """Decide on ``request``; raises the refusal (a SandboxError with its reason) when there is one.
+
+    Every request costs its principal a rate token: the decision takes one, and a refusal before it is
+    charged one here (RATE_LIMITED instead, once the rate is used up)."""
+    decided: list[Decision] = []
+    try:
+        return _accept(request, identity, runtime, admission, decided)
+    except RateLimited:
+        raise
+    except SandboxError:
+        if not decided:
+            runtime.policy.charge_refusal(identity)
+        raise
+
+
+def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission,
+            decided: list[Decision]) -> Accepted:
     admission.check_open()
     daemon = runtime.config.daemon
     payload_bytes = request.ByteSize()
@@ -46,10 +63,15 @@ def accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, adm
     target = request.WhichOneof("target")
     registry = runtime.registry
     if target == "tool":
+        if not registry.has(request.tool) and not runtime.policy.is_admin(identity):
+            # Callers who may not see every tool learn of one only through their grants: an absent tool they
+            # are not granted is refused as a present one would be (TOOL_NOT_GRANTED), never UNKNOWN_TOOL.
+            runtime.policy.check_grant(identity, request.tool)
         tool = registry.get(request.tool)  # UNKNOWN_TOOL
         decision = runtime.policy.decide(
             identity, tool=tool.name, requested=requested, tool_limits=tool.limits, payload_bytes=payload_bytes
         )
+        decided.append(decision)
         spec = registry.plan_tool(
             request.tool, params_json=request.params_json, stdin=request.stdin, limits=decision.effective_limits,
             labels=request.labels,
@@ -61,6 +83,7 @@ def accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, adm
             identity, tool=None, requested=requested, tool_limits=registry.default_limits,
             payload_bytes=payload_bytes,
         )
+        decided.append(decision)
         spec = registry.plan_command(
             list(request.command.argv), profile=request.command.profile, stdin=request.stdin,
             limits=decision.effective_limits, labels=request.labels,

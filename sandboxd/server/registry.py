@@ -22,6 +22,7 @@ import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
 
+from sandboxd.base.echo import ECHO_MAX_CHARS, cut, quote
 from sandboxd.base.errors import ConfigError, InvalidSpec, SandboxError
 from sandboxd.base.limits import Limits
 from sandboxd.base.refusals import InvalidParams, InvalidRequest, UnknownProfile, UnknownTool
@@ -39,7 +40,7 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidParams(f"params: duplicate key {key!r}")
+            raise InvalidParams(f"params: duplicate key {quote(key)}")
         result[key] = value
     return result
 
@@ -70,6 +71,8 @@ def parse_params(params_json: str) -> dict[str, Any]:
         raise InvalidParams(f"params: not valid JSON: {exc}") from exc
     except RecursionError as exc:
         raise InvalidParams("params: nested too deeply") from exc
+    except ValueError as exc:  # an integer beyond Python's digit limit (sys.get_int_max_str_digits)
+        raise InvalidParams(f"params: a number is too large: {cut(str(exc), ECHO_MAX_CHARS)}") from exc
     if not isinstance(value, dict):
         raise InvalidParams(f"params: expected a JSON object, got {type(value).__name__}")
     return value
@@ -82,11 +85,13 @@ def validate_params(params: Mapping[str, Any], schema: Mapping[str, Any]) -> Non
     errors = sorted(validator.iter_errors(params), key=jsonschema.exceptions.relevance, reverse=True)
     if not errors:
         return
-    described = [f"{error.json_path}: {error.message}" for error in errors[:_MAX_ERRORS_REPORTED]]
+    # each bounded: jsonschema quotes the failing value, which may be as large as the request
+    described = [f"{cut(error.json_path, ECHO_MAX_CHARS)}: {cut(error.message, ECHO_MAX_CHARS)}"
+                 for error in errors[:_MAX_ERRORS_REPORTED]]
     more = len(errors) - len(described)
     suffix = f" (and {more} more)" if more > 0 else ""
     raise InvalidParams("params do not match the tool's schema: " + "; ".join(described) + suffix,
-                        json_path=errors[0].json_path)
+                        json_path=cut(errors[0].json_path, ECHO_MAX_CHARS))
 
 
 def encode_params_line(params: Mapping[str, Any]) -> bytes:
@@ -110,36 +115,66 @@ class ToolRegistry:
         self.default_profile = default_profile
         self._profile_dirs = tuple(profile_dirs)
         self._compile_profile = compile_profile
+        self._compiled: dict[str, bytes] = {}  # by name, from compile_all
         self._host_env = dict(host_env)
 
     def tools(self) -> list[Tool]:
         return list(self._tools.values())
 
+    def has(self, name: str) -> bool:
+        return name in self._tools
+
     def get(self, name: str) -> Tool:
         tool = self._tools.get(name)
         if tool is None:
-            raise UnknownTool(f"no tool named {name!r}; `sandboxctl tools` lists them")
+            raise UnknownTool(f"no tool named {quote(name)}; `sandboxctl tools` lists them")
         return tool
 
     def profile_path(self, name: str) -> Path:
         if not is_profile_name(name):
-            raise UnknownProfile(f"{name!r} is not a profile name")
+            raise UnknownProfile(f"{quote(name)} is not a profile name")
         for directory in self._profile_dirs:
             path = directory / f"{name}.json"
             if path.is_file():
                 return path
         searched = ", ".join(str(d) for d in self._profile_dirs)
-        raise UnknownProfile(f"no seccomp profile named {name!r} (searched {searched})")
+        raise UnknownProfile(f"no seccomp profile named {quote(name)} (searched {searched})")
 
     def compile_all(self) -> None:
-        """Compile every profile a tool names and the default one, so a bad profile fails the start."""
+        """Compile every profile of the profile directories (of two with one name, the first directory's),
+        once. Requests use only these: an edited or added profile file takes effect at the next start or
+        reload, validated with everything else, or not at all. A broken profile, or a tool or default naming
+        one that is not there, fails the start (or the reload) naming the file."""
+        compiled: dict[str, bytes] = {}
+        for directory in self._profile_dirs:
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.glob("*.json")):
+                if path.stem in compiled or not is_profile_name(path.stem):
+                    continue
+                try:
+                    compiled[path.stem] = self._compile_profile(path)
+                except SandboxError as exc:
+                    raise ConfigError(f"profiles_dir: {exc.message}") from exc
         users: list[tuple[str, Path | None, str]] = [("sandbox.default_profile", None, self.default_profile)]
         users += [("seccomp_profile", tool.source, tool.seccomp_profile) for tool in self._tools.values()]
         for key, source, name in users:
-            try:
-                self._compile_profile(self.profile_path(name))
-            except SandboxError as exc:
-                raise ConfigError(f"{source or 'config'}: {key}: {exc.message}") from exc
+            if name not in compiled:
+                try:
+                    self.profile_path(name)  # says why: not a profile name, or where it was searched
+                    raise UnknownProfile(f"no seccomp profile named {quote(name)}")
+                except SandboxError as exc:
+                    raise ConfigError(f"{source or 'config'}: {key}: {exc.message}") from exc
+        self._compiled = compiled
+
+    def profile_bpf(self, name: str) -> bytes:
+        """The filter of profile ``name`` as compiled at the last start or reload."""
+        bpf = self._compiled.get(name)
+        if bpf is None:
+            self.profile_path(name)  # not a profile name, or not in any profile directory
+            raise UnknownProfile(f"no seccomp profile named {quote(name)} was loaded: profiles are read at start "
+                                 "and at reload (SIGHUP)")
+        return bpf
 
     def plan_tool(
         self,
@@ -156,7 +191,7 @@ class ToolRegistry:
         params = parse_params(params_json)
         validate_params(params, tool.params_schema)
         effective = limits if limits is not None else tool.limits
-        bpf = self._compile_profile(self.profile_path(tool.seccomp_profile))
+        bpf = self.profile_bpf(tool.seccomp_profile)
         return ExecutionSpec(
             argv=tool.argv,
             seccomp_bpf=bpf,
@@ -183,7 +218,7 @@ class ToolRegistry:
             raise InvalidRequest("command.argv must name a program")
         profile = profile or self.default_profile
         effective = limits if limits is not None else self.default_limits
-        bpf = self._compile_profile(self.profile_path(profile))
+        bpf = self.profile_bpf(profile)
         try:
             return ExecutionSpec(
                 argv=tuple(argv),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import NoReturn, Protocol
 
 import grpc
@@ -20,18 +20,22 @@ from sandboxd import __version__
 from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.api.handlers import Undecodable
 from sandboxd.api.status import status_for, trailing_metadata_for
 from sandboxd.audit.hub import AuditHub
 from sandboxd.audit.record import AuditRecord
+from sandboxd.base.echo import cut, quote
 from sandboxd.base.errors import SandboxError
 from sandboxd.base.limits import Limits
-from sandboxd.base.refusals import AdminOnly, UnknownExecution
+from sandboxd.base.refusals import AdminOnly, InvalidRequest, RateLimited, UnknownExecution
+from sandboxd.engine.result import Result, Status
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.caller import identify, peer_of
+from sandboxd.policy.ratelimit import Rate, RateLimiter
 from sandboxd.server.admission import Admission
 from sandboxd.server.audit_stream import stream_audit
 from sandboxd.server.audit_trail import AuditTrail, Subject
-from sandboxd.server.execution_stream import EngineLike, stream_execution
+from sandboxd.server.execution_stream import EngineLike, record_outcome, stream_execution
 from sandboxd.server.host_info import DaemonFacts
 from sandboxd.server.intake import accept, target_of
 from sandboxd.server.metrics import Metrics
@@ -39,6 +43,16 @@ from sandboxd.server.runtime import Runtime
 from sandboxd.server.tools import Tool
 
 log = logging.getLogger("sandboxd.service")
+
+# Callers that fail to authenticate, per peer (a TCP address; all of the Unix socket): what they may cost.
+UNAUTHENTICATED_RATE = Rate(per_minute=60, burst=20)
+
+
+def peer_key(peer: str) -> str:
+    """The budget a peer counts against: its address without the port (``ipv4:1.2.3.4:5678`` → ``ipv4:1.2.3.4``)."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
 
 
 class RunningLike(Protocol):
@@ -65,7 +79,8 @@ class ExecutorLike(EngineLike, Protocol):
 
 
 async def abort(context: grpc.aio.ServicerContext, error: SandboxError) -> NoReturn:
-    await context.abort(status_for(error), error.message, trailing_metadata_for(error))
+    # bounded: the message travels in trailing metadata, and what a caller sent may be quoted in it
+    await context.abort(status_for(error), cut(error.message), trailing_metadata_for(error))
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
@@ -88,6 +103,7 @@ class SandboxService(pb_grpc.SandboxServicer):
         self._trail = trail
         self._hub = hub
         self._metrics = metrics
+        self._unauthenticated = RateLimiter()
         self.started_at = time.time()
         self.executions_total = 0
         self.denied_total = 0
@@ -96,26 +112,43 @@ class SandboxService(pb_grpc.SandboxServicer):
         """The caller, or an audited AUTH_FAILED."""
         try:
             return identify(context, runtime.authenticator)
-        except SandboxError as error:
-            await self._deny(context, Subject(), rpc=rpc, error=error)
+        except SandboxError as failure:
+            peer = peer_of(context)
+            # Unidentified callers share a bounded budget per peer: failed logins cannot flood the log.
+            retry_after_s = self._unauthenticated.try_acquire(peer_key(peer), UNAUTHENTICATED_RATE,
+                                                              time.monotonic())
+            refusal: SandboxError = failure
+            if retry_after_s > 0:
+                refusal = RateLimited(f"too many failed authentications from {quote(peer)}; retry in "
+                                      f"{retry_after_s:.3f}s", retry_after_s=retry_after_s)
+            await self._deny(context, Subject(), rpc=rpc, error=refusal, peer=peer)
 
-    def _allow(self, subject: Subject, *, rpc: str, role: str = "", limits: Limits | None = None) -> AuditRecord:
+    def _allow(self, subject: Subject, *, rpc: str, role: str = "", limits: Limits | None = None,
+               command: Sequence[str] | None = None, clamped: Sequence[str] = ()) -> AuditRecord:
         """Record the grant and count it."""
         self._metrics.decision("allowed", "")
-        return self._trail.allowed(subject, rpc=rpc, role=role, limits=limits)
+        return self._trail.allowed(subject, rpc=rpc, role=role, limits=limits, command=command, clamped=clamped)
 
     async def _deny(self, context: grpc.aio.ServicerContext, subject: Subject, *, rpc: str,
-                    error: SandboxError) -> NoReturn:
+                    error: SandboxError, peer: str = "") -> NoReturn:
         """Record the refusal durably, count it, and end the call with its status."""
         self.denied_total += 1
         self._metrics.decision("denied", error.reason)
-        log.info("refused %s for %r (%s): %s", rpc, subject.principal, error.reason, error.message)
-        record = self._trail.denied(subject, rpc=rpc, error=error)
+        log.info("refused %s for %r (%s): %s", rpc, subject.principal, error.reason, cut(error.message))
         try:
+            record = self._trail.denied(subject, rpc=rpc, error=error, peer=peer)
             await self._trail.durable(record)
-        except SandboxError as audit_error:
+        except SandboxError as audit_error:  # no refusal unrecorded: the caller learns the log is down
             log.error("the refusal could not be recorded: %s", audit_error.message)
+            await abort(context, audit_error)
         await abort(context, error)
+
+    async def refuse_undecodable(self, request: Undecodable, context: grpc.aio.ServicerContext) -> NoReturn:
+        """A request grpc could not decode: INVALID_ARGUMENT naming why, recorded like any refusal."""
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, request.rpc)
+        error = InvalidRequest(f"the {request.message_type} request could not be decoded: {cut(request.error)}")
+        await self._deny(context, Subject(identity.principal), rpc=request.rpc, error=error)
 
     # -- Execute -------------------------------------------------------------------------------------
 
@@ -126,21 +159,29 @@ class SandboxService(pb_grpc.SandboxServicer):
         runtime = self._runtime()
         identity = await self._identify(context, runtime, "Execute")
         subject = Subject(identity.principal, target_of(request), "", request.request_id)
-        self._trail.request_received(subject, rpc="Execute", peer=peer_of(context), auth_method=identity.method)
         try:
+            self._trail.request_received(subject, rpc="Execute", peer=peer_of(context),
+                                         auth_method=identity.method)
             self._trail.check_writable()  # fail closed: no execution the log cannot record
+        except SandboxError as error:  # AUDIT_UNAVAILABLE: nothing can be decided unrecorded
+            await abort(context, error)
+        try:
             accepted = accept(request, identity, runtime, self._admission)
         except SandboxError as error:
             await self._deny(context, subject, rpc="Execute", error=error)
         admitted, spec, decision = accepted.admitted, accepted.spec, accepted.decision
-        subject = Subject(identity.principal, admitted.tool, admitted.execution_id, admitted.request_id)
-        record = self._allow(subject, rpc="Execute", role=decision.role, limits=spec.limits)
-        self._metrics.active_executions.inc()
-        events = stream_execution(
-            admitted, spec, decision_record=record, engine=self._executor, trail=self._trail,
-            metrics=self._metrics, received_at=received_at,
-        )
+        # From the admission on, one try/finally: whatever happens, the slot is released and the allowed
+        # decision gets exactly one outcome record.
+        events: AsyncGenerator[pb.ExecuteEvent, None] | None = None
         try:
+            subject = Subject(identity.principal, admitted.tool, admitted.execution_id, admitted.request_id)
+            record = self._allow(subject, rpc="Execute", role=decision.role, limits=spec.limits,
+                                 command=spec.argv if not admitted.tool else None, clamped=decision.clamped)
+            self._metrics.active_executions.inc()
+            events = stream_execution(
+                admitted, spec, decision_record=record, engine=self._executor, trail=self._trail,
+                metrics=self._metrics, received_at=received_at,
+            )
             async for event in events:
                 yield event
         except SandboxError as error:  # the audit log failed: the Result cannot be vouched for
@@ -149,9 +190,18 @@ class SandboxService(pb_grpc.SandboxServicer):
         finally:
             # Closed explicitly, not left to the garbage collector: a caller that went away must not
             # leave its execution running.
-            await events.aclose()
+            if events is not None:
+                await events.aclose()
+                self._metrics.active_executions.dec()
+            if not admitted.outcome_recorded:  # it never reached the engine (the caller left at once)
+                admitted.cancelled_by = admitted.cancelled_by or "caller-left"
+                try:
+                    record_outcome(admitted, Result(admitted.execution_id, Status.CANCELLED,
+                                                    "the caller went away before it started"), self._trail)
+                except SandboxError as error:
+                    log.error("execution %s: its outcome could not be recorded: %s", admitted.execution_id,
+                              error.message)
             self._admission.release(admitted.execution_id)
-            self._metrics.active_executions.dec()
             self.executions_total += 1
 
     def cancel_all(self) -> int:
@@ -173,7 +223,7 @@ class SandboxService(pb_grpc.SandboxServicer):
         subject = Subject(identity.principal, admitted.tool if admitted else "", request.execution_id)
         if admitted is None or not visible:  # another's execution is as unknown as a finished one
             await self._deny(context, subject, rpc="Cancel",
-                             error=UnknownExecution(f"no running execution {request.execution_id!r}"))
+                             error=UnknownExecution(f"no running execution {quote(request.execution_id)}"))
         self._allow(subject, rpc="Cancel")
         admitted.cancel(identity.principal)
         log.info("cancel requested for %s by %s", request.execution_id, identity.principal)

@@ -184,6 +184,19 @@ def assert_nothing_left(daemon: Daemon) -> None:
     assert not root.exists() or not any(root.iterdir()), "the sandbox root mount point is not empty"
 
 
+def reload_and_wait(daemon: Daemon) -> dict[str, Any]:
+    """SIGHUP, then the audit record that says how the reload went."""
+    seen = len(daemon.audit_records())
+    daemon.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for record in daemon.audit_records()[seen:]:
+            if record["event"] in ("daemon.reloaded", "daemon.reload_failed"):
+                return record
+        time.sleep(0.05)
+    raise AssertionError(f"no reload record within 30s:\n{daemon.logs()}")
+
+
 def write_config(root: Path, *, tools: dict[str, str], ids: IdRange, limits: dict[str, str] | None = None,
                  extra: str = "", **daemon_keys: Any) -> Path:
     """The daemon's TOML: ``[daemon]`` keys, ``[sandbox.limits]``, the audit log in ``root/audit``, then

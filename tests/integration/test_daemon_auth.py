@@ -174,10 +174,10 @@ def test_jwt_runs_with_the_roles_of_its_claim(setup: Setup) -> None:
     with SandboxClient(setup.daemon.socket, token=mint()) as client:
         assert client.run_tool("quick", {}, request_id=request_id).status_name == "OK"
         info = client.info()
-    assert (info.principal, list(info.roles)) == ("jwt-user", ["runner"])
+    assert (info.principal, list(info.roles)) == ("jwt:jwt-user", ["runner"])
     [decision] = [record for record in setup.daemon.audit_records()
                   if record["request_id"] == request_id and record["event"] == "decision"]
-    assert (decision["principal"], decision["details"]["role"]) == ("jwt-user", "runner")
+    assert (decision["principal"], decision["details"]["role"]) == ("jwt:jwt-user", "runner")
     # The same subject with no role in its claim is granted nothing.
     with SandboxClient(setup.daemon.socket, token=mint(roles=[])) as client, pytest.raises(SandboxdError) as caught:
         client.run_tool("quick", {})

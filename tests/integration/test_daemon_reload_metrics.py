@@ -5,13 +5,10 @@ Prometheus metrics scraped over HTTP reflect what ran."""
 from __future__ import annotations
 
 import re
-import signal
-import time
 import urllib.request
-from typing import Any
 
 import pytest
-from daemon_harness import Daemon, daemon_fixture
+from daemon_harness import Daemon, daemon_fixture, reload_and_wait
 
 from sandboxd.cli.client import SandboxdError, pb
 
@@ -37,19 +34,6 @@ type = "object"
 """
 
 daemon = daemon_fixture(tools={"sleeper": SLEEPER}, metrics_listen="127.0.0.1:0")
-
-
-def reload_and_wait(daemon: Daemon) -> dict[str, Any]:
-    """SIGHUP, then the audit record that says how the reload went."""
-    seen = len(daemon.audit_records())
-    daemon.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for record in daemon.audit_records()[seen:]:
-            if record["event"] in ("daemon.reloaded", "daemon.reload_failed"):
-                return record
-        time.sleep(0.05)
-    raise AssertionError(f"no reload record within 30s:\n{daemon.logs()}")
 
 
 def tool_names(daemon: Daemon) -> set[str]:

@@ -241,7 +241,7 @@ def test_an_unparsable_certificate_is_refused(tmp_path: Path) -> None:
 def test_a_good_jwt(tmp_path: Path, keys: Keys, algorithm: str) -> None:
     authenticator = jwt_authenticator(tmp_path, keys, algorithm)
     identity = authenticate(authenticator, bearer(token(keys, algorithm)))
-    assert identity == Identity("agent-7", ("analyst",), "jwt")
+    assert identity == Identity("jwt:agent-7", ("analyst",), "jwt")  # kept apart from configured principals
     with_list_audience = token(keys, algorithm, aud=["other", AUDIENCE], roles=["admin", "analyst", "admin"])
     assert authenticate(authenticator, bearer(with_list_audience)).roles == ("admin", "analyst")
 
@@ -261,8 +261,8 @@ def test_jwt_roles_are_the_claim_exactly(tmp_path: Path, keys: Keys, caplog: pyt
 def test_leeway_forgives_a_little_clock_skew(tmp_path: Path, keys: Keys) -> None:
     authenticator = jwt_authenticator(tmp_path, keys, extra='jwt_leeway = "30s"')
     now = int(time.time())
-    assert authenticate(authenticator, bearer(token(keys, exp=now - 10))).principal == "agent-7"
-    assert authenticate(authenticator, bearer(token(keys, nbf=now + 10))).principal == "agent-7"
+    assert authenticate(authenticator, bearer(token(keys, exp=now - 10))).principal == "jwt:agent-7"
+    assert authenticate(authenticator, bearer(token(keys, nbf=now + 10))).principal == "jwt:agent-7"
     assert "expired" in refusal(authenticator, bearer(token(keys, exp=now - 60)))
 
 
@@ -378,3 +378,9 @@ def test_an_hs256_secret_drops_one_newline_and_warns_when_world_readable(
         load_jwt_key(key_file)
     assert "readable by every user" in caplog.text
     assert SECRET.decode() not in caplog.text and SECRET.decode() not in repr(load_jwt_key(key_file))
+
+
+def test_a_jwt_subject_never_names_a_configured_principal(tmp_path: Path) -> None:
+    # sub "local-admin" is the issuer's name for someone: it must not act as the socket's admin
+    with pytest.raises(ConfigError, match=r"'jwt:alice': names starting 'jwt:' are JWT subjects'"):
+        make_policy(tmp_path, policy='[principals."jwt:alice"]\nroles = ["admin"]\n')

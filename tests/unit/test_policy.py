@@ -206,12 +206,17 @@ def test_limit_above_a_ceiling_is_clamped_when_the_role_says_so() -> None:
 @pytest.mark.parametrize(
     ("requested", "says"),
     [({"memory": 1}, "unknown limit 'memory'"), ({"pids_max": 0}, "must be a positive integer"),
-     ({"cpu_share_percent": 10**7}, "absurd")],
+     ({"cpu_share_percent": 10**7}, "must be at most 102400"),
+     ({"file_size_max_bytes": 2**64 - 1}, "file_size_max_bytes must be at most 9223372036854775807"),
+     ({"open_files_max": 10**9}, "open_files_max must be at most 1048576"),
+     ({"open_files_max": 3}, "open_files_max must be at least 4")],
 )
 def test_malformed_per_call_limits(requested: dict[str, int], says: str) -> None:
     policy, _ = make()
     with pytest.raises(InvalidRequest, match=says):
-        decide(policy, who("ops"), "python", requested, tool_limits=Limits(cpu_share_percent=None))
+        # under unlimited ceilings: only what the kernel takes bounds the request
+        unlimited = Limits(cpu_share_percent=None, file_size_max_bytes=None, open_files_max=None)
+        decide(policy, who("ops"), "python", requested, tool_limits=unlimited)
 
 
 def test_rate_limited_with_a_retry_hint() -> None:

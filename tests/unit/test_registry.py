@@ -24,7 +24,7 @@ class FakeCompiler:
 
     def __call__(self, path: Path) -> bytes:
         self.compiled.append(path)
-        return b"bpf:" + path.name.encode()
+        return f"bpf:{path.parent.name}/{path.name}".encode()
 
 
 @pytest.fixture
@@ -33,9 +33,11 @@ def registry(tmp_path: Path) -> ToolRegistry:
     (tmp_path / "sqlite").mkdir()
     tools = load_tools([SHIPPED_TOOLS_DIR], placeholders={"handlers_dir": str(SHIPPED_HANDLERS_DIR),
                        "state_dir": str(tmp_path), "data_dir": str(tmp_path)}, default_limits=DEFAULTS)
-    return ToolRegistry(tools, default_limits=DEFAULTS, default_profile="default",
-                        profile_dirs=(tmp_path / "profiles", SHIPPED_PROFILES_DIR), compile_profile=FakeCompiler(),
-                        host_env={"PATH": "/host", "AWS_SECRET_ACCESS_KEY": "x"})
+    registry = ToolRegistry(tools, default_limits=DEFAULTS, default_profile="default",
+                            profile_dirs=(tmp_path / "profiles", SHIPPED_PROFILES_DIR), compile_profile=FakeCompiler(),
+                            host_env={"PATH": "/host", "AWS_SECRET_ACCESS_KEY": "x"})
+    registry.compile_all()
+    return registry
 
 
 def test_registry_plans_with_the_decided_limits_as_they_are(registry: ToolRegistry) -> None:
@@ -55,7 +57,7 @@ def test_plan_tool(registry: ToolRegistry) -> None:
     assert spec.stdin == b'{"code":"print(1)"}\ndata'
     assert spec.limits.wall_time_ms == 5000
     assert spec.limits.memory_max_bytes == 256 * 1024**2  # the tool's ceiling, kept
-    assert spec.seccomp_bpf == b"bpf:python.json"
+    assert spec.seccomp_bpf == b"bpf:seccomp-profiles/python.json"
     assert spec.seccomp_profile_name == "python"
     assert spec.tool == "python" and spec.labels == {"team": "a"}
     assert dict(spec.env) == dict(BASE_ENV)  # nothing of the host's
@@ -75,7 +77,7 @@ def test_plan_command(registry: ToolRegistry) -> None:
     assert spec.seccomp_profile_name == "default"
     assert spec.limits.output_max_bytes == 10
     assert spec.tool == ""
-    assert registry.plan_command(["sh"], profile="python").seccomp_bpf == b"bpf:python.json"
+    assert registry.plan_command(["sh"], profile="python").seccomp_bpf == b"bpf:seccomp-profiles/python.json"
     with pytest.raises(InvalidRequest, match="must name a program"):
         registry.plan_command([])
     with pytest.raises(InvalidRequest, match="NUL"):
@@ -92,6 +94,20 @@ def test_profiles_are_names_searched_in_order(registry: ToolRegistry, tmp_path: 
             registry.profile_path(bad)
     with pytest.raises(UnknownProfile, match="no seccomp profile named 'absent'"):
         registry.profile_path("absent")
+
+
+def test_profiles_change_only_when_compiled_again(registry: ToolRegistry, tmp_path: Path) -> None:
+    # What requests get is what the last start or reload compiled: a file added or edited since is not read.
+    assert registry.plan_command(["sh"]).seccomp_bpf == b"bpf:seccomp-profiles/default.json"
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "default.json").write_text("{}")
+    (tmp_path / "profiles" / "extra.json").write_text("{}")
+    assert registry.plan_command(["sh"]).seccomp_bpf == b"bpf:seccomp-profiles/default.json"
+    with pytest.raises(UnknownProfile, match=r"no seccomp profile named 'extra' was loaded: .*reload"):
+        registry.plan_command(["sh"], profile="extra")
+    registry.compile_all()  # the reload
+    assert registry.plan_command(["sh"]).seccomp_bpf == b"bpf:profiles/default.json"
+    assert registry.plan_command(["sh"], profile="extra").seccomp_bpf == b"bpf:profiles/extra.json"
 
 
 def test_compile_all_fails_the_start_naming_the_tool(tmp_path: Path) -> None:

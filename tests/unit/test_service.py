@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.api.handlers import add_sandbox_service
 from sandboxd.audit.writer import AuditLog
 from sandboxd.base.errors import SpawnerError
 from sandboxd.base.limits import Limits
@@ -109,6 +109,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     registry = ToolRegistry(tools, default_limits=Limits(), default_profile="default",
                             profile_dirs=(SHIPPED_PROFILES_DIR,), compile_profile=lambda path: b"bpf",
                             host_env={})
+    registry.compile_all()
     executor = FakeExecutor()
     admission = Admission(max_concurrent_executions=1)
     socket_path = tmp_path / "s.sock"
@@ -129,7 +130,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
         logs.append(audit)
         service = SandboxService(runtime=lambda: runtime, executor=executor, admission=admission, facts=facts,
                                  trail=AuditTrail(audit), hub=audit.hub, metrics=Metrics())
-        pb_grpc.add_SandboxServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+        add_sandbox_service(service, server)
         server.add_insecure_port(f"unix:{socket_path}")
         await server.start()
         ready.set()

@@ -6,6 +6,7 @@ rule as ``syscalls[i] (names [...])`` so an operator can find it in a 400-line p
 
 from __future__ import annotations
 
+import difflib
 import errno
 import json
 import re
@@ -44,6 +45,17 @@ _OPS: dict[str, int] = {
 }
 _MAX_ARG_INDEX = 5
 _U64_MAX = 2**64 - 1
+
+# Every key a profile may hold, where (Docker's and the OCI runtime spec's, plus "comment"): a key outside
+# these is refused, never ignored — a misspelled "syscalls" would otherwise load a deny-list as allow-all.
+_TOP_KEYS = frozenset({"defaultAction", "defaultErrnoRet", "architectures", "archMap", "syscalls", "comment",
+                       "flags", "listenerPath", "listenerMetadata"})
+_RULE_KEYS = frozenset({"names", "name", "action", "errnoRet", "args", "comment", "includes", "excludes"})
+_ARG_KEYS = frozenset({"index", "value", "valueTwo", "op"})
+_CONDITION_KEYS = frozenset({"caps", "arches", "minKernel"})
+_ARCH_MAP_KEYS = frozenset({"architecture", "subArchitectures"})
+# Known keys whose meaning sandboxd cannot honour: refused when they ask for anything.
+_UNSUPPORTED_TOP_KEYS = ("flags", "listenerPath", "listenerMetadata")
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,11 @@ def parse_document(
 ) -> ParsedProfile:
     """Validate ``document`` (the profile's JSON) and keep the rules that apply to arch/kernel/caps."""
     v = _Validator(f"seccomp profile {path}")
-    top = v.obj(document, "top level")
+    top = v.obj(document, "top level", _TOP_KEYS)
+    for key in _UNSUPPORTED_TOP_KEYS:
+        if top.get(key):
+            raise v.error(f"{key}: sandboxd cannot apply {key} (filter flags and user-notification listeners "
+                          "are not supported); remove it")
     default_errno = v.opt_int(top, "defaultErrnoRet", "", 0, _MAX_ERRNO_RET)
     default_name = v.req_str(top, "defaultAction", "")
     if default_errno is not None and default_name != _ACT_ERRNO:
@@ -135,7 +151,7 @@ def _arches(v: _Validator, top: dict[str, Any], arch: int) -> tuple[int, ...]:
     result = list(listed)
     for i, raw in enumerate(arch_map):
         where = f"archMap[{i}]"
-        entry = v.obj(raw, where)
+        entry = v.obj(raw, where, _ARCH_MAP_KEYS)
         main = v.arch(v.req_str(entry, "architecture", where), f"{where}.architecture")
         subs = [
             v.arch(name, f"{where}.subArchitectures[{j}]")
@@ -157,7 +173,7 @@ def _rule(
 ) -> tuple[Rule, bool]:
     """One syscalls[] entry, and whether its includes/excludes keep it on this host."""
     where = f"syscalls[{i}]"
-    entry = v.obj(raw, where)
+    entry = v.obj(raw, where, _RULE_KEYS)
     if "name" in entry and entry.get("names"):
         raise v.error(f"{where}: both name and names are given; use one")
     if entry.get("names") is not None:
@@ -182,7 +198,7 @@ def _rule(
         if cond is None:
             continue
         cwhere = f"{where}: {key}"
-        cond = v.obj(cond, cwhere)
+        cond = v.obj(cond, cwhere, _CONDITION_KEYS)
         want_caps = v.str_list(v.opt_list(cond, "caps", cwhere), f"{cwhere}.caps")
         arches = [
             v.arch(a, f"{cwhere}.arches[{j}]") for j, a in enumerate(v.opt_list(cond, "arches", cwhere))
@@ -201,7 +217,7 @@ def _rule(
 
 
 def _arg(v: _Validator, raw: Any, where: str) -> ArgCondition:
-    obj = v.obj(raw, where)
+    obj = v.obj(raw, where, _ARG_KEYS)
     index = v.req_int(obj, "index", where, 0, _MAX_ARG_INDEX)
     value = v.req_int(obj, "value", where, 0, _U64_MAX)
     value_two = v.opt_int(obj, "valueTwo", where, 0, _U64_MAX) or 0
@@ -233,9 +249,16 @@ class _Validator:
     def error(self, message: str) -> ProfileError:
         return ProfileError(f"{self._prefix}: {message}")
 
-    def obj(self, raw: Any, where: str) -> dict[str, Any]:
+    def obj(self, raw: Any, where: str, keys: frozenset[str]) -> dict[str, Any]:
+        """An object whose keys are all among ``keys``: an unknown one is refused with the closest known."""
         if not isinstance(raw, dict):
             raise self.error(f"{where}: expected an object, got {_kind(raw)}")
+        for key in raw:
+            if key not in keys:
+                close = difflib.get_close_matches(key, sorted(keys), n=1)
+                hint = f' (did you mean "{close[0]}"?)' if close else f" (known: {', '.join(sorted(keys))})"
+                raise self.error(f'{_at(where if where != "top level" else "", json.dumps(key))}: unknown key'
+                                 f"{hint}; a profile is taken exactly as written or not at all")
         return raw
 
     def req_str(self, obj: dict[str, Any], key: str, where: str) -> str:

@@ -46,7 +46,7 @@ def test_supervisor_and_one_leaf_per_execution(daemon: CgroupDaemon) -> None:
             in_leaf = procs(leaf)
             assert started.pid in in_leaf and len(in_leaf) >= 3, in_leaf  # sh and its two sleeps
             assert (read(leaf / "memory.max"), read(leaf / "pids.max"), read(leaf / "cpu.max")) == (
-                str(96 << 20), "16", "50000 100000")
+                str(96 << 20), "17", "50000 100000")  # pids: the 16 asked for, and the sandbox's init
             assert read(leaf / "memory.oom.group") == "1"
             # What the API reports about it comes from the same leaf.
             info = client.info()

@@ -1,0 +1,62 @@
+"""Health latency while many executions run: start a daemon, launch N `sleep` executions through it, and
+time `grpc.health.v1` checks while they run. Prints p50 / p99 / max and how many executions ran.
+
+    sudo .venv/bin/python bench/health_under_load.py --executions 500 --checks 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+
+from daemon_harness import make_daemon, running
+
+from sandboxd.cli.client import SandboxClient
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--executions", type=int, default=500)
+    parser.add_argument("--checks", type=int, default=400)
+    parser.add_argument("--sleep-s", type=int, default=8)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, running(make_daemon(
+            Path(tmp), max_concurrent_executions=args.executions + 10,
+            limits={"wall_time": "120s", "open_files": "64"})) as daemon:
+        statuses: list[str] = []
+
+        def one() -> None:
+            with SandboxClient(daemon.socket) as client:
+                statuses.append(client.run_command(["/bin/sleep", str(args.sleep_s)]).status_name)
+
+        threads = [threading.Thread(target=one) for _ in range(args.executions)]
+        for thread in threads:
+            thread.start()
+        latencies_ms: list[float] = []
+        with SandboxClient(daemon.socket) as client:
+            while client.info().running_executions < args.executions * 0.9 and any(t.is_alive() for t in threads):
+                time.sleep(0.05)
+            running_now = client.info().running_executions
+            for _ in range(args.checks):
+                t0 = time.perf_counter()
+                client.health()
+                latencies_ms.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.005)
+        for thread in threads:
+            thread.join()
+    latencies_ms.sort()
+    p99 = latencies_ms[int(len(latencies_ms) * 0.99) - 1]
+    print(f"{args.executions} executions ({running_now} running while measured; "
+          f"{statuses.count('OK')} ended OK, others: {sorted(set(statuses) - {'OK'})})")
+    print(f"health p50 {statistics.median(latencies_ms):.1f} ms  p99 {p99:.1f} ms  max {latencies_ms[-1]:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
