@@ -19,8 +19,12 @@ TCP listener instead (with ``--tls-ca`` for TLS, plus ``--tls-cert``/``--tls-key
 from __future__ import annotations
 
 import argparse
+import grp
 import json
+import os
+import pwd
 import signal
+import stat
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
@@ -377,6 +381,31 @@ def make_client(args: argparse.Namespace) -> SandboxClient:
     return SandboxClient(args.socket, target=args.address, token=args.token, tls=tls)
 
 
+def unreachable_socket_hint(path: Path) -> str:
+    """Why the daemon's socket cannot be reached, and what to do: it is not there (the daemon is not running,
+    or listens elsewhere), or this user may not open it (not in its group)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (f"no socket at {path}: sandboxd is not running, or listens elsewhere (--socket, $SANDBOXD_SOCKET; "
+                "systemctl status sandboxd)")
+    except PermissionError:
+        return f"cannot reach {path}: a directory on the way is closed to this user (use sudo)"
+    if not os.access(path, os.R_OK | os.W_OK):
+        owner = _name(pwd.getpwuid, st.st_uid)
+        group = _name(grp.getgrgid, st.st_gid)
+        return (f"permission denied on {path} (owner {owner}:{group}, mode {stat.S_IMODE(st.st_mode):04o}): "
+                f"join the group {group} (usermod -aG {group} $USER, then log in again) or use sudo")
+    return f"connect to {path} failed: is sandboxd running? (systemctl status sandboxd)"
+
+
+def _name(lookup: Callable[[int], Any], number: int) -> str:
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return str(number)
+
+
 def main(argv: list[str] | None = None) -> int:
     # ^C cancels a running execution: restore Python's handler even when launched with SIGINT ignored
     # (nohup, CI runners and service managers start children that way, and the ignore is inherited).
@@ -398,8 +427,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SANDBOXCTL_ERROR
     except SandboxdError as exc:
         unreachable = exc.code.name == "UNAVAILABLE" and not exc.reason
-        hint = f" (is sandboxd running on {client.target}?)" if unreachable else ""
-        print(f"sandboxctl: {exc}{hint}", file=sys.stderr)
+        if unreachable and client.target.startswith("unix:"):
+            print(f"sandboxctl: {unreachable_socket_hint(Path(client.target.removeprefix('unix:')))}",
+                  file=sys.stderr)
+        else:
+            hint = f" (is sandboxd running on {client.target}?)" if unreachable else ""
+            print(f"sandboxctl: {exc}{hint}", file=sys.stderr)
         return EXIT_SANDBOXCTL_ERROR
     except KeyboardInterrupt:  # the call is cancelled with the channel: the daemon kills the execution
         return 128 + signal.SIGINT

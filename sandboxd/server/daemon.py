@@ -36,7 +36,7 @@ from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api.handlers import add_sandbox_service
 from sandboxd.audit.config import AuditConfig, load_hmac_key
 from sandboxd.audit.writer import AuditLog
-from sandboxd.base.errors import ConfigError, SandboxError
+from sandboxd.base.errors import CgroupError, ConfigError, SandboxError
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.executor import Executor
 from sandboxd.engine.seccomp.profile import ProfileCache
@@ -66,7 +66,10 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Sandbox"].full_name
 # Room above max_request_bytes so an oversized request reaches the servicer and is refused with a reason.
 _TRANSPORT_SLACK_BYTES = 64 * 1024
 _SERVER_STOP_GRACE_S = 2.0
-EXIT_CONFIG = 78  # EX_CONFIG: systemd's RestartPreventExitStatus can name it
+# Exits a restart cannot fix, each named in the unit's RestartPreventExitStatus= so systemd does not loop:
+EXIT_CONFIG = 78  # EX_CONFIG: the configuration is invalid
+EXIT_NOPERM = 77  # EX_NOPERM: a path it must use is closed to it
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: the host lacks what sandboxes need (delegated cgroup controllers)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -116,6 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         log.error("configuration: %s", error.message)
         return EXIT_CONFIG
+    except CgroupError as error:
+        log.error("cannot start: %s (%s); fix the host, then start it again", error.message, error.reason)
+        return EXIT_UNAVAILABLE
+    except PermissionError as error:
+        log.error("cannot start: %s; it needs root and its own directories", error)
+        return EXIT_NOPERM
     except SandboxError as error:
         log.error("cannot start: %s (%s)", error.message, error.reason)
         return 1

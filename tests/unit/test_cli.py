@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -132,7 +133,7 @@ def test_no_result_is_an_error() -> None:
 
 def test_unreachable_daemon_is_125(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--socket", str(tmp_path / "absent.sock"), "tools"]) == 125
-    assert "is sandboxd running" in capsys.readouterr().err
+    assert "sandboxd is not running" in capsys.readouterr().err
 
 
 def test_tool_descriptions_wrap_at_words_and_nothing_is_cut(capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,3 +145,15 @@ def test_tool_descriptions_wrap_at_words_and_nothing_is_cut(capsys: pytest.Captu
     assert " ".join(line[14:] for line in lines[1:]) == description  # every word, in order, under the column
     cli.print_table([["NAME", "DESCRIPTION"], ["sqlite_query", description]])  # --wide
     assert capsys.readouterr().out.splitlines()[1] == f"sqlite_query  {description}"
+
+
+def test_an_unreachable_socket_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absent = tmp_path / "absent.sock"
+    assert cli.unreachable_socket_hint(absent).startswith(f"no socket at {absent}: sandboxd is not running")
+    present = tmp_path / "sandboxd.sock"
+    present.touch()
+    present.chmod(0o660)
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # as a user outside the socket's group
+    hint = cli.unreachable_socket_hint(present)
+    assert f"permission denied on {present}" in hint and "mode 0660" in hint
+    assert "join the group" in hint and "usermod -aG" in hint and "or use sudo" in hint

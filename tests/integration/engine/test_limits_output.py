@@ -12,7 +12,10 @@ LIMIT_BYTES = 100_000
 
 def test_output_flood_delivers_exactly_the_limit(engine: Engine) -> None:
     limits = Limits(output_max_bytes=LIMIT_BYTES, wall_time_ms=20_000)
-    assert limits.output_max_bytes == LIMIT_BYTES  # the flood below is only bounded by this limit
+    # The flood below is bounded only by the output limit: prove it is enforced on a bounded output first,
+    # and do not flood at all when it is not.
+    probe = engine.run(engine.spec("/usr/bin/head", "-c", str(3 * LIMIT_BYTES), "/dev/zero", limits=limits))
+    assert (probe.result.status, len(probe.stdout)) == (Status.OUTPUT_LIMIT, LIMIT_BYTES), probe.result
     run = engine.run(engine.spec("/usr/bin/yes", "flood", limits=limits))
     assert run.result.status is Status.OUTPUT_LIMIT, run.result
     assert len(run.stdout) + len(run.stderr) == LIMIT_BYTES
