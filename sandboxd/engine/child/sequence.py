@@ -34,27 +34,46 @@ from sandboxd.engine.seccomp.install import install_bpf
 HANDLER_UMASK = 0o007
 
 
+class _Steps:
+    """The step a process is at (named in its comm as it enters it) and the report of a failure in it."""
+
+    def __init__(self, errpipe: int) -> None:
+        self.errpipe = errpipe
+        self.stage = "pdeathsig"
+
+    def __call__(self, stage: str) -> None:
+        self.stage = enter(stage)
+
+    def failed(self, error: BaseException) -> None:
+        if isinstance(error, SetupError):
+            report(self.errpipe, error.stage, error.errno, str(error))
+        elif isinstance(error, OSError):
+            report(self.errpipe, self.stage, error.errno or 0, f"{self.stage}: {error.strerror or error}")
+        else:
+            report(self.errpipe, self.stage, 0, f"{self.stage}: {error!r}")
+
+
 def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joined: int,
                 report_fd: int) -> NoReturn:
     """Pid 1 of the new pid namespace: build the sandbox, start the handler as pid 2, become its init."""
-    stage = "pdeathsig"
+    step = _Steps(errpipe)
     handler_pid = 0
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         build_and_pivot(plan.root)
-        stage = enter("join cgroup")
+        step("join cgroup")
         if os.read(joined, 1) != b"1":  # the waiter reports why on the error pipe
-            raise SetupError(stage, errno.EIO, "join cgroup: the sandbox could not be put in its cgroup")
+            raise SetupError(step.stage, errno.EIO, "join cgroup: the sandbox could not be put in its cgroup")
         os.close(joined)
-        stage = enter("cgroup ns")
+        step("cgroup ns")
         sc.unshare(sc.CLONE_NEWCGROUP)  # after joining, so the leaf is the namespace's root
-        stage = enter("loopback")
+        step("loopback")
         net.loopback_up()
-        stage = enter("hostname")
+        step("hostname")
         sc.sethostname(plan.hostname)
-        stage = enter("loginuid")
+        step("loginuid")
         creds.set_loginuid(plan.root.uid)
-        stage = enter("fork handler")
+        step("fork handler")
         handler_pid = os.fork()
         if handler_pid == 0:
             os.close(report_fd)
@@ -62,21 +81,17 @@ def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joine
         for fd in stdio:
             os.close(fd)
         os.write(report_fd, b"forked\n")
-        stage = enter("init privileges")
+        step("init privileges")
         creds.drop_bounding_set()
         creds.become(plan.root.uid, plan.root.gid, plan.supplementary_gids)
         creds.clear_capabilities()
         prctl.set_no_new_privs(1)
         prctl.set_dumpable(False)
         os.close(errpipe)
-        errpipe = -1
+        step.errpipe = -1
         sc.close_all_except({report_fd})
-    except SetupError as e:
-        report(errpipe, e.stage, e.errno, str(e))
-    except OSError as e:
-        report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
     except BaseException as e:  # anything at all must be reported, never run on
-        report(errpipe, stage, 0, f"{stage}: {e!r}")
+        step.failed(e)
     else:
         init.serve(handler_pid, report_fd)
     if handler_pid > 0:
@@ -89,38 +104,34 @@ def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joine
 
 def run_handler(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> NoReturn:
     """Pid 2: drop everything, then become the handler. Never returns."""
-    stage = "pdeathsig"
+    step = _Steps(errpipe)
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
-        stage = enter("signals")
+        step("signals")
         creds.reset_signals()
-        stage = enter("stdio")
-        errpipe = fds.install_stdio(stdio, errpipe)
-        stage = enter("rlimits")
+        step("stdio")
+        step.errpipe = fds.install_stdio(stdio, errpipe)
+        step("rlimits")
         creds.set_rlimits(plan.rlimits)
-        stage = enter("bounding set")
+        step("bounding set")
         creds.drop_bounding_set()
-        stage = enter("ids")
+        step("ids")
         creds.become(plan.root.uid, plan.root.gid, plan.supplementary_gids)
-        stage = enter("capabilities")
+        step("capabilities")
         creds.clear_capabilities()
-        stage = enter("no_new_privs")
+        step("no_new_privs")
         prctl.set_no_new_privs(1)
         os.umask(HANDLER_UMASK)
-        stage = enter("chdir")
+        step("chdir")
         os.chdir(plan.root.workdir)
-        stage = enter("find handler")
+        step("find handler")
         path = _resolve(plan.argv[0], plan.env.get("PATH", DEFAULT_PATH))
-        stage = enter("seccomp")
+        step("seccomp")
         install_bpf(plan.seccomp_bpf)  # last before execve: nothing of ours runs under the filter
-        stage = "execve"
+        step.stage = "execve"
         os.execve(path, plan.argv, plan.env)
-    except SetupError as e:
-        report(errpipe, e.stage, e.errno, str(e))
-    except OSError as e:
-        report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
     except BaseException as e:  # anything at all must be reported, never run on
-        report(errpipe, stage, 0, f"{stage}: {e!r}")
+        step.failed(e)
     os._exit(127)
 
 

@@ -94,6 +94,11 @@ class Engine:
         raise AssertionError("no Result event")
 
 
+def status_fields(text: str) -> dict[str, str]:
+    """The fields of a /proc/PID/status text."""
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[Engine]:
     if os.geteuid() != 0:

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 from sandboxd.engine.result import Status
 
-from .conftest import Engine
-
-
-def _status_fields(text: str) -> dict[str, str]:
-    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+from .conftest import Engine, status_fields
 
 
 def test_identity_capabilities_and_filter(engine: Engine) -> None:
     run = engine.run(engine.spec("/bin/cat", "/proc/self/status"))
     assert run.result.status is Status.OK, run.result
-    fields = _status_fields(run.stdout.decode())
+    fields = status_fields(run.stdout.decode())
     ids = engine.config.sandbox_ids
     assert run.started is not None and run.started.uid in ids and run.started.uid != ids.shared_gid
     assert fields["Uid"].split() == [str(run.started.uid)] * 4

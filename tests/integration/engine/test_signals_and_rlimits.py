@@ -8,7 +8,7 @@ import signal
 from sandboxd.base.limits import Limits
 from sandboxd.engine.result import Status
 
-from .conftest import Engine
+from .conftest import Engine, status_fields
 
 COUNT_FDS = """
 import os
@@ -22,14 +22,10 @@ except OSError as e:
 """
 
 
-def _status_fields(text: str) -> dict[str, str]:
-    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
-
-
 def test_signal_dispositions_are_default_and_the_mask_empty(engine: Engine) -> None:
     run = engine.run(engine.spec("/bin/cat", "/proc/self/status"))
     assert run.result.status is Status.OK, run.result
-    fields = _status_fields(run.stdout.decode())
+    fields = status_fields(run.stdout.decode())
     assert (fields["SigIgn"], fields["SigBlk"], fields["SigCgt"]) == ("0" * 16,) * 3, fields
 
 
