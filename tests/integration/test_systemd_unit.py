@@ -88,7 +88,8 @@ def _unit_copy(tmp_path: Path, extra_service_lines: str = "") -> Path:
     executable = Path(sysconfig.get_path("scripts")) / "sandboxd"
     if not executable.is_file():
         pytest.fail(f"{executable} does not exist: install sandboxd into the venv (pip install -e .)")
-    text, count = re.subn(r"(?m)^ExecStart=/usr/bin/sandboxd$", f"ExecStart={executable}", UNIT.read_text())
+    text, count = re.subn(r"(?m)^ExecStart=/opt/sandboxd/bin/sandboxd$", f"ExecStart={executable}",
+                          UNIT.read_text())
     assert count == 1, "the shipped unit's ExecStart= changed: update this test and the README"
     if extra_service_lines:
         text = text.replace("[Install]", f"{extra_service_lines}\n\n[Install]")
@@ -114,7 +115,7 @@ def test_the_unit_says_what_the_daemon_relies_on() -> None:
     service = _settings(UNIT)["Service"]
     assert _one(service, "Type") == "notify"  # sandboxd.server.notify: READY=1, RELOADING=1, STOPPING=1
     assert _one(service, "NotifyAccess") == "main"
-    assert _one(service, "ExecStart") == "/usr/bin/sandboxd"  # as the README installs it
+    assert _one(service, "ExecStart") == "/opt/sandboxd/bin/sandboxd"  # as systemd/install-service installs it
     # the daemon reloads on SIGHUP; the shell's builtin kill, since a minimal Debian has no /bin/kill
     assert _one(service, "ExecReload") == '/bin/sh -c "kill -HUP ${MAINPID}"'
     assert Path("/bin/sh").exists()
