@@ -8,6 +8,7 @@ principal's, then the daemon's). The first refusal ends it; nothing has started.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -20,6 +21,9 @@ from sandboxd.policy.auth import Identity
 from sandboxd.policy.decisions import Decision
 from sandboxd.server.admission import Admission, Admitted
 from sandboxd.server.runtime import Runtime
+
+# Params larger than this are parsed and validated in a worker thread, not on the event loop.
+PARAMS_OFF_LOOP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -34,14 +38,16 @@ def target_of(request: pb.ExecuteRequest) -> str:
     return request.tool if request.WhichOneof("target") == "tool" else ""
 
 
-def accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission) -> Accepted:
+async def accept(
+    request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission
+) -> Accepted:
     """Decide on ``request``; raises the refusal (a SandboxError with its reason) when there is one.
 
     Every request costs its principal a rate token: the decision takes one, and a refusal before it is
     charged one here (RATE_LIMITED instead, once the rate is used up)."""
     decided: list[Decision] = []
     try:
-        return _accept(request, identity, runtime, admission, decided)
+        return await _accept(request, identity, runtime, admission, decided)
     except RateLimited:
         raise
     except SandboxError:
@@ -50,8 +56,8 @@ def accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, adm
         raise
 
 
-def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission,
-            decided: list[Decision]) -> Accepted:
+async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission,
+                  decided: list[Decision]) -> Accepted:
     admission.check_open()
     daemon = runtime.config.daemon
     payload_bytes = request.ByteSize()
@@ -72,8 +78,12 @@ def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, ad
             identity, tool=tool.name, requested=requested, tool_limits=tool.limits, payload_bytes=payload_bytes
         )
         decided.append(decision)
+        if len(request.params_json) > PARAMS_OFF_LOOP_BYTES:  # megabytes of JSON: parse and validate aside
+            params = await asyncio.to_thread(registry.check_params, request.tool, request.params_json)
+        else:
+            params = registry.check_params(request.tool, request.params_json)
         spec = registry.plan_tool(
-            request.tool, params_json=request.params_json, stdin=request.stdin, limits=decision.effective_limits,
+            request.tool, params=params, stdin=request.stdin, limits=decision.effective_limits,
             labels=request.labels,
         )
     elif target == "command":

@@ -176,20 +176,28 @@ class ToolRegistry:
                                  "and at reload (SIGHUP)")
         return bpf
 
+    def check_params(self, name: str, params_json: str) -> dict[str, Any]:
+        """The params of a call of tool ``name``, parsed strictly and valid against its schema — or raise."""
+        params = parse_params(params_json)
+        validate_params(params, self.get(name).params_schema)
+        return params
+
     def plan_tool(
         self,
         name: str,
         *,
-        params_json: str,
+        params_json: str | None = None,
+        params: Mapping[str, Any] | None = None,
         stdin: bytes = b"",
         limits: Limits | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> ExecutionSpec:
-        """The spec of a call of tool ``name``, run with ``limits`` as decided by the policy (the tool's own
-        when ``None``): ceilings are the policy's business, applied once there."""
+        """The spec of a call of tool ``name`` with ``params`` (already checked) or ``params_json`` (checked
+        here), run with ``limits`` as decided by the policy (the tool's own when ``None``): ceilings are the
+        policy's business, applied once there."""
         tool = self.get(name)
-        params = parse_params(params_json)
-        validate_params(params, tool.params_schema)
+        if params is None:
+            params = self.check_params(name, params_json or "")
         effective = limits if limits is not None else tool.limits
         bpf = self.profile_bpf(tool.seccomp_profile)
         return ExecutionSpec(

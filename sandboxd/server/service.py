@@ -166,7 +166,7 @@ class SandboxService(pb_grpc.SandboxServicer):
         except SandboxError as error:  # AUDIT_UNAVAILABLE: nothing can be decided unrecorded
             await abort(context, error)
         try:
-            accepted = accept(request, identity, runtime, self._admission)
+            accepted = await accept(request, identity, runtime, self._admission)
         except SandboxError as error:
             await self._deny(context, subject, rpc="Execute", error=error)
         admitted, spec, decision = accepted.admitted, accepted.spec, accepted.decision
