@@ -68,9 +68,17 @@ class _Run:
         self.pid = 0
         self.kill_reason: Status | None = None
         self.kill_message: str | None = None  # why, when the status alone does not say
+        self.kills: list[asyncio.Future[None]] = []  # kills under way in worker threads: the release waits
         self.stdout_bytes = 0
         self.stderr_bytes = 0
         self.output_truncated = False
+
+    def kill_aside(self, reason: Status) -> asyncio.Future[None]:
+        """Kill in a worker thread (a v1 kill polls the freezer); the release waits for it before removing the
+        cgroup, even when whoever asked was cancelled meanwhile."""
+        future = asyncio.ensure_future(asyncio.to_thread(self.kill, reason))
+        self.kills.append(future)
+        return future
 
     def kill(self, reason: Status) -> None:
         """Kill the whole cgroup; the first reason is the one reported."""
@@ -231,7 +239,7 @@ class Executor:
                 else:
                     run.pid = started
                     if run.kill_reason is not None:  # killed while it was being set up: kill what joined since
-                        await asyncio.to_thread(run.kill, run.kill_reason)
+                        await run.kill_aside(run.kill_reason)
                     tasks.append(asyncio.create_task(self._monitor(run, t0)))
                     yield Started(eid, started, limits, cgroup.name, uid)
                     async for event in relay_output(run, out_r, err_r, limits.output_max_bytes):
@@ -280,9 +288,10 @@ class Executor:
         """Kill what is left, close our pipe ends, remove the cgroup. Runs exactly once per execution."""
         await cancel_and_wait(tasks)  # before any fd is closed
         self._accounted.discard(run)
+        await asyncio.gather(*run.kills, return_exceptions=True)  # no kill still at work on the leaf
         stdin.close()
         if handle is not None and not handle.exited.done():  # the consumer left early
-            await asyncio.to_thread(run.kill, Status.CANCELLED)
+            await run.kill_aside(Status.CANCELLED)
             try:
                 await asyncio.wait_for(asyncio.shield(handle.exited), EXIT_REPORT_TIMEOUT_S)
             except (TimeoutError, SpawnerError) as e:
@@ -298,7 +307,7 @@ class Executor:
 
     async def _watch_cancel(self, run: _Run) -> None:
         await run.cancel.wait()
-        await asyncio.to_thread(run.kill, Status.CANCELLED)
+        await run.kill_aside(Status.CANCELLED)
 
     async def _monitor(self, run: _Run, t0: float) -> None:
         """Wall time by a timer (no polling); CPU time and v1's group OOM by the one accounting sweep."""
@@ -310,7 +319,7 @@ class Executor:
         if wall_time_ms is None:
             return
         await asyncio.sleep(max(0.0, wall_time_ms / 1000 - (time.monotonic() - t0)))
-        await asyncio.to_thread(run.kill, Status.TIMEOUT)
+        await run.kill_aside(Status.TIMEOUT)
 
     async def _sweep(self) -> None:
         """Every ``POLL_INTERVAL_S``, read the accounting of every execution that needs it in one worker thread
@@ -333,9 +342,7 @@ class Executor:
                     reason = Status.MEMORY_LIMIT  # v1 killed one task: kill all
                 if reason is not None:
                     self._accounted.discard(run)
-                    kill = asyncio.ensure_future(asyncio.to_thread(run.kill, reason))
-                    self._background.add(kill)
-                    kill.add_done_callback(self._background.discard)
+                    run.kill_aside(reason)
 
     async def _await_started(self, run: _Run, handle: SpawnHandle) -> int | SetupFailure:
         """The handler's pid once it has passed ``execve``, or why not — a setup that hangs (a FIFO, a dead
@@ -346,7 +353,7 @@ class Executor:
         except TimeoutError:
             pass
         stage = await asyncio.to_thread(hung_stage, run.cgroup.pids(), run.spec)
-        await asyncio.to_thread(run.kill, Status.SETUP_FAILED)
+        await run.kill_aside(Status.SETUP_FAILED)
         return SetupFailure(stage, errno.ETIMEDOUT,
                             f"{stage}: the sandbox's setup did not finish within {timeout_ms} ms")
 
