@@ -7,7 +7,9 @@ silence another execution's pipe that reused the number.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
+from sandboxd.base.limits import Limits
 from sandboxd.engine.executor import Executor
 from sandboxd.engine.result import Output, Result, Status
 
@@ -72,3 +74,14 @@ def test_setup_failures_among_concurrent_executions_touch_only_themselves(engine
             assert (result.status, result.setup_stage) == (Status.SETUP_FAILED, "find handler"), (n, result)
         else:
             assert result.status is Status.OK, (n, result)
+
+
+def test_five_hundred_concurrent_executions_all_run(engine: Engine) -> None:
+    # Regression: every child inherited the spawner's descriptors of the other running executions and set
+    # RLIMIT_NOFILE before its stdio moves: at 500 at once, half ended "SETUP_FAILED stdio: Too many open files".
+    specs = [engine.spec("/bin/sleep", "3", limits=Limits(wall_time_ms=120_000, open_files_max=8))
+             for _ in range(500)]
+    runs = engine.run_concurrently(specs)
+    statuses = Counter(run.result.status for run in runs)
+    assert statuses == {Status.OK: 500}, [run.result for run in runs if run.result.status is not Status.OK][:3]
+    assert len({run.started.uid for run in runs if run.started is not None}) == 500  # a uid each
