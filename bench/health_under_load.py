@@ -20,6 +20,18 @@ from daemon_harness import make_daemon, running
 
 from sandboxd.cli.client import SandboxClient
 
+# The shipped admin role's rate (1000/min, burst 200) would refuse most of a 500-execution burst.
+UNMETERED = """
+[principals.local-admin]
+roles = ["bench"]
+[roles.bench]
+tools = ["*"]
+commands = true
+admin = true
+rate_per_minute = 100000
+burst = 10000
+"""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,12 +41,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, running(make_daemon(
             Path(tmp), max_concurrent_executions=args.executions + 10,
-            limits={"wall_time": "120s", "open_files": "64"})) as daemon:
+            limits={"wall_time": "120s", "open_files": 64}, extra=UNMETERED)) as daemon:
         statuses: list[str] = []
+        failures: list[str] = []
 
         def one() -> None:
             with SandboxClient(daemon.socket) as client:
-                statuses.append(client.run_command(["/bin/sleep", str(args.sleep_s)]).status_name)
+                outcome = client.run_command(["/bin/sleep", str(args.sleep_s)])
+                statuses.append(outcome.status_name)
+                if outcome.status_name != "OK":
+                    failures.append(outcome.result.message)
 
         threads = [threading.Thread(target=one) for _ in range(args.executions)]
         for thread in threads:
@@ -55,6 +71,8 @@ def main() -> None:
     p99 = latencies_ms[int(len(latencies_ms) * 0.99) - 1]
     print(f"{args.executions} executions ({running_now} running while measured; "
           f"{statuses.count('OK')} ended OK, others: {sorted(set(statuses) - {'OK'})})")
+    for message in sorted(set(failures))[:3]:
+        print("  not OK:", message)
     print(f"health p50 {statistics.median(latencies_ms):.1f} ms  p99 {p99:.1f} ms  max {latencies_ms[-1]:.1f} ms")
 
 

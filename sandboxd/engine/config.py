@@ -32,7 +32,7 @@ class EngineConfig:
     # each running execution gets a uid (and gid) of its own from here; the first id is the shared group
     sandbox_ids: IdRange = DEFAULT_SANDBOX_IDS
     # how long a sandbox may take from fork to execve before it ends SETUP_FAILED naming the stage it hung in
-    setup_timeout_ms: int = 10_000
+    setup_timeout_ms: int = 60_000
     system_binds: tuple[str, ...] = DEFAULT_SYSTEM_BINDS
     etc_binds: tuple[str, ...] = DEFAULT_ETC_BINDS
 

@@ -30,7 +30,8 @@ the dotted key and the reason. The full file, with the defaults::
     ids = "2000000000-2000065535"            # every running execution gets a uid (= gid) of its own from here;
                                              # the first is the sandboxes' shared group (give writable binds
                                              # to it); no host account may use the range
-    setup_timeout = "10s"                    # a sandbox not standing by then ends SETUP_FAILED naming the stage
+    setup_timeout = "60s"                    # a sandbox not standing by then ends SETUP_FAILED naming the stage
+                                             # (generous: a burst of hundreds of sandboxes sets up slowly)
     default_profile = "default"              # seccomp profile of raw commands that name none
 
     [sandbox.limits]                         # defaults of every tool; ceilings of raw commands
@@ -101,7 +102,7 @@ class DaemonConfig:
 @dataclass(frozen=True)
 class SandboxConfig:
     ids: IdRange = DEFAULT_SANDBOX_IDS
-    setup_timeout_ms: int = 10_000
+    setup_timeout_ms: int = 60_000
     default_profile: str = "default"
     limits: Limits = field(default_factory=Limits)
 

@@ -26,7 +26,7 @@ def test_no_file_is_the_embedded_defaults() -> None:
     assert config.daemon.max_request_bytes == 1024 * 1024
     assert config.daemon.grace_period_ms == 10_000
     assert config.sandbox.ids == IdRange(2_000_000_000, 65_536)
-    assert config.sandbox.setup_timeout_ms == 10_000
+    assert config.sandbox.setup_timeout_ms == 60_000
     assert config.sandbox.limits == Limits()
     assert config.tool_dirs[0] == SHIPPED_TOOLS_DIR
     assert config.profile_dirs[-1] == SHIPPED_PROFILES_DIR
