@@ -5,15 +5,18 @@ exactly as written and only at start or reload."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from daemon_harness import Daemon, make_daemon, reload_and_wait, running
+from daemon_harness import Daemon, assert_nothing_left, make_daemon, reload_and_wait, running
+from loopfs import ext4_on_loop, require_loop_devices
 
 from sandboxd.cli.client import SandboxClient, SandboxdError
 
@@ -220,3 +223,31 @@ def test_a_command_of_nearly_the_largest_allowed_request_runs(daemon: Daemon) ->
     with daemon.client() as client:
         outcome = client.run_command(argv)
     assert (outcome.status_name, outcome.stdout) == ("OK", b"900\n"), outcome.result
+
+
+# -- the audit log fails -------------------------------------------------------------------------------------
+
+def test_a_full_audit_disk_refuses_with_audit_unavailable_not_unknown(tmp_path: Path) -> None:
+    require_loop_devices()
+    with contextlib.ExitStack() as stack:
+        ext4_on_loop(tmp_path / "audit.img", "4M", tmp_path / "audit-fs", stack)
+        made = make_daemon(tmp_path, extra=f'[audit]\npath = "{tmp_path / "audit-fs" / "audit.log"}"\n')
+        made.start()
+        try:
+            with made.client() as client:
+                assert client.run_command(["/bin/true"]).status_name == "OK"
+                filler = tmp_path / "audit-fs" / "filler"
+                subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
+                reasons = []
+                for _ in range(200):  # the records fill what is left of the log's last block first
+                    try:
+                        reasons.append(("OK", client.run_command(["/bin/true"]).status_name))
+                    except SandboxdError as error:
+                        reasons.append((error.code.name, error.reason))
+                        if error.reason == "AUDIT_UNAVAILABLE" and len(reasons) > 1 and reasons[-2] == reasons[-1]:
+                            break
+            assert reasons[-1] == ("UNAVAILABLE", "AUDIT_UNAVAILABLE"), reasons[-5:]
+            assert all(code in ("OK", "UNAVAILABLE") for code, _ in reasons), reasons
+        finally:
+            made.stop()
+        assert_nothing_left(made)

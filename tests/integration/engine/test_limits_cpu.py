@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sandboxd.base.limits import Limits
 from sandboxd.engine.result import Status
 
@@ -36,3 +38,23 @@ def test_cpu_share_throttles(engine: Engine) -> None:
     assert run.result.status is Status.TIMEOUT, run.result
     cpu_ms = (run.result.cpu_user_usec + run.result.cpu_system_usec) / 1000
     assert cpu_ms <= 0.2 * 1500 * 1.5, cpu_ms
+
+
+def test_unreadable_accounting_ends_the_execution_with_a_clear_message(engine: Engine,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Zeros in place of an unreadable cpu.stat would silently switch the CPU-time limit off: the execution is
+    # ended instead, saying why.
+    from sandboxd.base.errors import CgroupError
+    from sandboxd.engine.cgroups.v1 import V1ExecCgroup
+    from sandboxd.engine.cgroups.v2 import V2ExecCgroup
+
+    def unreadable(_cgroup: object) -> None:
+        raise CgroupError("cannot read cpu.stat: Input/output error")
+
+    monkeypatch.setattr(V1ExecCgroup, "stats", unreadable)
+    monkeypatch.setattr(V2ExecCgroup, "stats", unreadable)
+    run = engine.run(engine.spec("/bin/sleep", "30", limits=Limits(cpu_time_ms=5000, wall_time_ms=20_000)))
+    assert run.result.status is Status.CANCELLED, run.result
+    assert "accounting could not be read" in run.result.message
+    assert "CPU time and memory limits could no longer be enforced" in run.result.message
+    assert run.result.wall_time_ms < 10_000
