@@ -28,6 +28,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.api.status import TEMPORARY_METADATA_KEY, reason_from_metadata
+from sandboxd.base.errors import ConfigError
+from sandboxd.policy.tls import channel_credentials
 
 __all__ = ["DEFAULT_SOCKET", "SOCKET_ENV", "TOKEN_ENV", "Outcome", "SandboxClient", "SandboxdError", "TlsFiles", "pb"]
 
@@ -92,21 +94,10 @@ class TlsFiles:
     key_file: Path | None = None
 
     def credentials(self) -> grpc.ChannelCredentials:
-        def read(path: Path | None) -> bytes | None:
-            if path is None:
-                return None
-            try:
-                return path.read_bytes()
-            except OSError as exc:
-                raise SandboxdError(grpc.StatusCode.INVALID_ARGUMENT, "", f"{path}: {exc.strerror}") from None
-
-        if (self.cert_file is None) != (self.key_file is None):
-            raise SandboxdError(grpc.StatusCode.INVALID_ARGUMENT, "", "a client certificate needs its key, "
-                                "and a key its certificate")
-        return grpc.ssl_channel_credentials(
-            root_certificates=read(self.ca_file), private_key=read(self.key_file),
-            certificate_chain=read(self.cert_file),
-        )
+        try:
+            return channel_credentials(self.ca_file, self.cert_file, self.key_file)
+        except ConfigError as exc:
+            raise SandboxdError(grpc.StatusCode.INVALID_ARGUMENT, "", exc.message) from None
 
 
 class SandboxClient:
