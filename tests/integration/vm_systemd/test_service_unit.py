@@ -137,3 +137,25 @@ def test_reload_of_a_good_and_a_broken_config_and_a_clean_stop() -> None:
     assert (state["ActiveState"], state["ExecMainStatus"], state["Result"]) == ("inactive", "0", "success"), state
     assert not UNIT_CGROUP.exists() or not any(p.is_dir() and p.name.startswith("exec-") for p in UNIT_CGROUP.iterdir())
     sh("systemctl", "start", "sandboxd")  # the uninstall that follows stops it again
+
+
+def test_a_broken_config_stops_it_without_a_restart_loop() -> None:
+    # An invalid configuration exits 78, which RestartPreventExitStatus= names: systemd does not restart it
+    # into the same wall five times; fixed, it starts again.
+    config = Path("/etc/sandboxd/sandboxd.toml")
+    config.write_text("[daemon]\nno_such_key = 1\n")
+    try:
+        sh("systemctl", "restart", "sandboxd", check=False)
+        deadline = time.monotonic() + 60
+        while show("ActiveState")["ActiveState"] not in ("failed", "inactive") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # RestartSec=1s: a restart, if any, would have happened by now
+        state = show("ActiveState", "ExecMainStatus", "NRestarts")
+        assert (state["ActiveState"], state["ExecMainStatus"], state["NRestarts"]) == ("failed", "78", "0"), state
+        journal = sh("journalctl", "-u", "sandboxd.service", "--no-pager", "-n", "20", check=False).stdout
+        assert "daemon.no_such_key" in journal, journal
+    finally:
+        config.unlink()
+        sh("systemctl", "reset-failed", "sandboxd", check=False)
+        sh("systemctl", "start", "sandboxd")
+    assert show("ActiveState")["ActiveState"] == "active"
