@@ -18,6 +18,7 @@ from typing import Protocol
 from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.audit.record import AuditRecord
+from sandboxd.audit.writer import AuditUnavailable
 from sandboxd.engine.result import Event, Output, Result, Started, Status
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.server.admission import Admitted
@@ -87,6 +88,8 @@ async def stream_execution(
             elif isinstance(event, Output):
                 metrics.output_bytes(event.stream.name.lower(), len(event.data))
                 yield convert.output_event(event)
+    except AuditUnavailable:  # the log, not the engine, failed: the service answers AUDIT_UNAVAILABLE
+        raise
     except Exception as error:  # not BaseException: a caller that left (cancellation) passes through
         log.exception("execution %s: the engine failed", execution_id)
         status = Status.CANCELLED if started else Status.SETUP_FAILED
@@ -96,13 +99,16 @@ async def stream_execution(
             admitted.cancelled_by = admitted.cancelled_by or "caller-left"
             result = Result(execution_id, Status.CANCELLED,
                             "the caller went away" if started else "the caller went away before it started")
-        # Recorded before the engine is closed: a second cancellation during the close must not lose it.
-        records = record_outcome(admitted, result, trail)
-        metrics.execution_finished(admitted.tool, result, seconds=time.monotonic() - received_at)
-        # Leaving early (the caller went away) closes the stream, which kills the execution.
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        # Recorded before the engine is closed: a second cancellation during the close must not lose it. And
+        # the engine is closed whatever the recording does (a broken audit log raises): leaving early closes
+        # the stream, which kills the execution and removes its cgroup.
+        try:
+            records = record_outcome(admitted, result, trail)
+            metrics.execution_finished(admitted.tool, result, seconds=time.monotonic() - received_at)
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
     await trail.durable(records[-1])  # the Result never precedes its records on disk
     for audit_event in _audit_events(records):
         yield audit_event

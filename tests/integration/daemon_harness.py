@@ -174,6 +174,8 @@ def assert_nothing_left(daemon: Daemon) -> None:
     leaves = [leaf for base in cgroup_dirs(daemon.instance) if base.is_dir()
               for leaf in base.iterdir() if leaf.is_dir()]
     assert not leaves, f"execution cgroups left behind: {leaves}"
+    bases = [base for base in cgroup_dirs(daemon.instance) if base.exists()]
+    assert not bases, f"the daemon's cgroup directories were left behind: {bases}"
     deadline = time.monotonic() + 5
     while sandbox_processes(daemon.ids) and time.monotonic() < deadline:
         time.sleep(0.1)
