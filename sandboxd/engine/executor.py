@@ -27,7 +27,7 @@ from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.hostcheck import check_host
 from sandboxd.engine.ids import IdPool, IdsExhausted
 from sandboxd.engine.kmsg import find_seccomp_kill
-from sandboxd.engine.plan import build_plan
+from sandboxd.engine.plan import bind_order, build_plan
 from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output
 from sandboxd.engine.result import Event, Result, SeccompViolation, Started, Status
 from sandboxd.engine.seccomp.names import describe_kill, syscall_name
@@ -438,7 +438,7 @@ def hung_stage(pids: Sequence[int], spec: ExecutionSpec) -> str:
         return "spawn"
     stage = stages[-1]
     match = re.match(r"bind (\d+)", stage)
-    binds = sorted(spec.binds, key=lambda b: len(b.target.parts))
+    binds = bind_order(spec.binds)
     if match and int(match.group(1)) < len(binds):
         bind = binds[int(match.group(1))]
         return f"bind {match.group(1)}: {bind.source} -> {bind.target}"

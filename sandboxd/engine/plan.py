@@ -4,12 +4,13 @@ the generated /etc, the rlimits, the mounts. One hop from spec to syscall argume
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from sandboxd.base.limits import Limits
 from sandboxd.engine.child.plan import DEFAULT_PATH, JailPlan
 from sandboxd.engine.child.rootfs import Bind, RootPlan
 from sandboxd.engine.config import EngineConfig
-from sandboxd.engine.spec import ExecutionSpec
+from sandboxd.engine.spec import BindMount, ExecutionSpec
 
 
 def _etc_files(spec: ExecutionSpec, uid: int, shared_gid: int) -> dict[str, str]:
@@ -42,6 +43,11 @@ def rlimits(limits: Limits) -> dict[str, tuple[int, int]]:
     return result
 
 
+def bind_order(binds: Sequence[BindMount]) -> list[BindMount]:
+    """The order binds are mounted in, parents before children — and the index a stage ``bind N`` names."""
+    return sorted(binds, key=lambda bind: len(bind.target.parts))
+
+
 def build_plan(config: EngineConfig, spec: ExecutionSpec, execution_id: str,
                cgroup_procs: tuple[str, ...], uid: int) -> JailPlan:
     """The child's plan; ``uid`` is the execution's own (and its gid), from ``config.sandbox_ids``."""
@@ -54,8 +60,7 @@ def build_plan(config: EngineConfig, spec: ExecutionSpec, execution_id: str,
         etc_binds=config.etc_binds,
         etc_files=_etc_files(spec, uid, shared_gid),
         # parents before children, so a bind inside another lands on it, not under it
-        binds=tuple(Bind(str(b.source), str(b.target), b.writable)
-                    for b in sorted(spec.binds, key=lambda b: len(b.target.parts))),
+        binds=tuple(Bind(str(b.source), str(b.target), b.writable) for b in bind_order(spec.binds)),
         workdir=str(spec.workdir),
         workdir_source=None if spec.workdir_source is None else str(spec.workdir_source),
         tmpfs_size_bytes=spec.limits.tmpfs_size_bytes,

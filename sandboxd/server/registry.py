@@ -186,18 +186,15 @@ class ToolRegistry:
         self,
         name: str,
         *,
-        params_json: str | None = None,
-        params: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any],
         stdin: bytes = b"",
         limits: Limits | None = None,
         labels: Mapping[str, str] | None = None,
     ) -> ExecutionSpec:
-        """The spec of a call of tool ``name`` with ``params`` (already checked) or ``params_json`` (checked
-        here), run with ``limits`` as decided by the policy (the tool's own when ``None``): ceilings are the
-        policy's business, applied once there."""
+        """The spec of a call of tool ``name`` with ``params`` as :meth:`check_params` returned them, run with
+        ``limits`` as decided by the policy (the tool's own when ``None``): ceilings are the policy's business,
+        applied once there."""
         tool = self.get(name)
-        if params is None:
-            params = self.check_params(name, params_json or "")
         effective = limits if limits is not None else tool.limits
         bpf = self.profile_bpf(tool.seccomp_profile)
         return ExecutionSpec(

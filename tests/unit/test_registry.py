@@ -43,15 +43,16 @@ def registry(tmp_path: Path) -> ToolRegistry:
 def test_registry_plans_with_the_decided_limits_as_they_are(registry: ToolRegistry) -> None:
     # ceilings are the policy's, applied once there (test_policy.py); the registry neither lowers nor refuses
     decided = Limits(memory_max_bytes=2**40, wall_time_ms=10**9, pids_max=None)
-    assert registry.plan_tool("python", params_json='{"code": "1"}', limits=decided).limits == decided
+    assert registry.plan_tool("python", params={"code": "1"}, limits=decided).limits == decided
     assert registry.plan_command(["/bin/true"], limits=decided).limits == decided
-    assert registry.plan_tool("python", params_json='{"code": "1"}').limits == registry.get("python").limits
+    assert registry.plan_tool("python", params={"code": "1"}).limits == registry.get("python").limits
     assert registry.plan_command(["/bin/true"]).limits == DEFAULTS
 
 
 def test_plan_tool(registry: ToolRegistry) -> None:
     tool_limits = registry.get("python").limits
-    spec = registry.plan_tool("python", params_json='{"code": "print(1)"}', stdin=b"data",
+    params = registry.check_params("python", '{"code": "print(1)"}')
+    spec = registry.plan_tool("python", params=params, stdin=b"data",
                               limits=dataclasses.replace(tool_limits, wall_time_ms=5000), labels={"team": "a"})
     assert spec.argv[0] == "/usr/bin/python3"
     assert spec.stdin == b'{"code":"print(1)"}\ndata'
@@ -65,9 +66,11 @@ def test_plan_tool(registry: ToolRegistry) -> None:
 
 def test_plan_tool_refusals(registry: ToolRegistry) -> None:
     with pytest.raises(UnknownTool, match="no tool named 'nope'"):
-        registry.plan_tool("nope", params_json="{}")
+        registry.check_params("nope", "{}")
+    with pytest.raises(UnknownTool, match="no tool named 'nope'"):
+        registry.plan_tool("nope", params={})
     with pytest.raises(InvalidParams):
-        registry.plan_tool("python", params_json='{"code": 1}')
+        registry.check_params("python", '{"code": 1}')
 
 
 def test_plan_command(registry: ToolRegistry) -> None:
