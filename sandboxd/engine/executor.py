@@ -393,6 +393,8 @@ class Executor:
         if others:
             message += "; the seccomp filter also killed " + ", ".join(
                 f"pid {v.pid} on {v.syscall_name} ({v.abi} {v.syscall_nr})" for v in others)
+        if report.seccomp_kills_more:
+            message += f" and {report.seccomp_kills_more} more processes"
         cpu_user = stats.cpu_user_usec or report.cpu_user_usec
         cpu_system = stats.cpu_system_usec or report.cpu_system_usec
         return Result(

@@ -34,6 +34,7 @@ class ExitReport:
     maxrss_bytes: int
     traced: bool = False  # every process of the sandbox was traced: seccomp_kills is complete
     seccomp_kills: tuple[tuple[int, int, int], ...] = ()  # (host pid, AUDIT_ARCH, syscall nr) of each kill
+    seccomp_kills_more: int = 0  # killed processes past those named (the waiter names a bounded number)
 
 
 @dataclass
@@ -135,7 +136,7 @@ class SpawnerClient:
             kills = tuple((int(pid), int(arch), int(nr)) for pid, arch, nr in msg["seccomp_kills"])
             handle.exited.set_result(ExitReport(msg["wait_status"], int(msg["cpu_user_usec"]),
                                                 int(msg["cpu_system_usec"]), int(msg["maxrss_bytes"]),
-                                                bool(msg["traced"]), kills))
+                                                bool(msg["traced"]), kills, int(msg.get("seccomp_kills_more", 0))))
 
     def _die(self, why: str) -> None:
         if self._dead is not None:

@@ -23,7 +23,8 @@ spawner→daemon ``{"op": "setup_failed", "id": ID, "stage": S,``           -   
 spawner→daemon ``{"op": "exited", "id": ID, "wait_status": W|null,``      -                 always, last for
                ``"cpu_user_usec": U, "cpu_system_usec": S,``                                ID: the sandbox
                ``"maxrss_bytes": R, "traced": T,``                                          ended (W: the
-               ``"seccomp_kills": [[P, A, N]…]}``
+               ``"seccomp_kills": [[P, A, N]…],``
+               ``"seccomp_kills_more": M}`` (M: kills past the named ones)
                                                                                             handler's, null:
                                                                                             unknown; P/A/N:
                                                                                             process, AUDIT_ARCH
@@ -192,6 +193,8 @@ class Spawner:
                             "traced": parts[5] == "1"}
             elif parts[0] == "seccomp":
                 kills.append([int(parts[1]), int(parts[2]), int(parts[3])])
+            elif parts[0] == "seccomp-more":
+                message["seccomp_kills_more"] = int(parts[1])
         self.send(message)
 
     def _close(self, child: _Child, fd: int) -> None:

@@ -25,8 +25,9 @@ untraced. If ptrace is refused (Yama, an LSM), nothing is traced and the executo
 audit record for the handler.
 
 Report on the status pipe: ``pid P`` (the handler's host pid) once it exists, then ``seccomp TGID ARCH NR``
-per kill and last ``exit W U S R T`` — the handler's wait status (as its init saw it), the CPU and peak
-memory of the whole sandbox, and T = 1 when it was traced (so "no seccomp line" means "no seccomp kill").
+per killed process (at most ``KILLS_REPORTED``, the handler's first; ``seccomp-more N`` counts the rest), and
+last ``exit W U S R T`` — the handler's wait status (as its init saw it), the CPU and peak memory of the whole
+sandbox, and T = 1 when it was traced (so "no seccomp line" means "no seccomp kill").
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ _WALL = 0x40000000
 _FORK_EVENTS = (sc.PTRACE_EVENT_FORK, sc.PTRACE_EVENT_VFORK, sc.PTRACE_EVENT_CLONE)
 _GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
 _SECCOMP_MODE_DEAD = 3
+# Kills named one by one in the report (the handler's first, whatever its place); the rest are counted. A
+# tool that forks doomed processes in a loop must not grow the report, or the waiter, without bound.
+KILLS_REPORTED = 32
+_SIGSYS_KEPT = 1024
 
 
 def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
@@ -149,6 +154,7 @@ class _Watch:
         self.init_usage: resource.struct_rusage
         # (tid, tgid, arch, nr, marked dead by the kernel, rax == orig_rax) of every SIGSYS exit
         self._sigsys: list[tuple[int, int, int, int, bool, bool]] = []
+        self._sigsys_dropped: set[int] = set()  # processes killed by SIGSYS past _SIGSYS_KEPT
 
     def _announce(self, handler_pid: int) -> None:
         self.handler_pid = handler_pid
@@ -213,6 +219,9 @@ class _Watch:
                     dead = int(value) == _SECCOMP_MODE_DEAD
         except (OSError, ValueError):
             pass
+        if len(self._sigsys) >= _SIGSYS_KEPT and tgid != self.handler_pid:
+            self._sigsys_dropped.add(tgid)
+            return
         nr, rax = sc.ptrace_syscall_regs(tid)
         arch = sc.ptrace_syscall_arch(tid)
         self._sigsys.append((tid, tgid, arch, nr, dead, nr == rax))
@@ -220,9 +229,13 @@ class _Watch:
     def _report_kills(self) -> None:
         marked = [entry for entry in self._sigsys if entry[4]]
         killed = marked or [entry for entry in self._sigsys if entry[5]]
-        seen: set[int] = set()
+        by_process: dict[int, tuple[int, int]] = {}  # tgid -> (arch, nr), the first kill of each process
         for _tid, tgid, arch, nr, _dead, _rolled_back in killed:
-            if tgid in seen:
-                continue
-            seen.add(tgid)
+            by_process.setdefault(tgid, (arch, nr))
+        order = sorted(by_process, key=lambda tgid: tgid != self.handler_pid)  # the handler's first (stable)
+        for tgid in order[:KILLS_REPORTED]:
+            arch, nr = by_process[tgid]
             os.write(self.status_pipe, f"seccomp {tgid} {arch} {nr}\n".encode())
+        more = len(order[KILLS_REPORTED:]) + len(self._sigsys_dropped - set(by_process))
+        if more:
+            os.write(self.status_pipe, f"seccomp-more {more}\n".encode())

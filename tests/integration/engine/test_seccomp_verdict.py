@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from sandboxd.engine.child.waiter import KILLS_REPORTED
 from sandboxd.engine.result import Status
 
 from .conftest import SHARED_SECCOMP, Engine
@@ -124,3 +125,14 @@ def test_sigsys_sent_by_a_process_is_a_signal_not_a_seccomp_verdict(engine: Engi
     run = engine.run(engine.spec("/bin/sh", "-c", "kill -SYS $$"))
     assert (run.result.status, run.result.signal) == (Status.SIGNALED, 31), run.result
     assert run.result.seccomp_violations == ()
+
+
+def test_many_killed_processes_are_counted_beyond_those_named(engine: Engine, kill_uname: Path) -> None:
+    # A tool that runs doomed processes in a loop must not grow the report without bound: a bounded number
+    # are named, the handler's own kill among them whatever its turn, and the rest counted.
+    script = "for i in $(seq 60); do uname; done; exec uname"
+    run = engine.run(engine.spec("/bin/sh", "-c", script, profile=kill_uname))
+    assert run.result.status is Status.SECCOMP_VIOLATION, run.result  # the handler's own kill, the 61st
+    assert run.started is not None and run.result.seccomp_violations[0].pid == run.started.pid
+    assert len(run.result.seccomp_violations) == KILLS_REPORTED
+    assert f"and {61 - KILLS_REPORTED} more processes" in run.result.message
