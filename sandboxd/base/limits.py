@@ -25,6 +25,7 @@ MAXIMUMS: dict[str, int] = {
     "file_size_max_bytes": _I64_MAX,
     "open_files_max": 1 << 20,
     "tmpfs_size_bytes": _I64_MAX,
+    "network_max_bytes": _I64_MAX,
 }
 MIN_OPEN_FILES = 4
 
@@ -44,6 +45,7 @@ class Limits:
     file_size_max_bytes: int | None = 64 * 1024 * 1024
     open_files_max: int | None = 256
     tmpfs_size_bytes: int = 64 * 1024 * 1024
+    network_max_bytes: int | None = 64 * 1024 * 1024  # through the egress proxy, sent + received
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

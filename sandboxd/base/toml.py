@@ -151,6 +151,7 @@ LIMIT_KEYS: dict[str, tuple[str, Callable[[Any], int | None]]] = {
     "file_size": ("file_size_max_bytes", _parse_size_limit),
     "open_files": ("open_files_max", _parse_count_limit),
     "tmpfs_size": ("tmpfs_size_bytes", _parse_size_limit),
+    "network_bytes": ("network_max_bytes", _parse_size_limit),
 }
 
 

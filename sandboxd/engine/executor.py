@@ -1,8 +1,9 @@
 """The one place that knows an execution's lifecycle order:
 
-cgroup (limits written) → pipes → spawn (child joins cgroup, namespaces, root, ids, caps, seccomp, execve) →
-``Started`` → relay output while enforcing wall time, CPU time, output bytes and (v1) group OOM → reap →
-read accounting → verdict → ``Result`` → kill what is left, remove the cgroup.
+cgroup (limits written) → network namespace with its door out (``NetworkReady``, when the spec asks) → pipes →
+spawn (child joins cgroup, namespaces, root, ids, caps, seccomp, execve) → ``Started`` → relay output while
+enforcing wall time, CPU time, output bytes and (v1) group OOM → reap → read accounting → verdict → ``Result``
+→ kill what is left, close the door, remove the cgroup.
 
 Everything that can fail before ``execve`` ends the execution SETUP_FAILED: nothing runs half-sandboxed.
 """
@@ -27,12 +28,14 @@ from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.hostcheck import check_host
 from sandboxd.engine.ids import IdPool, IdsExhausted
 from sandboxd.engine.kmsg import find_seccomp_kill
+from sandboxd.engine.netns import PreparedNetwork, prepare_network
 from sandboxd.engine.plan import bind_order, build_plan
 from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output
-from sandboxd.engine.result import Event, Result, SeccompViolation, Started, Status
+from sandboxd.engine.result import Event, NetworkReady, Result, SeccompViolation, Started, Status
 from sandboxd.engine.seccomp.names import describe_kill, syscall_name
 from sandboxd.engine.spawnclient import ExitReport, SetupFailure, SpawnerClient, SpawnHandle, close_quietly
 from sandboxd.engine.spec import ExecutionSpec
+from sandboxd.engine.stop import stop_reason
 from sandboxd.engine.verdict import Facts, decide
 
 log = logging.getLogger(__name__)
@@ -176,16 +179,19 @@ class Executor:
     async def execute(
         self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None
     ) -> AsyncIterator[Event]:
-        """Run ``spec``; yield ``Started``, ``Output``… and always exactly one ``Result`` last.
+        """Run ``spec``; yield ``NetworkReady`` (when the spec has a door out), ``Started``, ``Output``… and
+        always exactly one ``Result`` last.
 
-        ``cancel``, once set — before the execution is set up, during, or while it runs — ends it CANCELLED:
-        the one place cancellation is handled, whenever it comes."""
+        ``cancel``, once set — before the execution is set up, during, or while it runs — ends it CANCELLED
+        (or for the reason a :class:`~sandboxd.engine.stop.StopToken` carries): the one place cancellation is
+        handled, whenever it comes."""
         eid = execution_id or uuid.uuid4().hex[:16]
         if eid in self._runs:
             raise InvalidSpec(f"execution id {eid} is already running")
         cancel = cancel if cancel is not None else asyncio.Event()
         if cancel.is_set():
-            yield Result(eid, Status.CANCELLED, "cancelled before it started")
+            reason, message = stop_reason(cancel)
+            yield Result(eid, reason, message or "cancelled before it started")
             return
         t0 = time.monotonic()
         limits = spec.limits
@@ -211,25 +217,25 @@ class Executor:
         handle: SpawnHandle | None = None
         tasks: list[asyncio.Task[None]] = []
         final: Result | None = None
+        network: PreparedNetwork | None = None
         try:
             tasks.append(asyncio.create_task(self._watch_cancel(run)))
-            theirs: list[int] = []
-            try:
-                for _ in range(3):
-                    read_end, write_end = os.pipe2(os.O_CLOEXEC)
-                    ours.append(write_end if not theirs else read_end)
-                    theirs.append(read_end if not theirs else write_end)
-                stdin_w = OwnedFd(ours.pop(0))  # feed_stdin closes it when done (EOF for the handler)
-                spawner = await self._live_spawner()
-                handle = spawner.spawn(build_plan(self._config, spec, eid, cgroup.procs_files, uid),
-                                       (theirs[0], theirs[1], theirs[2]))
-            except SpawnerError as e:
-                final = Result(eid, Status.SETUP_FAILED, str(e), setup_stage="spawn")
-            except OSError as e:  # EMFILE and the like: nothing was started
-                final = Result(eid, Status.SETUP_FAILED, f"pipes: {e.strerror or e}", setup_stage="pipes",
-                               setup_errno=e.errno or 0)
-            finally:
-                close_quietly(*theirs)
+            if spec.egress_listen_port is not None:
+                try:
+                    network = await asyncio.to_thread(prepare_network, spec.egress_listen_port)
+                except OSError as e:  # fail closed: no door out, no execution
+                    final = Result(eid, Status.SETUP_FAILED, f"network: {e.strerror or e}", setup_stage="network",
+                                   setup_errno=e.errno or 0)
+                else:
+                    yield NetworkReady(eid, network.listener)
+            if final is None:
+                spawned = await self._spawn(run, network, ours)
+                if ours:
+                    stdin_w = OwnedFd(ours.pop(0))  # feed_stdin closes it when done (EOF for the handler)
+                if isinstance(spawned, Result):
+                    final = spawned
+                else:
+                    handle = spawned
             if handle is not None:
                 out_r, err_r = ours
                 tasks.append(asyncio.create_task(feed_stdin(stdin_w, spec.stdin)))
@@ -248,7 +254,7 @@ class Executor:
         finally:
             # Shielded: a second cancellation (a stop during the release) must not skip the kill, the closes
             # or the rmdir; the release then goes on by itself.
-            release = asyncio.ensure_future(self._release(run, handle, tasks, stdin_w, tuple(ours)))
+            release = asyncio.ensure_future(self._release(run, handle, tasks, stdin_w, tuple(ours), network))
             try:
                 await asyncio.shield(release)
             except asyncio.CancelledError:
@@ -258,6 +264,27 @@ class Executor:
         # Yielded only after the release: a caller that stops at the Result finds nothing of it left.
         if final is not None:
             yield final
+
+    async def _spawn(self, run: _Run, network: PreparedNetwork | None, ours: list[int]) -> SpawnHandle | Result:
+        """The stdio pipes, then the spawn — or why not. ``ours`` collects our ends (stdin's first), which the
+        release closes; the sandbox's ends are closed here once the spawner has its own."""
+        theirs: list[int] = []
+        try:
+            for _ in range(3):
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                ours.append(write_end if not theirs else read_end)
+                theirs.append(read_end if not theirs else write_end)
+            spawner = await self._live_spawner()
+            plan = build_plan(self._config, run.spec, run.execution_id, run.cgroup.procs_files, run.uid)
+            return spawner.spawn(plan, (theirs[0], theirs[1], theirs[2]),
+                                 None if network is None else network.namespace_fd)
+        except SpawnerError as e:
+            return Result(run.execution_id, Status.SETUP_FAILED, str(e), setup_stage="spawn")
+        except OSError as e:  # EMFILE and the like: nothing was started
+            return Result(run.execution_id, Status.SETUP_FAILED, f"pipes: {e.strerror or e}", setup_stage="pipes",
+                          setup_errno=e.errno or 0)
+        finally:
+            close_quietly(*theirs)
 
     async def _create_cgroup(self, eid: str, limits: Limits) -> ExecCgroup:
         """The execution's leaf, made in a worker thread. If the caller is cancelled meanwhile, the thread
@@ -284,8 +311,9 @@ class Executor:
             log.error("%s", e)
 
     async def _release(self, run: _Run, handle: SpawnHandle | None, tasks: list[asyncio.Task[None]],
-                       stdin: OwnedFd, fds: tuple[int, ...]) -> None:
-        """Kill what is left, close our pipe ends, remove the cgroup. Runs exactly once per execution."""
+                       stdin: OwnedFd, fds: tuple[int, ...], network: PreparedNetwork | None) -> None:
+        """Kill what is left, close our pipe ends and the network's door, remove the cgroup. Runs exactly once
+        per execution."""
         await cancel_and_wait(tasks)  # before any fd is closed
         self._accounted.discard(run)
         await asyncio.gather(*run.kills, return_exceptions=True)  # no kill still at work on the leaf
@@ -297,6 +325,8 @@ class Executor:
             except (TimeoutError, SpawnerError) as e:
                 log.error("execution %s: no exit report after kill: %r", run.execution_id, e)
         close_quietly(*fds)
+        if network is not None:
+            network.close()
         try:
             await asyncio.to_thread(run.cgroup.remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool
@@ -307,7 +337,10 @@ class Executor:
 
     async def _watch_cancel(self, run: _Run) -> None:
         await run.cancel.wait()
-        await run.kill_aside(Status.CANCELLED)
+        reason, message = stop_reason(run.cancel)
+        if run.kill_reason is None and message is not None:
+            run.kill_message = message
+        await run.kill_aside(reason)
 
     async def _monitor(self, run: _Run, t0: float) -> None:
         """Wall time by a timer (no polling); CPU time and v1's group OOM by the one accounting sweep."""

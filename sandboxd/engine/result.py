@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import socket
 from dataclasses import dataclass
 
 from sandboxd.base.limits import Limits
@@ -21,11 +22,22 @@ class Status(enum.Enum):
     SECCOMP_VIOLATION = "SECCOMP_VIOLATION"
     CANCELLED = "CANCELLED"
     SETUP_FAILED = "SETUP_FAILED"
+    NETWORK_LIMIT = "NETWORK_LIMIT"
 
 
 class Stream(enum.Enum):
     STDOUT = "STDOUT"
     STDERR = "STDERR"
+
+
+@dataclass(frozen=True)
+class NetworkReady:
+    """The sandbox's door out (spec ``egress_listen_port``), before anything of it runs: a non-blocking socket
+    listening inside its network namespace. The engine owns it and closes it once the sandbox is gone; a
+    consumer that serves it (the egress proxy) takes its own ``dup()``."""
+
+    execution_id: str
+    listener: socket.socket
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,10 @@ class Result:
     seccomp_violations: tuple[SeccompViolation, ...] = ()  # every kill, the handler's and its descendants'
     setup_stage: str = ""
     setup_errno: int = 0
+    # The execution's traffic through the egress proxy; the engine knows none of it, the daemon fills it in.
+    network_bytes_sent: int = 0
+    network_bytes_received: int = 0
+    network_connections: int = 0
 
 
-Event = Started | Output | Result
+Event = NetworkReady | Started | Output | Result

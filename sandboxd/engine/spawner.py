@@ -10,10 +10,13 @@ stdio pipe ends attached to ``spawn`` with ``SCM_RIGHTS``:
 direction      message                                                    fds               when
 =============  =========================================================  ================  ==================
 spawner→daemon ``{"op": "ready", "pid": P}``                              -                 once, at start
-daemon→spawner ``{"op": "spawn", "id": ID}``                              stdin r, stdout   per execution
+daemon→spawner ``{"op": "spawn", "id": ID, "netns": B}``                 stdin r, stdout   per execution
                                                                           w, stderr w, the
                                                                           plan (a sealed
-                                                                          memfd of JSON)
+                                                                          memfd of JSON),
+                                                                          and when B the
+                                                                          network namespace
+                                                                          to join
 spawner→daemon ``{"op": "started", "id": ID, "pid": P}``                  -                 handler passed
                                                                                             ``execve``; P is
                                                                                             its host pid
@@ -96,27 +99,29 @@ class Spawner:
                     self._on_pipe(int(key.fd))
 
     def _on_control(self) -> bool:
-        msg, fds, _, _ = socket.recv_fds(self._control, MAX_MESSAGE_BYTES, 4)
+        msg, fds, _, _ = socket.recv_fds(self._control, MAX_MESSAGE_BYTES, 5)
         if not msg:
             return False
         request = json.loads(msg)
-        if request.get("op") != "spawn" or len(fds) != 4:
+        if request.get("op") != "spawn" or len(fds) != 4 + bool(request.get("netns")):
             for fd in fds:
                 os.close(fd)
             raise SystemExit(f"spawner: protocol violation: {request.get('op')!r} with {len(fds)} fds")
         stdio = (fds[0], fds[1], fds[2])
         with os.fdopen(fds[3], "rb") as plan:
             wire = json.loads(plan.read())
-        self._spawn(str(request["id"]), JailPlan.from_wire(wire), stdio)
+        netns = fds[4] if len(fds) == 5 else -1
+        self._spawn(str(request["id"]), JailPlan.from_wire(wire), stdio, netns)
         return True
 
-    def _spawn(self, execution_id: str, plan: JailPlan, stdio: tuple[int, int, int]) -> None:
+    def _spawn(self, execution_id: str, plan: JailPlan, stdio: tuple[int, int, int], netns: int) -> None:
+        inherited = (*stdio, netns) if netns >= 0 else stdio
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         try:
             pid = os.fork()
         except OSError as e:
-            for fd in (*stdio, err_r, err_w, status_r, status_w):
+            for fd in (*inherited, err_r, err_w, status_r, status_w):
                 os.close(fd)
             self.send({"op": "setup_failed", "id": execution_id, "stage": "fork", "errno": e.errno,
                        "message": f"fork: {e.strerror}"})
@@ -128,10 +133,10 @@ class Spawner:
                 self._control.close()
                 os.close(err_r)
                 os.close(status_r)
-                run_waiter(plan, stdio, err_w, status_w, os.getppid())
+                run_waiter(plan, stdio, err_w, status_w, os.getppid(), netns)
             finally:
                 os._exit(127)
-        for fd in (*stdio, err_w, status_w):
+        for fd in (*inherited, err_w, status_w):
             os.close(fd)
         child = _Child(execution_id, pid, err_r, status_r, fds_open={err_r, status_r})
         for fd in (err_r, status_r):

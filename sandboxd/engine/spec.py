@@ -51,6 +51,9 @@ class ExecutionSpec:
     seccomp_profile_name: str = "default"
     tool: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The one door out of the sandbox's network namespace: a socket listening on 127.0.0.1:PORT inside it,
+    # handed to the caller as a NetworkReady event. None: loopback only, nothing listens for the sandbox.
+    egress_listen_port: int | None = None
 
     def __post_init__(self) -> None:
         if not self.argv or not self.argv[0]:
@@ -65,6 +68,8 @@ class ExecutionSpec:
         _check_target(self.workdir)
         if self.workdir_source is not None and not self.workdir_source.is_absolute():
             raise InvalidSpec(f"workdir source must be absolute: {self.workdir_source}")
+        if self.egress_listen_port is not None and not 0 < self.egress_listen_port < 65536:
+            raise InvalidSpec(f"egress listen port must be 1-65535, got {self.egress_listen_port}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", self.hostname):
             raise InvalidSpec(f"invalid hostname {self.hostname!r}")
 

@@ -37,6 +37,7 @@ _KILL_MESSAGES = {
     Status.OUTPUT_LIMIT: "output limit of {out} bytes reached; output truncated",
     Status.CANCELLED: "cancelled",
     Status.MEMORY_LIMIT: "memory limit of {mem} bytes reached (OOM kill)",
+    Status.NETWORK_LIMIT: "network limit of {net} bytes reached",
 }
 
 
@@ -56,7 +57,7 @@ def decide(facts: Facts) -> Verdict:
             sig = os.WTERMSIG(facts.wait_status)
     limits = facts.limits
     fmt = {"wall": limits.wall_time_ms, "cpu": limits.cpu_time_ms, "out": limits.output_max_bytes,
-           "mem": limits.memory_max_bytes}
+           "mem": limits.memory_max_bytes, "net": limits.network_max_bytes}
     if facts.kill_reason is not None:
         return Verdict(facts.kill_reason, exit_code, sig, _KILL_MESSAGES[facts.kill_reason].format(**fmt))
     if facts.stats.oom_kill_count > 0:

@@ -59,17 +59,22 @@ _SIGSYS_KEPT = 1024
 
 
 def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
-               spawner_pid: int) -> NoReturn:
-    """The spawner's direct child. Never returns."""
+               spawner_pid: int, netns: int = -1) -> NoReturn:
+    """The spawner's direct child. Never returns. ``netns``: a network namespace made beforehand
+    (:mod:`sandboxd.engine.netns`) to join instead of a fresh one."""
     stage = "waiter"
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         if os.getppid() != spawner_pid:  # the spawner died before pdeathsig was armed
             os._exit(1)
         stage = "close inherited descriptors"
-        sc.close_all_except({*stdio, errpipe, status_pipe})
+        sc.close_all_except({*stdio, errpipe, status_pipe, netns} - {-1})
+        if netns >= 0:
+            stage = "join network namespace"
+            sc.setns(netns, sc.CLONE_NEWNET)
+            os.close(netns)
         stage = "unshare namespaces"
-        sc.unshare(NAMESPACES)
+        sc.unshare(NAMESPACES if netns < 0 else NAMESPACES & ~sc.CLONE_NEWNET)
         stage = "make mounts private"
         try:
             sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)  # nothing we mount propagates to the host
