@@ -74,6 +74,14 @@ def parse_duration_ms(value: str) -> int:
     return math.ceil(usec / 1000)  # up: "1us" must not become "no time at all"
 
 
+def parse_positive_duration_ms(value: object) -> int:
+    """:func:`parse_duration_ms`, refusing zero: a timeout of nothing is a mistake, not a setting."""
+    duration_ms = parse_duration_ms(value)  # type: ignore[arg-type]
+    if duration_ms <= 0:
+        raise ValueError("must be positive")
+    return duration_ms
+
+
 def parse_percent(value: str | int) -> int:
     """``"25%"`` or ``25`` → 25."""
     if isinstance(value, bool):

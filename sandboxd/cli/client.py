@@ -143,6 +143,7 @@ class SandboxClient:
         tool: str | None = None,
         command: Sequence[str] | None = None,
         profile: str = "",
+        allow_hosts: Sequence[str] = (),
         params: Mapping[str, Any] | str | None = None,
         stdin: bytes = b"",
         limits: Mapping[str, int] | pb.Limits | None = None,
@@ -152,7 +153,8 @@ class SandboxClient:
         """Start one execution and yield its events as they arrive; the last one is the Result.
 
         Closing the iterator early (``break``, garbage collection) cancels the call, which kills the
-        execution.
+        execution. ``allow_hosts``: the HOST[:PORT] entries a raw command may connect to through the daemon's
+        egress proxy (none: no network).
         """
         if (tool is None) == (command is None):
             raise ValueError("name exactly one of tool= or command=")
@@ -165,6 +167,7 @@ class SandboxClient:
         else:
             request.command.argv.extend(command or ())
             request.command.profile = profile
+            request.command.allow_hosts.extend(allow_hosts)
         call = self._stub.Execute(request, metadata=self._metadata)
         try:
             yield from call

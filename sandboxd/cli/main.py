@@ -1,15 +1,21 @@
 """``sandboxctl``: drive and debug a sandboxd from a shell.
 
     sandboxctl run TOOL [--param k=v ...] [--params-json JSON|@FILE] [--stdin FILE] [limits]
-    sandboxctl exec [limits] [--profile NAME] [--stdin FILE] -- ARGV...
+    sandboxctl exec [limits] [--profile NAME] [--allow-host HOST[:PORT] ...] [--stdin FILE] -- ARGV...
     sandboxctl tools | ps | cancel ID | info | health
     sandboxctl audit tail [-n N] [-f] [filters] | audit export --since WHEN [filters] | audit verify FILE...
     limits: --memory 64M --timeout 5s --cpu-time 2s --output-limit 1M --pids N --cpu-share 50%
-            --file-size 8M --open-files N --tmpfs-size 16M
+            --file-size 8M --open-files N --tmpfs-size 16M --network-bytes 10M
 
 ``run``/``exec`` stream the handler's stdout/stderr live to sandboxctl's own and exit with its exit code:
-128+signal when it was killed (a limit, the seccomp filter, a cancel), 125 when sandboxctl or the daemon
-failed (including SETUP_FAILED: nothing ran). The verdict goes to stderr when it is not OK. With ``--json``
+
+    0            OK
+    1-255        NONZERO_EXIT: the handler's own exit code
+    128+signal   killed: SIGNALED, SECCOMP_VIOLATION (159: SIGSYS), and the limits and cancels that kill the
+                 whole sandbox — TIMEOUT, CPU_LIMIT, MEMORY_LIMIT, OUTPUT_LIMIT, NETWORK_LIMIT, CANCELLED
+                 (137: SIGKILL)
+    125          sandboxctl or the daemon failed, including SETUP_FAILED: nothing ran
+ The verdict goes to stderr when it is not OK. With ``--json``
 every event is printed as one line of protobuf's JSON mapping, the result last. The socket is
 ``--socket``, else ``$SANDBOXD_SOCKET``, else /run/sandboxd/sandboxd.sock; ``--address HOST:PORT`` calls the
 TCP listener instead (with ``--tls-ca`` for TLS, plus ``--tls-cert``/``--tls-key`` for mTLS). ``--token``
@@ -77,6 +83,8 @@ _LIMIT_OPTIONS: tuple[tuple[str, str, Callable[[str], int], str, str], ...] = (
     ("--file-size", "file_size_max_bytes", parse_size_bytes, "SIZE", "largest file the handler may write"),
     ("--open-files", "open_files_max", int, "N", "most open descriptors per process (at least 4)"),
     ("--tmpfs-size", "tmpfs_size_bytes", parse_size_bytes, "SIZE", "size of /tmp, /dev/shm and /work"),
+    ("--network-bytes", "network_max_bytes", parse_size_bytes, "SIZE",
+     "bytes sent + received through the egress proxy"),
 )
 
 
@@ -135,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     exec_ = commands.add_parser("exec", help="run a raw command (operators)")
     _add_common(exec_, suppress=True)
     exec_.add_argument("--profile", default="", help="seccomp profile name (default: the daemon's)")
+    exec_.add_argument("--allow-host", action="append", default=[], metavar="HOST[:PORT]",
+                       help="a host it may connect to through the daemon's egress proxy (repeatable; * = labels)")
     _add_execution_options(exec_)
     exec_.add_argument("argv", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
 
@@ -286,7 +296,7 @@ def cmd_run(client: SandboxClient, args: argparse.Namespace) -> int:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not argv:
             raise UsageError("exec needs a command: sandboxctl exec [options] -- PROGRAM [ARGS...]")
-        events = client.execute(command=argv, profile=args.profile, **common)
+        events = client.execute(command=argv, profile=args.profile, allow_hosts=args.allow_host, **common)
     return stream_events(events, as_json=args.json, out=sys.stdout.buffer, err=sys.stderr.buffer)
 
 
@@ -296,10 +306,18 @@ def cmd_tools(client: SandboxClient, args: argparse.Namespace) -> int:
         for tool in tools:
             print(to_json_line(tool))
         return 0
-    rows = [["NAME", "PROFILE", "LIMITS", "DESCRIPTION"]]
-    rows += [[t.name, t.seccomp_profile, _limits_text(t.limits), " ".join(t.description.split())] for t in tools]
+    rows = [["NAME", "PROFILE", "NETWORK", "LIMITS", "DESCRIPTION"]]
+    rows += [[t.name, t.seccomp_profile, _network_text(t), _limits_text(t.limits), " ".join(t.description.split())]
+             for t in tools]
     print_table(rows, wrap_last=None if args.wide else DESCRIPTION_WIDTH)
     return 0
+
+
+def _network_text(tool: pb.Tool) -> str:
+    """``none``, or the allowlist (``allow: -`` when it is empty: every connection refused)."""
+    if tool.network != "allowlist":
+        return tool.network or "none"
+    return "allow: " + (",".join(tool.network_allow) or "-")
 
 
 def cmd_ps(client: SandboxClient, args: argparse.Namespace) -> int:

@@ -28,6 +28,8 @@ tools, raw commands, limits and a rate. The tables, with every key and its defau
     max_payload = "1M"                     # absent = only daemon.max_request_bytes applies
     max_concurrent = 8                     # running executions per principal; absent = no own bound
     limits_above_ceiling = "deny"          # or "clamp": lower a per-call limit to the ceiling instead
+    network_allow = ["*.example.com:443"]  # absent = no narrowing; else a connection must match the tool's
+                                           # [network] allow *and* this list (HOST[:PORT], * = labels)
     [roles.customer-service.ceilings]      # the [limits] keys (memory, cpu_time, wall_time, output …)
     memory = "256M"
 
@@ -127,6 +129,9 @@ class RoleConfig:
     max_concurrent: int | None = None
     ceilings: Mapping[str, int] = field(default_factory=dict)  # Limits field name -> ceiling
     limits_above_ceiling: Literal["deny", "clamp"] = "deny"
+    # HOST[:PORT] entries narrowing what its executions may connect to (a connection must match the tool's list
+    # and this one); None = no narrowing. Checked as allowlist entries by the daemon's configuration.
+    network_allow: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -291,10 +296,11 @@ def _role(table: TomlTable, name: str) -> RoleConfig:
     if above not in ("deny", "clamp"):
         raise entry.error("limits_above_ceiling", f"expected \"deny\" or \"clamp\", got {above!r}")
     ceilings = _ceilings(entry.take_table("ceilings"))
+    network_allow = entry.take_str_list("network_allow") if entry.has("network_allow") else None
     entry.finish()
     return RoleConfig(
         name, grants, commands, admin, rate, max_payload, max_concurrent, ceilings,
-        "clamp" if above == "clamp" else "deny",
+        "clamp" if above == "clamp" else "deny", network_allow,
     )
 
 

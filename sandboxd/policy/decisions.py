@@ -50,6 +50,7 @@ class Decision:
     effective_limits: Limits  # what the execution runs with: the registry plans with exactly these
     clamped: tuple[str, ...] = ()  # Limits fields lowered to a ceiling (limits_above_ceiling = "clamp")
     max_concurrent: int | None = None  # the role's bound on the principal's running executions
+    network_allow: tuple[str, ...] | None = None  # the role's narrowing of the network allowlist; None = none
 
 
 class Policy:
@@ -102,6 +103,7 @@ class Policy:
             effective_limits=effective,
             clamped=clamped,
             max_concurrent=role.max_concurrent,
+            network_allow=role.network_allow,
         )
 
     def _grant(self, identity: Identity, tool: str | None) -> RoleConfig:

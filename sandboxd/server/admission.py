@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from sandboxd.base.refusals import Draining, TooManyExecutions
+from sandboxd.engine.stop import StopToken
 
 log = logging.getLogger("sandboxd")
 
@@ -33,8 +34,9 @@ class Admitted:
     admitted_at: float = field(default_factory=time.time)
     cancelled_by: str = ""  # the principal that cancelled it, "daemon-stopping", "caller-left"
     outcome_recorded: bool = False  # its execution.finished is written: exactly one per allowed decision
-    # Handed to the engine with the spec: set before, during or after set-up, it ends the execution CANCELLED.
-    cancel_token: asyncio.Event = field(default_factory=asyncio.Event)
+    # Handed to the engine with the spec: set before, during or after set-up, it ends the execution CANCELLED
+    # (or NETWORK_LIMIT, when the egress proxy stops it).
+    cancel_token: StopToken = field(default_factory=StopToken)
 
     def cancel(self, by: str) -> None:
         """Ask the engine to end this execution; the first canceller is the one recorded."""

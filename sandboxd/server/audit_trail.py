@@ -11,7 +11,10 @@ Every record names its time, principal, tool, execution id and request id; what 
     execution.limit_hit   which limit ended it (memory, time, cpu, output)
     execution.seccomp_violation   the syscall
     execution.cancelled   by whom (a principal, the caller leaving, the daemon stopping)
-    execution.finished    status, exit code / signal, usage
+    network.connect       one per connection the sandbox asked the egress proxy for: host, port, address,
+                          protocol, outcome (allowed / denied / failed) and why
+    network.closed        one per allowed connection, when it ends: bytes each way, duration, who ended it
+    execution.finished    status, exit code / signal, usage (network bytes and connections included)
 
     daemon.started / daemon.stopped / daemon.reloaded / daemon.reload_failed / daemon.recovered
 
@@ -40,6 +43,7 @@ LIMIT_BY_STATUS = {
     Status.TIMEOUT: "wall_time",
     Status.CPU_LIMIT: "cpu_time",
     Status.OUTPUT_LIMIT: "output",
+    Status.NETWORK_LIMIT: "network",
 }
 
 
@@ -94,10 +98,14 @@ class AuditTrail:
         return self._append("request.received", subject, {"rpc": rpc, "peer": peer, "auth_method": auth_method})
 
     def allowed(self, subject: Subject, *, rpc: str, role: str, limits: Limits | None = None,
-                command: Sequence[str] | None = None, clamped: Sequence[str] = ()) -> AuditRecord:
+                command: Sequence[str] | None = None, clamped: Sequence[str] = (),
+                network: Mapping[str, Sequence[str]] | None = None) -> AuditRecord:
         """``command``: a raw command's argv (the first ``COMMAND_ARGS_RECORDED`` arguments, each bounded);
-        ``clamped``: the limits lowered to a ceiling."""
+        ``clamped``: the limits lowered to a ceiling; ``network``: the allowlist (``allow``) and the role's
+        narrowing of it (``narrow``), when it may connect anywhere."""
         details: dict[str, Any] = {"outcome": "allowed", "rpc": rpc, "role": role}
+        if network is not None:
+            details["network"] = {key: list(value) for key, value in network.items()}
         if limits is not None:
             details["limits"] = limits_details(limits)
         if command is not None:
@@ -129,6 +137,20 @@ class AuditTrail:
     def cancelled(self, subject: Subject, *, by: str) -> AuditRecord:
         return self._append("execution.cancelled", subject, {"by": by})
 
+    def network_connect(self, subject: Subject, *, connection: int, protocol: str, host: str, port: int,
+                        address: str, outcome: str, reason: str) -> AuditRecord:
+        return self._append("network.connect", subject, {
+            "connection": connection, "protocol": protocol, "host": host, "port": port, "address": address,
+            "outcome": outcome, "reason": reason,
+        })
+
+    def network_closed(self, subject: Subject, *, connection: int, host: str, port: int, address: str,
+                       sent_bytes: int, received_bytes: int, duration_ms: int, ended_by: str) -> AuditRecord:
+        return self._append("network.closed", subject, {
+            "connection": connection, "host": host, "port": port, "address": address, "bytes_sent": sent_bytes,
+            "bytes_received": received_bytes, "duration_ms": duration_ms, "ended_by": ended_by,
+        })
+
     def finished(self, subject: Subject, result: Result) -> list[AuditRecord]:
         """The outcome: a limit hit or a seccomp violation first when there was one, then ``finished``."""
         records = []
@@ -151,7 +173,9 @@ class AuditTrail:
             "cpu_system_usec": result.cpu_system_usec, "wall_time_ms": result.wall_time_ms,
             "memory_peak_bytes": result.memory_peak_bytes, "stdout_bytes": result.stdout_bytes,
             "stderr_bytes": result.stderr_bytes, "output_truncated": result.output_truncated,
-            "setup_stage": result.setup_stage,
+            "setup_stage": result.setup_stage, "network_bytes_sent": result.network_bytes_sent,
+            "network_bytes_received": result.network_bytes_received,
+            "network_connections": result.network_connections,
         }))
         return records
 

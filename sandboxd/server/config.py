@@ -44,7 +44,9 @@ the dotted key and the reason. The full file, with the defaults::
     file_size = "64M"
     open_files = 256
     tmpfs_size = "64M"
+    network_bytes = "64M"                    # through the egress proxy, sent + received
 
+    [egress]                                 # see sandboxd.server.egress_config: the proxy's pins and bounds
     [audit]                                  # see sandboxd.audit.config
     [auth] / [principals.*] / [roles.*]      # see sandboxd.policy.config: who may run what
 
@@ -67,10 +69,13 @@ from sandboxd.audit.config import AuditConfig, parse_audit_config
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.limits import Limits
 from sandboxd.base.toml import TomlTable, read_toml, take_limits
-from sandboxd.base.units import parse_duration_ms, parse_size_bytes
+from sandboxd.base.units import parse_duration_ms, parse_positive_duration_ms, parse_size_bytes
+from sandboxd.egress.allowlist import Allowlist
+from sandboxd.egress.settings import EgressSettings
 from sandboxd.engine.ids import DEFAULT_SANDBOX_IDS, IdRange
 from sandboxd.policy.config import DEFAULT_POLICY, PolicyConfig, parse_policy
 from sandboxd.policy.tls import TlsConfig, parse_tls
+from sandboxd.server.egress_config import parse_egress
 from sandboxd.server.metrics import parse_metrics_listen
 
 DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
@@ -117,6 +122,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     policy: PolicyConfig = DEFAULT_POLICY
     source: Path | None = None  # the file this came from; None = embedded defaults only
+    egress: EgressSettings = field(default_factory=EgressSettings)
 
     @property
     def tool_dirs(self) -> tuple[Path, ...]:
@@ -141,13 +147,25 @@ def load_config(path: Path | None) -> Config:
     daemon = _daemon(top.take_table("daemon"))
     sandbox = _sandbox(top.take_table("sandbox"))
     audit = parse_audit_config(top.take_table("audit"))
+    egress = parse_egress(top.take_table("egress"))
     policy = parse_policy(top)
+    _check_role_networks(policy, path)
     defaults = Config()
     tools_dir = _directory(top, "tools_dir", defaults.tools_dir)
     profiles_dir = _directory(top, "profiles_dir", defaults.profiles_dir)
     shipped_tools = top.take_bool("shipped_tools", defaults.shipped_tools)
     top.finish()
-    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, audit, policy, path)
+    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, audit, policy, path, egress)
+
+
+def _check_role_networks(policy: PolicyConfig, path: Path) -> None:
+    """Each role's ``network_allow`` holds allowlist entries (the policy keeps them as written)."""
+    for role in policy.roles.values():
+        if role.network_allow is not None:
+            try:
+                Allowlist.parse(role.network_allow)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: roles.{role.name}.network_allow: {exc}") from None
 
 
 # What a reload cannot change in a running daemon: (dotted key, how to read it from a Config).
@@ -163,6 +181,7 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("sandbox.ids", lambda c: c.sandbox.ids),
     ("sandbox.setup_timeout", lambda c: c.sandbox.setup_timeout_ms),
     ("audit", lambda c: c.audit),
+    ("egress", lambda c: c.egress),
 )
 
 
@@ -262,13 +281,6 @@ def _daemon(table: TomlTable) -> DaemonConfig:
     return result
 
 
-def _positive_duration_ms(value: object) -> int:
-    duration_ms = parse_duration_ms(value)  # type: ignore[arg-type]
-    if duration_ms <= 0:
-        raise ValueError("must be positive")
-    return duration_ms
-
-
 def _ids(value: object) -> IdRange:
     if not isinstance(value, str):
         raise ValueError(f"expected \"FIRST-LAST\", got {value!r}")
@@ -291,7 +303,7 @@ def _sandbox(table: TomlTable) -> SandboxConfig:
             raise table.error(retired, "each execution runs as a uid and gid of its own now: set "
                                        'ids = "FIRST-LAST" instead (the first id is the sandboxes\' shared group)')
     ids = table.take_parsed("ids", default.ids, _ids)
-    setup_timeout_ms = table.take_parsed("setup_timeout", default.setup_timeout_ms, _positive_duration_ms)
+    setup_timeout_ms = table.take_parsed("setup_timeout", default.setup_timeout_ms, parse_positive_duration_ms)
     profile = table.take_str("default_profile", default.default_profile)
     if not _PROFILE_NAME.match(profile):
         raise table.error("default_profile", f"{profile!r} is not a profile name")

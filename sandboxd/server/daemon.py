@@ -37,6 +37,7 @@ from sandboxd.api.handlers import add_sandbox_service
 from sandboxd.audit.config import AuditConfig, load_hmac_key
 from sandboxd.audit.writer import AuditLog
 from sandboxd.base.errors import CgroupError, ConfigError, SandboxError
+from sandboxd.egress.proxy import EgressProxy
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.executor import Executor
 from sandboxd.engine.seccomp.profile import ProfileCache
@@ -218,8 +219,9 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
     admission = Admission(daemon.max_concurrent_executions)
     facts = DaemonFacts.gather(instance=daemon.instance)
     hub = trail.log.hub
+    egress = EgressProxy(config.egress)  # [egress] is read at start only (a restart key)
     service = SandboxService(runtime=holder, executor=executor, admission=admission, facts=facts, trail=trail,
-                             hub=hub, metrics=metrics)
+                             hub=hub, metrics=metrics, egress=egress)
     metrics.set_info(version=__version__, instance=daemon.instance, cgroup_backend=executor.backend_name)
     server = grpc.aio.server(
         options=[
@@ -279,6 +281,7 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
         trail.daemon("stopped", {"executions_total": service.executions_total,
                                  "denied_total": service.denied_total})
     finally:
+        await egress.close()
         if watchdog is not None:
             watchdog.stop()
         if metrics_server is not None:

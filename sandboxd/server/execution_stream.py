@@ -4,11 +4,16 @@ What the caller receives, in order: the ``decision`` record, ``Started`` and its
 record, ``Output`` as it comes, then the outcome records (``execution.cancelled``, ``limit_hit``,
 ``seccomp_violation``, ``finished``) and last the ``Result`` — sent only once those records are fsynced.
 An engine that breaks its promise of a Result still produces one here.
+
+An execution with a network allowlist gets its door out served by the egress proxy from before it starts
+(``NetworkReady``) until its sandbox is gone; then its connections are closed — each ``network.closed``
+recorded before ``execution.finished`` — and the Result carries their bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -19,10 +24,13 @@ from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.audit.record import AuditRecord
 from sandboxd.audit.writer import AuditUnavailable
-from sandboxd.engine.result import Event, Output, Result, Started, Status
+from sandboxd.egress.events import ExecutionRules
+from sandboxd.egress.proxy import EgressProxy, ExecutionEgress
+from sandboxd.engine.result import Event, NetworkReady, Output, Result, Started, Status
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.server.admission import Admitted
 from sandboxd.server.audit_trail import AuditTrail, Subject
+from sandboxd.server.execution_network import NetworkRecorder
 from sandboxd.server.metrics import Metrics
 
 log = logging.getLogger("sandboxd.service")
@@ -49,6 +57,11 @@ def record_outcome(admitted: Admitted, result: Result, trail: AuditTrail) -> lis
     return records + trail.finished(subject, result)
 
 
+def with_network_usage(result: Result, egress: ExecutionEgress) -> Result:
+    return dataclasses.replace(result, network_bytes_sent=egress.bytes_sent,
+                               network_bytes_received=egress.bytes_received, network_connections=egress.connections)
+
+
 async def stream_execution(
     admitted: Admitted,
     spec: ExecutionSpec,
@@ -58,11 +71,14 @@ async def stream_execution(
     trail: AuditTrail,
     metrics: Metrics,
     received_at: float,
+    network: ExecutionRules | None = None,
+    proxy: EgressProxy | None = None,
 ) -> AsyncGenerator[pb.ExecuteEvent, None]:
     execution_id = admitted.execution_id
     subject = Subject(admitted.principal, admitted.tool, execution_id, admitted.request_id)
     result: Result | None = None
     started = False
+    egress: ExecutionEgress | None = None
     spawn_requested_at = time.monotonic()
     metrics.queue_seconds.observe(spawn_requested_at - received_at)
     events = engine.execute(spec, execution_id=execution_id, cancel=admitted.cancel_token)
@@ -72,8 +88,17 @@ async def stream_execution(
         async for event in events:
             if isinstance(event, Result):
                 result = event
+                if egress is not None:  # the sandbox is gone: end its connections, count them
+                    await egress.close()
+                    result = with_network_usage(result, egress)
                 break
-            if isinstance(event, Started):
+            if isinstance(event, NetworkReady):
+                if network is None or proxy is None:  # the engine opened a door nobody asked for: keep it shut
+                    raise RuntimeError("the sandbox has a network door but no allowlist to serve it with")
+                recorder = NetworkRecorder(admitted=admitted, trail=trail, metrics=metrics,
+                                           network_max_bytes=network.network_max_bytes)
+                egress = proxy.attach(event.listener.dup(), network, recorder)
+            elif isinstance(event, Started):
                 started = True
                 metrics.spawn_seconds.observe(time.monotonic() - spawn_requested_at)
                 record = trail.started(
@@ -103,12 +128,18 @@ async def stream_execution(
         # the engine is closed whatever the recording does (a broken audit log raises): leaving early closes
         # the stream, which kills the execution and removes its cgroup.
         try:
+            if egress is not None:
+                result = with_network_usage(result, egress)
             records = record_outcome(admitted, result, trail)
             metrics.execution_finished(admitted.tool, result, seconds=time.monotonic() - received_at)
         finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                if egress is not None:  # closes at once whatever the caller does (idempotent)
+                    await egress.close()
     await trail.durable(records[-1])  # the Result never precedes its records on disk
     for audit_event in _audit_events(records):
         yield audit_event

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 
 from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
+from sandboxd.base.echo import ECHO_MAX_CHARS, cut
 from sandboxd.base.errors import SandboxError
 from sandboxd.base.refusals import InvalidRequest, PayloadTooLarge, RateLimited
+from sandboxd.egress.allowlist import Allowlist
+from sandboxd.egress.events import ExecutionRules
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.decisions import Decision
@@ -31,6 +34,26 @@ class Accepted:
     admitted: Admitted
     spec: ExecutionSpec
     decision: Decision
+    network: ExecutionRules | None = None  # what it may connect to through the egress proxy; None = nothing
+
+
+def network_details(rules: ExecutionRules | None) -> dict[str, list[str]] | None:
+    """What the decision record says of the network: the allowlist, and the role's narrowing of it."""
+    if rules is None:
+        return None
+    details = {"allow": rules.allow.texts()}
+    if rules.narrow is not None:
+        details["narrow"] = rules.narrow.texts()
+    return details
+
+
+def network_rules(allow: Allowlist | None, decision: Decision) -> ExecutionRules | None:
+    """The target's allowlist, narrowed by the deciding role's (checked at load), with the byte budget."""
+    if allow is None:
+        return None
+    narrow = None if decision.network_allow is None else Allowlist.parse(decision.network_allow)
+    return ExecutionRules(allow=allow, narrow=narrow,
+                          network_max_bytes=decision.effective_limits.network_max_bytes)
 
 
 def target_of(request: pb.ExecuteRequest) -> str:
@@ -86,6 +109,7 @@ async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runti
             request.tool, params=params, stdin=request.stdin, limits=decision.effective_limits,
             labels=request.labels,
         )
+        network = network_rules(tool.network_allow, decision)
     elif target == "command":
         if request.params_json:
             raise InvalidRequest("params_json belongs to tools; a command reads its stdin")
@@ -94,10 +118,12 @@ async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runti
             payload_bytes=payload_bytes,
         )
         decided.append(decision)
+        allow = _allow_hosts(list(request.command.allow_hosts))
         spec = registry.plan_command(
             list(request.command.argv), profile=request.command.profile, stdin=request.stdin,
-            limits=decision.effective_limits, labels=request.labels,
+            limits=decision.effective_limits, labels=request.labels, networked=allow is not None,
         )
+        network = network_rules(allow, decision)
     else:
         raise InvalidRequest("the request names neither a tool nor a command")
     admitted = admission.admit(
@@ -110,4 +136,14 @@ async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runti
         ),
         principal_max=decision.max_concurrent,
     )
-    return Accepted(admitted, spec, decision)
+    return Accepted(admitted, spec, decision, network)
+
+
+def _allow_hosts(items: list[str] | None) -> Allowlist | None:
+    """A raw command's ``allow_hosts``: none = no network at all."""
+    if not items:
+        return None
+    try:
+        return Allowlist.parse(items)
+    except ValueError as exc:
+        raise InvalidRequest(f"command.allow_hosts: {cut(str(exc), ECHO_MAX_CHARS)}") from None

@@ -70,6 +70,13 @@ class Metrics:
             "sandboxd_oom_kills_total", "Executions ended by the OOM killer (Result MEMORY_LIMIT).", registry=r)
         self.seccomp_violations_total = Counter(
             "sandboxd_seccomp_violations_total", "Executions killed by their seccomp filter.", registry=r)
+        self.network_connections_total = Counter(
+            "sandboxd_network_connections_total",
+            "Connections through the egress proxy, by tool and outcome (allowed, denied, failed).",
+            ["tool", "outcome"], registry=r)
+        self.network_bytes_total = Counter(
+            "sandboxd_network_bytes_total", "Bytes through the egress proxy, by tool and direction (sent, received).",
+            ["tool", "direction"], registry=r)
         self.audit_fsync_seconds = Histogram(
             "sandboxd_audit_fsync_seconds", "Duration of one fsync of the audit log.",
             buckets=FSYNC_BUCKETS_S, registry=r)
@@ -88,6 +95,16 @@ class Metrics:
     def output_bytes(self, stream: str, count_bytes: int) -> None:
         """``count_bytes`` of ``stream`` (``stdout``/``stderr``) were relayed to the caller."""
         self.output_bytes_total.labels(stream=stream).inc(count_bytes)
+
+    def network_connection(self, tool: str, outcome: str) -> None:
+        """A connection of an execution of ``tool`` was ``allowed``, ``denied`` or ``failed``."""
+        self.network_connections_total.labels(tool=tool or COMMAND_TOOL_LABEL, outcome=outcome).inc()
+
+    def network_bytes(self, tool: str, *, sent_bytes: int, received_bytes: int) -> None:
+        """A connection of an execution of ``tool`` ended, having moved these bytes."""
+        label = tool or COMMAND_TOOL_LABEL
+        self.network_bytes_total.labels(tool=label, direction="sent").inc(sent_bytes)
+        self.network_bytes_total.labels(tool=label, direction="received").inc(received_bytes)
 
     def execution_finished(self, tool: str, result: Result, *, seconds: float) -> None:
         """An execution of ``tool`` ("" for a raw command) ended with ``result``, ``seconds`` after its request."""

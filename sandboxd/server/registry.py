@@ -26,6 +26,7 @@ from sandboxd.base.echo import ECHO_MAX_CHARS, cut, quote
 from sandboxd.base.errors import ConfigError, InvalidSpec, SandboxError
 from sandboxd.base.limits import Limits
 from sandboxd.base.refusals import InvalidParams, InvalidRequest, UnknownProfile, UnknownTool
+from sandboxd.egress.settings import PROXY_PORT, proxy_env
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.server.config import is_profile_name
 from sandboxd.server.tools import BASE_ENV, Tool
@@ -197,10 +198,12 @@ class ToolRegistry:
         tool = self.get(name)
         effective = limits if limits is not None else tool.limits
         bpf = self.profile_bpf(tool.seccomp_profile)
+        networked = tool.network_allow is not None
         return ExecutionSpec(
             argv=tool.argv,
             seccomp_bpf=bpf,
-            env=tool.env.build(self._host_env),
+            env=tool.env.build(self._host_env) | (proxy_env() if networked else {}),
+            egress_listen_port=PROXY_PORT if networked else None,
             stdin=encode_params_line(params) + stdin,
             limits=effective,
             binds=tool.binds,
@@ -217,8 +220,10 @@ class ToolRegistry:
         stdin: bytes = b"",
         limits: Limits | None = None,
         labels: Mapping[str, str] | None = None,
+        networked: bool = False,
     ) -> ExecutionSpec:
-        """The spec of a raw command, run with ``limits`` as decided (the daemon's defaults when ``None``)."""
+        """The spec of a raw command, run with ``limits`` as decided (the daemon's defaults when ``None``);
+        ``networked``: it reaches the egress proxy (the caller named hosts it may connect to)."""
         if not argv or not argv[0]:
             raise InvalidRequest("command.argv must name a program")
         profile = profile or self.default_profile
@@ -228,7 +233,8 @@ class ToolRegistry:
             return ExecutionSpec(
                 argv=tuple(argv),
                 seccomp_bpf=bpf,
-                env=dict(BASE_ENV),
+                env=dict(BASE_ENV) | (proxy_env() if networked else {}),
+                egress_listen_port=PROXY_PORT if networked else None,
                 stdin=stdin,
                 limits=effective,
                 seccomp_profile_name=profile,

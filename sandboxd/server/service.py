@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import NoReturn, Protocol
 
 import grpc
@@ -28,6 +28,7 @@ from sandboxd.base.echo import cut, quote
 from sandboxd.base.errors import SandboxError
 from sandboxd.base.limits import Limits
 from sandboxd.base.refusals import AdminOnly, InvalidRequest, RateLimited, UnknownExecution
+from sandboxd.egress.proxy import EgressProxy
 from sandboxd.engine.result import Result, Status
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.caller import identify, peer_of
@@ -37,7 +38,7 @@ from sandboxd.server.audit_stream import stream_audit
 from sandboxd.server.audit_trail import AuditTrail, Subject
 from sandboxd.server.execution_stream import EngineLike, record_outcome, stream_execution
 from sandboxd.server.host_info import DaemonFacts
-from sandboxd.server.intake import accept, target_of
+from sandboxd.server.intake import accept, network_details, target_of
 from sandboxd.server.metrics import Metrics
 from sandboxd.server.runtime import Runtime
 from sandboxd.server.tools import Tool
@@ -95,8 +96,10 @@ class SandboxService(pb_grpc.SandboxServicer):
         trail: AuditTrail,
         hub: AuditHub,
         metrics: Metrics,
+        egress: EgressProxy | None = None,
     ) -> None:
         self._runtime = runtime  # read once per request: a reload never splits one
+        self._egress = egress  # serves the network allowlists; None: an execution that has one cannot start
         self._executor = executor
         self._admission = admission
         self._facts = facts
@@ -124,10 +127,12 @@ class SandboxService(pb_grpc.SandboxServicer):
             await self._deny(context, Subject(), rpc=rpc, error=refusal, peer=peer)
 
     def _allow(self, subject: Subject, *, rpc: str, role: str = "", limits: Limits | None = None,
-               command: Sequence[str] | None = None, clamped: Sequence[str] = ()) -> AuditRecord:
+               command: Sequence[str] | None = None, clamped: Sequence[str] = (),
+               network: Mapping[str, Sequence[str]] | None = None) -> AuditRecord:
         """Record the grant and count it."""
         self._metrics.decision("allowed", "")
-        return self._trail.allowed(subject, rpc=rpc, role=role, limits=limits, command=command, clamped=clamped)
+        return self._trail.allowed(subject, rpc=rpc, role=role, limits=limits, command=command, clamped=clamped,
+                                   network=network)
 
     async def _deny(self, context: grpc.aio.ServicerContext, subject: Subject, *, rpc: str,
                     error: SandboxError, peer: str = "") -> NoReturn:
@@ -175,12 +180,14 @@ class SandboxService(pb_grpc.SandboxServicer):
         events: AsyncGenerator[pb.ExecuteEvent, None] | None = None
         try:
             subject = Subject(identity.principal, admitted.tool, admitted.execution_id, admitted.request_id)
+            network = accepted.network
             record = self._allow(subject, rpc="Execute", role=decision.role, limits=spec.limits,
-                                 command=spec.argv if not admitted.tool else None, clamped=decision.clamped)
+                                 command=spec.argv if not admitted.tool else None, clamped=decision.clamped,
+                                 network=network_details(network))
             self._metrics.active_executions.inc()
             events = stream_execution(
                 admitted, spec, decision_record=record, engine=self._executor, trail=self._trail,
-                metrics=self._metrics, received_at=received_at,
+                metrics=self._metrics, received_at=received_at, network=network, proxy=self._egress,
             )
             async for event in events:
                 yield event
@@ -321,5 +328,6 @@ def _tool_message(tool: Tool) -> pb.Tool:
         limits=convert.limits_to_proto(tool.limits),
         seccomp_profile=tool.seccomp_profile,
         network=tool.network,
+        network_allow=[] if tool.network_allow is None else tool.network_allow.texts(),
         binds=[pb.BindInfo(target=str(bind.target), writable=bind.writable) for bind in tool.binds],
     )

@@ -5,7 +5,11 @@ A tool file, with every key (``name`` is the file's stem)::
     description = "Run a Python snippet and return what it prints"
     argv = ["/usr/bin/python3", "-I", "-S", "/opt/sandboxd/handlers/python_runner.py"]   # never a shell
     seccomp_profile = "python"        # a profile name, looked up in the profile directories
-    network = "none"                  # the only mode implemented so far
+    network = "none"                  # the default: loopback only, nothing leaves — or the table below
+
+    [network]                         # reach these hosts through the daemon's egress proxy (HTTP_PROXY,
+    allow = ["api.example.com:443", "*.wikipedia.org:443"]   # HTTPS_PROXY, ALL_PROXY are set); HOST[:PORT],
+                                      # * = one or more labels, no port = any; [] = none (every try refused)
 
     [limits]                          # ceilings: a call may lower them, never raise them
     memory = "128M"
@@ -41,11 +45,9 @@ import jsonschema.validators
 from sandboxd.base.errors import ConfigError, InvalidSpec
 from sandboxd.base.limits import Limits
 from sandboxd.base.toml import TomlTable, read_toml, take_limits
+from sandboxd.egress.allowlist import Allowlist
 from sandboxd.engine.spec import BindMount
 from sandboxd.server.config import is_profile_name
-
-NETWORK_MODES_IMPLEMENTED = ("none",)
-NETWORK_MODES_PLANNED = ("egress",)
 
 # Environment variable names that look like credentials. They never reach a handler unless its tool
 # declares them under env.secrets (matched case-insensitively).
@@ -114,8 +116,13 @@ class Tool:
     params_schema: Mapping[str, Any]
     binds: tuple[BindMount, ...] = ()
     env: EnvPolicy = field(default_factory=EnvPolicy)
-    network: str = "none"
+    network_allow: Allowlist | None = None  # None: no network at all; else what it may connect to
     source: Path | None = None
+
+    @property
+    def network(self) -> str:
+        """The mode as ListTools names it: "none" or "allowlist"."""
+        return "none" if self.network_allow is None else "allowlist"
 
 
 def load_tools(
@@ -146,16 +153,32 @@ def load_tool(path: Path, *, placeholders: Mapping[str, str], default_limits: Li
     profile = table.take_str("seccomp_profile", "default")
     if not is_profile_name(profile):
         raise table.error("seccomp_profile", f"{profile!r} is not a profile name")
-    network = table.take_str("network", "none")
-    if network not in NETWORK_MODES_IMPLEMENTED:
-        planned = " (planned, not implemented yet)" if network in NETWORK_MODES_PLANNED else ""
-        raise table.error("network", f"mode {network!r} is not supported{planned}; use \"none\"")
+    network_allow = _network(table)
     limits = take_limits(table.take_table("limits"), default_limits)
     binds = _binds(table, placeholders)
     env = _env(table.take_table("env"))
     schema = _schema(table)
     table.finish()
-    return Tool(name, description.strip(), argv, profile, limits, schema, binds, env, network, path)
+    return Tool(name, description.strip(), argv, profile, limits, schema, binds, env, network_allow, path)
+
+
+def _network(table: TomlTable) -> Allowlist | None:
+    if not table.has("network"):
+        return None
+    raw = table.take_raw("network")
+    if raw == "none":
+        return None
+    if not isinstance(raw, dict):
+        raise table.error("network", f"expected \"none\" or a table with allow = [\"HOST[:PORT]\", ...], got {raw!r}")
+    network = TomlTable(raw, file=table.file, prefix="network")
+    if not network.has("allow"):
+        raise network.error("allow", "required: the hosts the tool may connect to ([] for none yet)")
+    items = network.take_str_list("allow")
+    network.finish()
+    try:
+        return Allowlist.parse(items)
+    except ValueError as exc:
+        raise network.error("allow", str(exc)) from None
 
 
 def expand_placeholders(text: str, placeholders: Mapping[str, str]) -> str:

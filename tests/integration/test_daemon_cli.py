@@ -84,11 +84,11 @@ def test_tools(daemon: Daemon) -> None:
     assert done.returncode == 0
     lines = done.stdout.decode().splitlines()
     names = [line.split()[0] for line in lines[1:] if not line.startswith(" ")]  # continuation lines are indented
-    assert names == ["file_processor", "python", "sqlite_query"]
+    assert names == ["file_processor", "http_fetch", "python", "sqlite_query"]
     column = lines[0].index("DESCRIPTION")
     assert max(len(line) for line in lines) <= column + 60  # descriptions wrapped at words, not cut
     wide = daemon.ctl("tools", "--wide").stdout.decode().splitlines()
-    assert len(wide) == 4
+    assert len(wide) == 5
     for tool in (json.loads(line) for line in daemon.ctl("tools", "--json").stdout.splitlines()):
         described = " ".join(tool["description"].split())
         assert described in " ".join(" ".join(lines).split())  # every word, in order

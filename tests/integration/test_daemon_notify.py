@@ -42,7 +42,7 @@ def test_notify_ready_reload_watchdog_stopping(tmp_path: Path) -> None:
         daemon.start()
         try:
             ready = receive_until(sock, "READY=1")
-            assert "STATUS=serving 3 tools" in ready[-1]
+            assert "STATUS=serving 4 tools" in ready[-1]
             # pings keep coming at about half the interval: at least 3 in 1.2 intervals' time
             t0 = time.monotonic()
             for _ in range(3):

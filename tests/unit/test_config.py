@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,24 @@ pids = 16
 file_size = "1M"
 open_files = 32
 tmpfs_size = "8M"
+network_bytes = "2M"
+
+[egress]
+resolve = {{ "api.example.test" = "127.0.0.1", "Dual.Example.Test." = ["10.0.0.7", "fd00::7"] }}
+connect_timeout = "3s"
+handshake_timeout = "4s"
+idle_timeout = "1m"
+resolve_timeout = "2s"
+max_head = "16K"
+connections_max = 8
+connections_per_second = 5
+
+[roles.admin]
+tools = ["*"]
+admin = true
+[roles.fetcher]
+tools = ["python"]
+network_allow = ["*.example.test:443"]
 """))
     daemon = config.daemon
     assert (daemon.socket, daemon.socket_mode, daemon.socket_group) == (Path("/run/other/s.sock"), 0o600, "adm")
@@ -83,8 +102,15 @@ tmpfs_size = "8M"
     assert config.sandbox.limits == Limits(
         memory_max_bytes=64 * 1024**2, cpu_time_ms=2000, cpu_share_percent=25, wall_time_ms=250,
         output_max_bytes=1024, pids_max=16, file_size_max_bytes=1024**2, open_files_max=32,
-        tmpfs_size_bytes=8 * 1024**2,
+        tmpfs_size_bytes=8 * 1024**2, network_max_bytes=2 * 1024**2,
     )
+    egress = config.egress
+    assert egress.resolve == {"api.example.test": (ipaddress.ip_address("127.0.0.1"),),
+                              "dual.example.test": (ipaddress.ip_address("10.0.0.7"), ipaddress.ip_address("fd00::7"))}
+    assert (egress.connect_timeout_ms, egress.handshake_timeout_ms, egress.idle_timeout_ms,
+            egress.resolve_timeout_ms) == (3000, 4000, 60_000, 2000)
+    assert (egress.max_head_bytes, egress.connections_max, egress.connections_per_second) == (16 * 1024, 8, 5)
+    assert config.policy.roles["fetcher"].network_allow == ("*.example.test:443",)
     assert config.tool_dirs == (tmp_path / "tools",)
     assert config.profile_dirs == (tmp_path / "seccomp", SHIPPED_PROFILES_DIR)
 
@@ -134,6 +160,19 @@ def test_the_retired_uid_and_gid_keys_say_what_replaced_them(tmp_path: Path) -> 
         ("[sandbox.limits]\npids = '5'", "sandbox.limits.pids", "whole number"),
         ("tools_dir = '/no/such/dir'", "tools_dir", "not a directory"),
         ("daemon = 3", "daemon", "a table"),
+        ("[egress]\nresolve = { 'api.example.test' = 'not-an-ip' }", "egress.resolve.api.example.test",
+         "does not appear to be an IPv4 or IPv6 address"),
+        ("[egress]\nresolve = { '*.example.test' = '127.0.0.1' }", "egress.resolve.*.example.test", "one host"),
+        ("[egress]\nresolve = { 'a.test:80' = '127.0.0.1' }", "egress.resolve.a.test:80", "one host"),
+        ("[egress]\nresolve = { 'a.test' = [] }", "egress.resolve.a.test", "an address or a list"),
+        ("[egress]\nresolve = '127.0.0.1'", "egress.resolve", "a table"),
+        ("[egress]\nconnect_timeout = '0s'", "egress.connect_timeout", "positive"),
+        ("[egress]\nmax_head = '10M'", "egress.max_head", "between 1K and 1M"),
+        ("[egress]\nconnections_max = 0", "egress.connections_max", "between 1 and"),
+        ("[egress]\nproxy_port = 8080", "egress.proxy_port", "unknown key"),
+        ("[roles.admin]\nadmin = true\n[roles.r]\ntools = ['python']\nnetwork_allow = ['a.test:0']",
+         "roles.r.network_allow", "a.test:0"),
+        ("[roles.r]\ntools = ['python']\nnetwork_allow = 'a.test'", "roles.r.network_allow", "list of strings"),
     ],
 )
 def test_errors_name_file_key_and_reason(tmp_path: Path, text: str, key: str, reason: str) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from sandboxd.egress.settings import PROXY_PORT, proxy_env
 
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.limits import Limits
@@ -62,6 +63,18 @@ def test_plan_tool(registry: ToolRegistry) -> None:
     assert spec.seccomp_profile_name == "python"
     assert spec.tool == "python" and spec.labels == {"team": "a"}
     assert dict(spec.env) == dict(BASE_ENV)  # nothing of the host's
+    assert spec.egress_listen_port is None  # no network: no door out, no proxy variables
+
+
+def test_a_networked_tool_or_command_gets_the_door_and_the_proxy_variables(registry: ToolRegistry) -> None:
+    spec = registry.plan_tool("http_fetch", params={"url": "https://api.example.com/"})
+    assert spec.egress_listen_port == PROXY_PORT
+    assert dict(spec.env) == dict(BASE_ENV) | proxy_env()
+    assert spec.env["HTTPS_PROXY"] == spec.env["https_proxy"] == f"http://127.0.0.1:{PROXY_PORT}"
+    assert spec.env["ALL_PROXY"] == f"socks5h://127.0.0.1:{PROXY_PORT}"
+    command = registry.plan_command(["/usr/bin/curl"], networked=True)
+    assert command.egress_listen_port == PROXY_PORT and command.env["HTTP_PROXY"] == f"http://127.0.0.1:{PROXY_PORT}"
+    assert registry.plan_command(["/usr/bin/curl"]).egress_listen_port is None
 
 
 def test_plan_tool_refusals(registry: ToolRegistry) -> None:

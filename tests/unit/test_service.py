@@ -257,7 +257,7 @@ def test_caller_leaving_closes_the_execution(harness: Harness) -> None:
 
 def test_list_tools_and_info(harness: Harness) -> None:
     tools = {tool.name: tool for tool in harness.client.list_tools()}
-    assert sorted(tools) == ["file_processor", "python", "sqlite_query"]
+    assert sorted(tools) == ["file_processor", "http_fetch", "python", "sqlite_query"]
     assert '"required": ["code"]' in tools["python"].params_schema_json
     assert tools["python"].limits.memory_max_bytes == 256 * 1024**2
     assert [bind.target for bind in tools["sqlite_query"].binds] == ["/opt/sandboxd/handlers", "/data/sqlite"]

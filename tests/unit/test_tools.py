@@ -34,9 +34,9 @@ MINIMAL = 'description = "a demo"\nargv = ["/bin/true"]\n'
 
 def test_shipped_tools_load(tmp_path: Path) -> None:
     tools = load_tools([SHIPPED_TOOLS_DIR], placeholders=placeholders(tmp_path), default_limits=DEFAULTS)
-    assert list(tools) == ["file_processor", "python", "sqlite_query"]
+    assert list(tools) == ["file_processor", "http_fetch", "python", "sqlite_query"]
     for tool in tools.values():
-        assert tool.network == "none"
+        assert tool.network == ("allowlist" if tool.name == "http_fetch" else "none")
         assert tool.seccomp_profile == tool.name
         assert tool.params_schema["type"] == "object"
         assert tool.binds[0].target == PurePosixPath("/opt/sandboxd/handlers")
@@ -61,6 +61,22 @@ def test_later_directories_override_by_name(tmp_path: Path) -> None:
     assert "sqlite_query" in tools
 
 
+def test_a_tool_without_network_has_none_and_an_allowlist_is_read_as_written(tmp_path: Path) -> None:
+    assert load_tool(write_tool(tmp_path, MINIMAL), placeholders={}, default_limits=DEFAULTS).network_allow is None
+    none = load_tool(write_tool(tmp_path, MINIMAL + 'network = "none"'), placeholders={}, default_limits=DEFAULTS)
+    assert none.network == "none" and none.network_allow is None
+    text = MINIMAL + '[network]\nallow = ["api.example.com:443", "*.wikipedia.org", "10.1.2.0/24:8080"]\n'
+    tool = load_tool(write_tool(tmp_path, text), placeholders={}, default_limits=DEFAULTS)
+    assert tool.network == "allowlist"
+    assert tool.network_allow is not None
+    assert tool.network_allow.texts() == ["api.example.com:443", "*.wikipedia.org", "10.1.2.0/24:8080"]
+    assert tool.network_allow.match("api.example.com", 443) is not None
+    assert tool.network_allow.match("api.example.com", 80) is None
+    empty = load_tool(write_tool(tmp_path, MINIMAL + "[network]\nallow = []\n"), placeholders={},
+                      default_limits=DEFAULTS)
+    assert empty.network == "allowlist" and empty.network_allow is not None and not empty.network_allow.entries
+
+
 def test_tool_limits_lower_the_defaults(tmp_path: Path) -> None:
     path = write_tool(tmp_path, MINIMAL + '[limits]\nmemory = "32M"\nwall_time = "2s"\n')
     tool = load_tool(path, placeholders={}, default_limits=DEFAULTS)
@@ -75,8 +91,12 @@ def test_tool_limits_lower_the_defaults(tmp_path: Path) -> None:
         ('argv = ["/bin/true"]', "description", "needs a description"),
         ('description = "x"\nargv = ["true"]', "argv", "absolute path"),
         ('description = "x"\nargv = "/bin/true"', "argv", "list of strings"),
-        (MINIMAL + 'network = "egress"', "network", "planned, not implemented"),
-        (MINIMAL + 'network = "host"', "network", "not supported"),
+        (MINIMAL + 'network = "host"', "network", 'expected "none" or a table'),
+        (MINIMAL + "[network]\nallow = ['*']", "network.allow", "'*'"),
+        (MINIMAL + "[network]\nallow = ['api.example.com:99999']", "network.allow", "api.example.com:99999"),
+        (MINIMAL + "[network]\nallow = 'api.example.com'", "network.allow", "list of strings"),
+        (MINIMAL + "[network]\nhosts = ['api.example.com']", "network.allow", "required"),
+        (MINIMAL + "[network]\nallow = []\nmode = 'x'", "network.mode", "unknown key"),
         (MINIMAL + 'seccomp_profile = "../x"', "seccomp_profile", "not a profile name"),
         (MINIMAL + "[params_schema]\ntype = 12", "params_schema", "not a valid JSON Schema"),
         (MINIMAL + '[params_schema]\ntype = "array"', "params_schema", "type = \"object\""),

@@ -30,6 +30,7 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SECCOMP_VIOLATION: _ClassVar[Status]
     CANCELLED: _ClassVar[Status]
     SETUP_FAILED: _ClassVar[Status]
+    NETWORK_LIMIT: _ClassVar[Status]
 STREAM_UNSPECIFIED: Stream
 STDOUT: Stream
 STDERR: Stream
@@ -44,9 +45,10 @@ OUTPUT_LIMIT: Status
 SECCOMP_VIOLATION: Status
 CANCELLED: Status
 SETUP_FAILED: Status
+NETWORK_LIMIT: Status
 
 class Limits(_message.Message):
-    __slots__ = ("memory_max_bytes", "cpu_time_ms", "cpu_share_percent", "wall_time_ms", "output_max_bytes", "pids_max", "file_size_max_bytes", "open_files_max", "tmpfs_size_bytes")
+    __slots__ = ("memory_max_bytes", "cpu_time_ms", "cpu_share_percent", "wall_time_ms", "output_max_bytes", "pids_max", "file_size_max_bytes", "open_files_max", "tmpfs_size_bytes", "network_max_bytes")
     MEMORY_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     CPU_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     CPU_SHARE_PERCENT_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +58,7 @@ class Limits(_message.Message):
     FILE_SIZE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     OPEN_FILES_MAX_FIELD_NUMBER: _ClassVar[int]
     TMPFS_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     memory_max_bytes: int
     cpu_time_ms: int
     cpu_share_percent: int
@@ -65,15 +68,18 @@ class Limits(_message.Message):
     file_size_max_bytes: int
     open_files_max: int
     tmpfs_size_bytes: int
-    def __init__(self, memory_max_bytes: _Optional[int] = ..., cpu_time_ms: _Optional[int] = ..., cpu_share_percent: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., output_max_bytes: _Optional[int] = ..., pids_max: _Optional[int] = ..., file_size_max_bytes: _Optional[int] = ..., open_files_max: _Optional[int] = ..., tmpfs_size_bytes: _Optional[int] = ...) -> None: ...
+    network_max_bytes: int
+    def __init__(self, memory_max_bytes: _Optional[int] = ..., cpu_time_ms: _Optional[int] = ..., cpu_share_percent: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., output_max_bytes: _Optional[int] = ..., pids_max: _Optional[int] = ..., file_size_max_bytes: _Optional[int] = ..., open_files_max: _Optional[int] = ..., tmpfs_size_bytes: _Optional[int] = ..., network_max_bytes: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("argv", "profile")
+    __slots__ = ("argv", "profile", "allow_hosts")
     ARGV_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_HOSTS_FIELD_NUMBER: _ClassVar[int]
     argv: _containers.RepeatedScalarFieldContainer[str]
     profile: str
-    def __init__(self, argv: _Optional[_Iterable[str]] = ..., profile: _Optional[str] = ...) -> None: ...
+    allow_hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, argv: _Optional[_Iterable[str]] = ..., profile: _Optional[str] = ..., allow_hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("tool", "command", "params_json", "stdin", "limits", "request_id", "labels")
@@ -181,20 +187,26 @@ class SubscribeAuditRequest(_message.Message):
     def __init__(self, principals: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., events: _Optional[_Iterable[str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("cpu_user_usec", "cpu_system_usec", "wall_time_ms", "memory_peak_bytes", "stdout_bytes", "stderr_bytes")
+    __slots__ = ("cpu_user_usec", "cpu_system_usec", "wall_time_ms", "memory_peak_bytes", "stdout_bytes", "stderr_bytes", "network_bytes_sent", "network_bytes_received", "network_connections")
     CPU_USER_USEC_FIELD_NUMBER: _ClassVar[int]
     CPU_SYSTEM_USEC_FIELD_NUMBER: _ClassVar[int]
     WALL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_PEAK_BYTES_FIELD_NUMBER: _ClassVar[int]
     STDOUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     STDERR_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     cpu_user_usec: int
     cpu_system_usec: int
     wall_time_ms: int
     memory_peak_bytes: int
     stdout_bytes: int
     stderr_bytes: int
-    def __init__(self, cpu_user_usec: _Optional[int] = ..., cpu_system_usec: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., memory_peak_bytes: _Optional[int] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ...) -> None: ...
+    network_bytes_sent: int
+    network_bytes_received: int
+    network_connections: int
+    def __init__(self, cpu_user_usec: _Optional[int] = ..., cpu_system_usec: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., memory_peak_bytes: _Optional[int] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., network_bytes_sent: _Optional[int] = ..., network_bytes_received: _Optional[int] = ..., network_connections: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
     __slots__ = ("execution_id", "status", "message", "exit_code", "signal", "usage", "output_truncated", "seccomp_syscall_nr", "seccomp_syscall_name", "setup_stage", "setup_errno", "seccomp_violations")
@@ -298,7 +310,7 @@ class BindInfo(_message.Message):
     def __init__(self, target: _Optional[str] = ..., writable: _Optional[bool] = ...) -> None: ...
 
 class Tool(_message.Message):
-    __slots__ = ("name", "description", "params_schema_json", "limits", "seccomp_profile", "network", "binds")
+    __slots__ = ("name", "description", "params_schema_json", "limits", "seccomp_profile", "network", "binds", "network_allow")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -306,6 +318,7 @@ class Tool(_message.Message):
     SECCOMP_PROFILE_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     BINDS_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_ALLOW_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     params_schema_json: str
@@ -313,7 +326,8 @@ class Tool(_message.Message):
     seccomp_profile: str
     network: str
     binds: _containers.RepeatedCompositeFieldContainer[BindInfo]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params_schema_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., seccomp_profile: _Optional[str] = ..., network: _Optional[str] = ..., binds: _Optional[_Iterable[_Union[BindInfo, _Mapping]]] = ...) -> None: ...
+    network_allow: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params_schema_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., seccomp_profile: _Optional[str] = ..., network: _Optional[str] = ..., binds: _Optional[_Iterable[_Union[BindInfo, _Mapping]]] = ..., network_allow: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListToolsResponse(_message.Message):
     __slots__ = ("tools",)
