@@ -17,10 +17,12 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -253,3 +255,20 @@ def daemon_fixture(**options: Any) -> Callable[..., Iterator[Daemon]]:
             yield daemon
 
     return fixture
+
+
+def metrics_url(daemon: Daemon) -> str:
+    match = re.search(r"metrics on (http://[\d.]+:\d+/metrics)", daemon.logs())
+    assert match, f"the daemon did not log its metrics address:\n{daemon.logs()}"
+    return match.group(1)
+
+
+def scrape(daemon: Daemon) -> dict[str, float]:
+    with urllib.request.urlopen(metrics_url(daemon), timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 from certs import make_ca  # tests/ is on sys.path
-from daemon_harness import Daemon, make_daemon, running
+from daemon_harness import Daemon, make_daemon, running, scrape
 from upstream import Upstream
 
 from sandboxd.cli.client import Outcome, SandboxClient, pb
 from sandboxd.egress.settings import PROXY_PORT
 from sandboxd.server.config import SHIPPED_TOOLS_DIR
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 API, SECURE = "api.example.test", "secure.example.test"
 FETCHER_TOKEN = "fetcher-token"
@@ -120,7 +120,7 @@ def daemon(web: tuple[Upstream, Upstream, Path], tmp_path_factory: pytest.TempPa
         network_allow = ["{SECURE}"]
         """)
     made = make_daemon(tmp_path_factory.mktemp("egress"), tools={"http_fetch": _fetch_tool(allow, ca_dir)},
-                       extra=extra, max_concurrent_executions=32)
+                       extra=extra, max_concurrent_executions=32, metrics_listen="127.0.0.1:0")
     with running(made) as started:
         yield started
 
@@ -349,6 +349,22 @@ def test_connections_are_closed_when_the_execution_ends(daemon: Daemon,
     assert plain.held_closed.wait(5), "the upstream connection outlived its execution"
     [closed] = records(daemon, outcome.result.execution_id, "network.closed")
     assert closed["details"]["ended_by"] in ("execution ended", "client")
+
+
+def test_metrics_count_connections_and_bytes_per_tool(daemon: Daemon, web: tuple[Upstream, Upstream, Path]) -> None:
+    plain, _, _ = web
+    with daemon.client() as client:
+        before = scrape(daemon)
+        fetch(client, f"http://{API}:{plain.port}/hello")
+        fetch(client, f"http://nowhere.example.test:{plain.port}/hello")
+        after = scrape(daemon)
+
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert delta('sandboxd_network_connections_total{outcome="allowed",tool="http_fetch"}') == 1
+    assert delta('sandboxd_network_connections_total{outcome="denied",tool="http_fetch"}') == 1
+    assert delta('sandboxd_network_bytes_total{direction="received",tool="http_fetch"}') > len("hello from upstream\n")
 
 
 def test_list_tools_and_sandboxctl_show_the_allowlist(daemon: Daemon, web: tuple[Upstream, Upstream, Path]) -> None:

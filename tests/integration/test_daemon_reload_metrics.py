@@ -4,11 +4,8 @@ Prometheus metrics scraped over HTTP reflect what ran."""
 
 from __future__ import annotations
 
-import re
-import urllib.request
-
 import pytest
-from daemon_harness import Daemon, daemon_fixture, reload_and_wait
+from daemon_harness import Daemon, daemon_fixture, reload_and_wait, scrape
 
 from sandboxd.cli.client import SandboxdError, pb
 
@@ -82,23 +79,6 @@ def test_sighup_rejects_a_broken_config_and_keeps_serving(
     assert tool_names(daemon) == before
     with daemon.client() as client:
         assert client.run_tool("sleeper", {"s": 0}).stdout == b"woke\n"
-
-
-def metrics_url(daemon: Daemon) -> str:
-    match = re.search(r"metrics on (http://[\d.]+:\d+/metrics)", daemon.logs())
-    assert match, f"the daemon did not log its metrics address:\n{daemon.logs()}"
-    return match.group(1)
-
-
-def scrape(daemon: Daemon) -> dict[str, float]:
-    with urllib.request.urlopen(metrics_url(daemon), timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 def test_metrics_reflect_executions_that_ran(daemon: Daemon) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from sandboxd.engine.executor import Executor
 from sandboxd.engine.result import NetworkReady, Output, Result, Status
 from sandboxd.engine.spec import ExecutionSpec
 
 from .conftest import Engine, Run
+
+pytestmark = [pytest.mark.root, pytest.mark.netns]
 
 
 def test_tcp_connect_to_host_loopback_listener_fails(engine: Engine) -> None:
