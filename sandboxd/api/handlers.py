@@ -3,7 +3,9 @@
 The generated ``add_SandboxServicer_to_server`` decodes each request with ``FromString``; a request grpc cannot
 decode (invalid UTF-8 in a string field, a truncated message) then fails inside grpc and reaches the caller as
 ``UNKNOWN: Unexpected DecodeError``. Here a request that does not decode becomes an :class:`Undecodable`,
-which the servicer refuses as INVALID_ARGUMENT naming what is wrong — and audits like any refusal.
+which the servicer refuses as INVALID_ARGUMENT naming what is wrong — and audits like any refusal. A
+client-streaming method receives its messages as they come, each a message or an :class:`Undecodable`, and
+refuses an undecodable one itself.
 """
 
 from __future__ import annotations
@@ -73,7 +75,11 @@ def add_sandbox_service(servicer: Any, server: grpc.aio.Server) -> None:
         behaviour = getattr(servicer, method.name)
         options = {"request_deserializer": _decoder(method.name, request_class),
                    "response_serializer": response_class.SerializeToString}
-        if method.server_streaming:
+        if method.client_streaming and method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(behaviour, **options)
+        elif method.client_streaming:
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(behaviour, **options)
+        elif method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(_stream(servicer, behaviour), **options)
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(_unary(servicer, behaviour), **options)

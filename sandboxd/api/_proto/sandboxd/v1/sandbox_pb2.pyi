@@ -11,6 +11,15 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Signal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SIGNAL_UNSPECIFIED: _ClassVar[Signal]
+    INTERRUPT: _ClassVar[Signal]
+    TERMINATE: _ClassVar[Signal]
+    HANGUP: _ClassVar[Signal]
+    KILL: _ClassVar[Signal]
+    QUIT: _ClassVar[Signal]
+
 class Stream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     STREAM_UNSPECIFIED: _ClassVar[Stream]
@@ -31,6 +40,12 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANCELLED: _ClassVar[Status]
     SETUP_FAILED: _ClassVar[Status]
     NETWORK_LIMIT: _ClassVar[Status]
+SIGNAL_UNSPECIFIED: Signal
+INTERRUPT: Signal
+TERMINATE: Signal
+HANGUP: Signal
+KILL: Signal
+QUIT: Signal
 STREAM_UNSPECIFIED: Stream
 STDOUT: Stream
 STDERR: Stream
@@ -82,7 +97,7 @@ class Command(_message.Message):
     def __init__(self, argv: _Optional[_Iterable[str]] = ..., profile: _Optional[str] = ..., allow_hosts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
-    __slots__ = ("tool", "command", "params_json", "stdin", "limits", "request_id", "labels")
+    __slots__ = ("tool", "command", "params_json", "stdin", "limits", "request_id", "labels", "session_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +112,7 @@ class ExecuteRequest(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     tool: str
     command: Command
     params_json: str
@@ -104,7 +120,154 @@ class ExecuteRequest(_message.Message):
     limits: Limits
     request_id: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, tool: _Optional[str] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., params_json: _Optional[str] = ..., stdin: _Optional[bytes] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    session_id: str
+    def __init__(self, tool: _Optional[str] = ..., command: _Optional[_Union[Command, _Mapping]] = ..., params_json: _Optional[str] = ..., stdin: _Optional[bytes] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class ExecuteInput(_message.Message):
+    __slots__ = ("request", "stdin", "stdin_eof", "signal")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    STDIN_EOF_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    request: ExecuteRequest
+    stdin: bytes
+    stdin_eof: bool
+    signal: Signal
+    def __init__(self, request: _Optional[_Union[ExecuteRequest, _Mapping]] = ..., stdin: _Optional[bytes] = ..., stdin_eof: _Optional[bool] = ..., signal: _Optional[_Union[Signal, str]] = ...) -> None: ...
+
+class SessionCommand(_message.Message):
+    __slots__ = ("profile", "allow_hosts")
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_HOSTS_FIELD_NUMBER: _ClassVar[int]
+    profile: str
+    allow_hosts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, profile: _Optional[str] = ..., allow_hosts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateSessionRequest(_message.Message):
+    __slots__ = ("tool", "command", "limits", "idle_timeout_ms", "max_lifetime_ms", "labels", "request_id")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIFETIME_MS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    tool: str
+    command: SessionCommand
+    limits: Limits
+    idle_timeout_ms: int
+    max_lifetime_ms: int
+    labels: _containers.ScalarMap[str, str]
+    request_id: str
+    def __init__(self, tool: _Optional[str] = ..., command: _Optional[_Union[SessionCommand, _Mapping]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., idle_timeout_ms: _Optional[int] = ..., max_lifetime_ms: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Session(_message.Message):
+    __slots__ = ("session_id", "tool", "principal", "limits", "uid", "created_at", "expires_at", "idle_timeout_ms", "labels", "executions", "running", "last_used_at")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    tool: str
+    principal: str
+    limits: Limits
+    uid: int
+    created_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    idle_timeout_ms: int
+    labels: _containers.ScalarMap[str, str]
+    executions: int
+    running: int
+    last_used_at: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., tool: _Optional[str] = ..., principal: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., uid: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idle_timeout_ms: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., executions: _Optional[int] = ..., running: _Optional[int] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CloseSessionRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class CloseSessionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[Session]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
+
+class FileHeader(_message.Message):
+    __slots__ = ("session_id", "path", "mode")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    path: str
+    mode: int
+    def __init__(self, session_id: _Optional[str] = ..., path: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class PutFileInput(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: FileHeader
+    data: bytes
+    def __init__(self, header: _Optional[_Union[FileHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class FileInfo(_message.Message):
+    __slots__ = ("path", "size_bytes", "sha256", "mode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size_bytes: int
+    sha256: str
+    mode: int
+    def __init__(self, path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class GetFileRequest(_message.Message):
+    __slots__ = ("session_id", "path")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    path: str
+    def __init__(self, session_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("data", "info")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    info: FileInfo
+    def __init__(self, data: _Optional[bytes] = ..., info: _Optional[_Union[FileInfo, _Mapping]] = ...) -> None: ...
 
 class ExecuteEvent(_message.Message):
     __slots__ = ("started", "output", "audit", "result")

@@ -65,6 +65,36 @@ class SandboxStub:
                 request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.SubscribeAuditRequest.SerializeToString,
                 response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.AuditEvent.FromString,
                 _registered_method=True)
+        self.ExecuteInteractive = channel.stream_stream(
+                '/sandboxd.v1.Sandbox/ExecuteInteractive',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.ExecuteInput.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.ExecuteEvent.FromString,
+                _registered_method=True)
+        self.CreateSession = channel.unary_unary(
+                '/sandboxd.v1.Sandbox/CreateSession',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.CreateSessionRequest.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.Session.FromString,
+                _registered_method=True)
+        self.CloseSession = channel.unary_unary(
+                '/sandboxd.v1.Sandbox/CloseSession',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.CloseSessionRequest.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.CloseSessionResponse.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/sandboxd.v1.Sandbox/ListSessions',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.PutFile = channel.stream_unary(
+                '/sandboxd.v1.Sandbox/PutFile',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.PutFileInput.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.FileInfo.FromString,
+                _registered_method=True)
+        self.GetFile = channel.unary_stream(
+                '/sandboxd.v1.Sandbox/GetFile',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.GetFileRequest.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.FileChunk.FromString,
+                _registered_method=True)
 
 
 class SandboxServicer:
@@ -113,6 +143,50 @@ class SandboxServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteInteractive(self, request_iterator, context):
+        """Execute, interactively: the first input is the request; then stdin chunks, its EOF and signals, while
+        the events stream back as Execute's do. No PTY: stdin is a pipe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSession(self, request, context):
+        """Sessions: one sandbox that lives across calls — its root, /work, /tmp, network policy and uid stay;
+        each Execute with its session_id runs in it, in a cgroup of its own below the session's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """the caller's own; admin: all
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutFile(self, request_iterator, context):
+        """Files in and out of a session's /work; paths are relative to /work and never leave it.
+        header first, then data chunks
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFile(self, request, context):
+        """data chunks, then the FileInfo last
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +219,36 @@ def add_SandboxServicer_to_server(servicer, server):
                     servicer.SubscribeAudit,
                     request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.SubscribeAuditRequest.FromString,
                     response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.AuditEvent.SerializeToString,
+            ),
+            'ExecuteInteractive': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExecuteInteractive,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.ExecuteInput.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.ExecuteEvent.SerializeToString,
+            ),
+            'CreateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSession,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.CreateSessionRequest.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.Session.SerializeToString,
+            ),
+            'CloseSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseSession,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.CloseSessionRequest.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.CloseSessionResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.ListSessionsRequest.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'PutFile': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutFile,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.PutFileInput.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.FileInfo.SerializeToString,
+            ),
+            'GetFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetFile,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.GetFileRequest.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.FileChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +413,168 @@ class Sandbox:
             '/sandboxd.v1.Sandbox/SubscribeAudit',
             sandboxd_dot_v1_dot_sandbox__pb2.SubscribeAuditRequest.SerializeToString,
             sandboxd_dot_v1_dot_sandbox__pb2.AuditEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteInteractive(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/sandboxd.v1.Sandbox/ExecuteInteractive',
+            sandboxd_dot_v1_dot_sandbox__pb2.ExecuteInput.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.ExecuteEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandboxd.v1.Sandbox/CreateSession',
+            sandboxd_dot_v1_dot_sandbox__pb2.CreateSessionRequest.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandboxd.v1.Sandbox/CloseSession',
+            sandboxd_dot_v1_dot_sandbox__pb2.CloseSessionRequest.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.CloseSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandboxd.v1.Sandbox/ListSessions',
+            sandboxd_dot_v1_dot_sandbox__pb2.ListSessionsRequest.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutFile(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/sandboxd.v1.Sandbox/PutFile',
+            sandboxd_dot_v1_dot_sandbox__pb2.PutFileInput.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.FileInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sandboxd.v1.Sandbox/GetFile',
+            sandboxd_dot_v1_dot_sandbox__pb2.GetFileRequest.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.FileChunk.FromString,
             options,
             channel_credentials,
             insecure,
