@@ -331,18 +331,3 @@ def _tool_message(tool: Tool) -> pb.Tool:
         network_allow=[] if tool.network_allow is None else tool.network_allow.texts(),
         binds=[pb.BindInfo(target=str(bind.target), writable=bind.writable) for bind in tool.binds],
     )
-
-    # -- under construction: replaced by their implementations in this change -------------------------------
-
-    async def ExecuteInteractive(self, requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ExecuteInteractive is not served yet")
-
-    async def CreateSession(self, request: object, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "sessions are not served yet")
-
-    CloseSession = CreateSession
-    ListSessions = CreateSession
-    GetFile = CreateSession
-
-    async def PutFile(self, requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "sessions are not served yet")

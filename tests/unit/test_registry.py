@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from sandboxd.egress.settings import PROXY_PORT, proxy_env
 
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.limits import Limits
 from sandboxd.base.refusals import InvalidParams, InvalidRequest, UnknownProfile, UnknownTool
+from sandboxd.egress.settings import PROXY_PORT, proxy_env
 from sandboxd.server.config import SHIPPED_HANDLERS_DIR, SHIPPED_PROFILES_DIR, SHIPPED_TOOLS_DIR
 from sandboxd.server.registry import ToolRegistry
 from sandboxd.server.tools import BASE_ENV, load_tools
