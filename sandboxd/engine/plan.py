@@ -49,8 +49,9 @@ def bind_order(binds: Sequence[BindMount]) -> list[BindMount]:
 
 
 def build_plan(config: EngineConfig, spec: ExecutionSpec, execution_id: str,
-               cgroup_procs: tuple[str, ...], uid: int) -> JailPlan:
-    """The child's plan; ``uid`` is the execution's own (and its gid), from ``config.sandbox_ids``."""
+               cgroup_procs: tuple[str, ...], uid: int, *, join_pid: int = 0) -> JailPlan:
+    """The child's plan; ``uid`` is the execution's own (and its gid), from ``config.sandbox_ids``;
+    ``join_pid``: a call in the session that process keeps (its root plan then goes unused)."""
     shared_gid = config.sandbox_ids.shared_gid
     env = dict(spec.env)
     env.setdefault("PATH", DEFAULT_PATH)
@@ -69,4 +70,4 @@ def build_plan(config: EngineConfig, spec: ExecutionSpec, execution_id: str,
     )
     return JailPlan(execution_id=execution_id, argv=spec.argv, env=env, cgroup_procs=cgroup_procs,
                     hostname=spec.hostname, root=root, rlimits=rlimits(spec.limits),
-                    seccomp_bpf=spec.seccomp_bpf, supplementary_gids=(shared_gid,))
+                    seccomp_bpf=spec.seccomp_bpf, supplementary_gids=(shared_gid,), join_pid=join_pid)

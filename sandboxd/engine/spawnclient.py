@@ -83,8 +83,9 @@ class SpawnerClient:
     def alive(self) -> bool:
         return self._dead is None
 
-    def spawn(self, plan: JailPlan, stdio: tuple[int, int, int], netns: int | None = None) -> SpawnHandle:
-        """Start ``plan``; ``netns``: a network namespace (an fd) for it to join instead of a fresh one."""
+    def spawn(self, plan: JailPlan, stdio: tuple[int, int, int], join: int | None = None) -> SpawnHandle:
+        """Start ``plan``; ``join``: a network namespace (an fd) for it to join instead of a fresh one, or for
+        a call in a session (``plan.join_pid``) a pidfd of the session's process."""
         if self._dead is not None:
             raise self._dead
         handle = SpawnHandle(plan.execution_id)
@@ -94,10 +95,10 @@ class SpawnerClient:
             plan_fd = plan_memfd(json.dumps(plan.to_wire()).encode())
         except OSError as e:
             raise SpawnerError(f"cannot pass the execution plan: {e}") from e
-        message = json.dumps({"op": "spawn", "id": plan.execution_id, "netns": netns is not None}).encode()
+        message = json.dumps({"op": "spawn", "id": plan.execution_id, "join": join is not None}).encode()
         self._handles[plan.execution_id] = handle
         try:
-            socket.send_fds(self._sock, [message], [*stdio, plan_fd, *([] if netns is None else [netns])])
+            socket.send_fds(self._sock, [message], [*stdio, plan_fd, *([] if join is None else [join])])
         except OSError as e:
             del self._handles[plan.execution_id]
             raise SpawnerError(f"cannot reach the spawner: {e}") from e

@@ -10,13 +10,15 @@ stdio pipe ends attached to ``spawn`` with ``SCM_RIGHTS``:
 direction      message                                                    fds               when
 =============  =========================================================  ================  ==================
 spawner→daemon ``{"op": "ready", "pid": P}``                              -                 once, at start
-daemon→spawner ``{"op": "spawn", "id": ID, "netns": B}``                 stdin r, stdout   per execution
+daemon→spawner ``{"op": "spawn", "id": ID, "join": B}``                  stdin r, stdout   per execution
                                                                           w, stderr w, the
                                                                           plan (a sealed
                                                                           memfd of JSON),
                                                                           and when B the
                                                                           network namespace
-                                                                          to join
+                                                                          to join (or, for a
+                                                                          call in a session,
+                                                                          its pidfd)
 spawner→daemon ``{"op": "started", "id": ID, "pid": P}``                  -                 handler passed
                                                                                             ``execve``; P is
                                                                                             its host pid
@@ -103,19 +105,19 @@ class Spawner:
         if not msg:
             return False
         request = json.loads(msg)
-        if request.get("op") != "spawn" or len(fds) != 4 + bool(request.get("netns")):
+        if request.get("op") != "spawn" or len(fds) != 4 + bool(request.get("join")):
             for fd in fds:
                 os.close(fd)
             raise SystemExit(f"spawner: protocol violation: {request.get('op')!r} with {len(fds)} fds")
         stdio = (fds[0], fds[1], fds[2])
         with os.fdopen(fds[3], "rb") as plan:
             wire = json.loads(plan.read())
-        netns = fds[4] if len(fds) == 5 else -1
-        self._spawn(str(request["id"]), JailPlan.from_wire(wire), stdio, netns)
+        join = fds[4] if len(fds) == 5 else -1
+        self._spawn(str(request["id"]), JailPlan.from_wire(wire), stdio, join)
         return True
 
-    def _spawn(self, execution_id: str, plan: JailPlan, stdio: tuple[int, int, int], netns: int) -> None:
-        inherited = (*stdio, netns) if netns >= 0 else stdio
+    def _spawn(self, execution_id: str, plan: JailPlan, stdio: tuple[int, int, int], join: int) -> None:
+        inherited = (*stdio, join) if join >= 0 else stdio
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -133,7 +135,7 @@ class Spawner:
                 self._control.close()
                 os.close(err_r)
                 os.close(status_r)
-                run_waiter(plan, stdio, err_w, status_w, os.getppid(), netns)
+                run_waiter(plan, stdio, err_w, status_w, os.getppid(), join)
             finally:
                 os._exit(127)
         for fd in (*inherited, err_w, status_w):

@@ -48,13 +48,18 @@ class ExecCgroup(Protocol):
     def stats(self) -> CgroupStats: ...
 
     def pids(self) -> list[int]:
-        """Pids in the leaf (host pid namespace)."""
+        """Pids in the leaf and the cgroups below it (host pid namespace)."""
 
     def kill(self) -> None:
-        """SIGKILL every process in the leaf, race-free against forks (cgroup.kill / freeze+kill+thaw)."""
+        """SIGKILL every process in the leaf and below it, race-free against forks (cgroup.kill /
+        freeze+kill+thaw)."""
 
     def remove(self) -> None:
-        """Kill what is left, then rmdir with EBUSY retry and backoff. Idempotent."""
+        """Kill what is left, then rmdir (the cgroups below it first) with EBUSY retry and backoff.
+        Idempotent."""
+
+    def child(self, name: str) -> ExecCgroup:
+        """The cgroup ``name`` below this one (a session's keeper or call), as an object; nothing is made."""
 
 
 class Backend(Protocol):
@@ -74,8 +79,10 @@ class Backend(Protocol):
         Raises :class:`~sandboxd.base.errors.CgroupError` with the remedy when the cgroup is not delegated.
         """
 
-    def create(self, execution_id: str, limits: CgroupLimits) -> ExecCgroup:
-        """Create the leaf ``exec-<execution_id>`` and write its limits. Fails closed: on any write error
+    def create(self, execution_id: str, limits: CgroupLimits, *, parent: object = None,
+               holds_children: bool = False) -> ExecCgroup:
+        """Create the leaf ``exec-<execution_id>`` (below ``parent``, a session's cgroup, when given) and write
+        its limits; ``holds_children``: a session's, with cgroups below it. Fails closed: on any write error
         the leaf is removed and :class:`~sandboxd.base.errors.CgroupError` names the file and value."""
 
     def stale_leaves(self) -> list[str]:

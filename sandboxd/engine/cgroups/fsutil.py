@@ -179,6 +179,35 @@ def list_leaves(base: str) -> list[str]:
     return sorted(e.name for e in entries if _LEAF_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False))
 
 
+def nested_leaves(path: str) -> list[str]:
+    """The ``exec-*`` directories below ``path`` at any depth (a session's calls), deepest first: the order
+    they can be removed in."""
+    found: list[str] = []
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise CgroupError(f"cannot list {path}: {_why(e)}") from e
+    for entry in entries:
+        if _LEAF_NAME.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            found += [*nested_leaves(entry.path), entry.path]
+    return found
+
+
+def pids_below(path: str) -> list[int]:
+    """The processes of ``path`` and of every ``exec-*`` cgroup below it (v1's and v2's cgroup.procs list a
+    cgroup's own members only)."""
+    pids: set[int] = set()
+    for directory in [*nested_leaves(path), path]:
+        try:
+            pids.update(parse_pids(read_text(os.path.join(directory, "cgroup.procs"))))
+        except CgroupError:
+            if os.path.isdir(directory):
+                raise
+    return sorted(pids)
+
+
 def remove_quietly(ops: DirOps, paths: list[str]) -> None:
     """Best-effort removal of a half-made leaf while another error is being reported."""
     for path in reversed(paths):

@@ -18,10 +18,11 @@ FREEZE_TIMEOUT_S = 1.0
 
 
 def in_leaf(pid: int, leaf_name: str, proc: str = "/proc") -> bool:
-    """Whether process ``pid`` is in a cgroup named ``leaf_name`` (``exec-<execution id>``) in any hierarchy."""
+    """Whether process ``pid`` is in a cgroup named ``leaf_name`` (``exec-<execution id>``), or below one (a
+    session's keeper and calls), in any hierarchy."""
     try:
         with open(f"{proc}/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
-            return any(line.rstrip("\n").endswith("/" + leaf_name) for line in f)
+            return any(line.rstrip("\n").endswith("/" + leaf_name) or f"/{leaf_name}/" in line for line in f)
     except OSError:
         return False
 

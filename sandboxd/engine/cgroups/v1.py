@@ -5,6 +5,9 @@ e.g. ``cpu,cpuacct``)::
 
     <own cgroup in that hierarchy>/sandboxd-<instance>/     made by prepare(); the daemon writes nothing above
         exec-<id>/                                          one leaf per execution, limits written here
+        exec-<sid>/                                         a session (limits over everything below)
+            exec-keeper/                                    its own sandbox: init and keeper
+            exec-<id>/                                      one per call in the session
 
 How cgroupspy is used, and where it is not:
 
@@ -160,11 +163,15 @@ class V1ExecCgroup:
         )
 
     def pids(self) -> list[int]:
+        """Its processes and those of the cgroups below it (a session's calls), in every hierarchy."""
         found: set[int] = set()
         for d in self._dirs():
             if os.path.isdir(d):
-                found.update(fsutil.parse_pids(fsutil.read_text(os.path.join(d, "cgroup.procs"))))
+                found.update(fsutil.pids_below(d))
         return sorted(found)
+
+    def child(self, name: str) -> V1ExecCgroup:
+        return V1ExecCgroup(name, {c: _Node(name, parent=self._leaves[c]) for c in CONTROLLERS}, self._dir_ops)
 
     def kill(self) -> None:
         freezer = _ctl(self._leaves["freezer"])
@@ -184,8 +191,10 @@ class V1ExecCgroup:
 
     def remove(self) -> None:
         if any(os.path.isdir(d) for d in self._dirs()):
-            self.kill()
+            self.kill()  # the freezer freezes the cgroups below too
         for d in self._dirs():
+            for nested in fsutil.nested_leaves(d):
+                fsutil.remove_dir(self._dir_ops, nested)
             fsutil.remove_dir(self._dir_ops, d)
 
 
@@ -230,8 +239,14 @@ class V1Backend:
         leaves = {c: _Node(name, parent=self._bases[c]) for c in CONTROLLERS}
         return V1ExecCgroup(name, leaves, self._dir_ops)
 
-    def create(self, execution_id: str, limits: CgroupLimits) -> V1ExecCgroup:
-        cg = self._exec_cgroup(fsutil.leaf_name(execution_id))
+    def create(self, execution_id: str, limits: CgroupLimits, *, parent: object = None,
+               holds_children: bool = False) -> V1ExecCgroup:
+        """A leaf below the base, or below ``parent`` (a session's cgroup; v1 limits are hierarchical, so
+        ``holds_children`` asks nothing more here)."""
+        if parent is not None and not isinstance(parent, V1ExecCgroup):
+            raise CgroupError(f"a v1 cgroup cannot be made below {parent!r}")
+        name = fsutil.leaf_name(execution_id)
+        cg = self._exec_cgroup(name) if parent is None else parent.child(name)
         made: list[str] = []
         try:
             for d in cg._dirs():

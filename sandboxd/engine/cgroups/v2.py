@@ -6,6 +6,9 @@ Layout (the no-internal-processes rule forbids processes in a cgroup that hands 
         supervisor/         the daemon itself, all its threads
         exec-<id>/          one leaf per execution: memory.max, memory.swap.max, memory.oom.group,
                             cpu.max, pids.max
+        exec-<sid>/         a session: its limits cover everything below; hands the controllers on
+            exec-keeper/    the session's own sandbox (its init and the process that keeps it)
+            exec-<id>/      one leaf per call in the session, with the call's limits
 
 See https://docs.kernel.org/admin-guide/cgroup-v2.html ("Delegation", "No Internal Process Constraint").
 """
@@ -68,9 +71,13 @@ class V2ExecCgroup:
         )
 
     def pids(self) -> list[int]:
+        """Its processes and those of the cgroups below it (a session's calls)."""
         if not self._path.is_dir():
             return []
-        return fsutil.parse_pids(self._read("cgroup.procs"))
+        return fsutil.pids_below(str(self._path))
+
+    def child(self, name: str) -> V2ExecCgroup:
+        return V2ExecCgroup(self._path / name, self._dir_ops)
 
     def kill(self) -> None:
         if not self._path.is_dir():
@@ -89,6 +96,8 @@ class V2ExecCgroup:
 
     def remove(self) -> None:
         self.kill()
+        for nested in fsutil.nested_leaves(str(self._path)):
+            fsutil.remove_dir(self._dir_ops, nested)
         fsutil.remove_dir(self._dir_ops, str(self._path))
 
 
@@ -137,11 +146,21 @@ class V2Backend:
         fsutil.write_text(supervisor / "cgroup.procs", str(self._pid))  # moves all our threads too
         fsutil.write_text(own / "cgroup.subtree_control", " ".join(f"+{c}" for c in REQUIRED_CONTROLLERS))
 
-    def create(self, execution_id: str, limits: CgroupLimits) -> V2ExecCgroup:
-        cg = V2ExecCgroup(self._own / fsutil.leaf_name(execution_id), self._dir_ops)
+    def create(self, execution_id: str, limits: CgroupLimits, *, parent: object = None,
+               holds_children: bool = False) -> V2ExecCgroup:
+        """A leaf below the base, or below ``parent`` (a session's cgroup). ``holds_children``: a session's —
+        no OOM group of its own (an OOM kills the call that caused it, not the session) and the controllers
+        handed on to the cgroups below it (which must exist before any process joins: no internal processes)."""
+        if parent is not None and not isinstance(parent, V2ExecCgroup):
+            raise CgroupError(f"a v2 cgroup cannot be made below {parent!r}")
+        where = self._own if parent is None else parent.path
+        cg = V2ExecCgroup(where / fsutil.leaf_name(execution_id), self._dir_ops)
         fsutil.make_dir(self._dir_ops, str(cg.path), exist_ok=False)
         try:
             self._apply(cg, limits)
+            if holds_children:
+                cg._write("memory.oom.group", "0")
+                cg._write("cgroup.subtree_control", " ".join(f"+{c}" for c in REQUIRED_CONTROLLERS))
         except BaseException:
             fsutil.remove_quietly(self._dir_ops, [str(cg.path)])
             raise

@@ -102,6 +102,25 @@ def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joine
     os._exit(127)
 
 
+def run_call(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joined: int) -> NoReturn:
+    """A call in a session: the waiter's child, born in the session's namespaces and root (its init adopts
+    what the call leaves behind). Once the waiter has put it in the call's cgroup, it becomes the handler
+    exactly as pid 2 of a sandbox of its own does."""
+    step = _Steps(errpipe)
+    try:
+        prctl.set_pdeathsig(signal.SIGKILL)
+        step("join cgroup")
+        if os.read(joined, 1) != b"1":  # the waiter reports why on the error pipe
+            raise SetupError(step.stage, errno.EIO, "join cgroup: the call could not be put in its cgroup")
+        os.close(joined)
+        step("loginuid")
+        creds.set_loginuid(plan.root.uid)
+    except BaseException as e:  # anything at all must be reported, never run on
+        step.failed(e)
+        os._exit(127)
+    run_handler(plan, stdio, errpipe)
+
+
 def run_handler(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> NoReturn:
     """Pid 2: drop everything, then become the handler. Never returns."""
     step = _Steps(errpipe)

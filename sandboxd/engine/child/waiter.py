@@ -42,7 +42,7 @@ import prctl
 from sandboxd.engine.child import syscalls as sc
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.report import report
-from sandboxd.engine.child.sequence import run_sandbox
+from sandboxd.engine.child.sequence import run_call, run_sandbox
 from sandboxd.engine.hostcheck import NOT_A_MOUNT_POINT, root_is_mount_point
 
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
@@ -59,16 +59,20 @@ _SIGSYS_KEPT = 1024
 
 
 def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
-               spawner_pid: int, netns: int = -1) -> NoReturn:
-    """The spawner's direct child. Never returns. ``netns``: a network namespace made beforehand
-    (:mod:`sandboxd.engine.netns`) to join instead of a fresh one."""
+               spawner_pid: int, join: int = -1) -> NoReturn:
+    """The spawner's direct child. Never returns. ``join``: a network namespace made beforehand
+    (:mod:`sandboxd.engine.netns`) to join instead of a fresh one — or, for a call in a session
+    (``plan.join_pid``), a pidfd of the session's process, whose namespaces and root the call joins."""
     stage = "waiter"
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         if os.getppid() != spawner_pid:  # the spawner died before pdeathsig was armed
             os._exit(1)
         stage = "close inherited descriptors"
-        sc.close_all_except({*stdio, errpipe, status_pipe, netns} - {-1})
+        sc.close_all_except({*stdio, errpipe, status_pipe, join} - {-1})
+        netns = join
+        if plan.join_pid:
+            _call_waiter(plan, stdio, errpipe, status_pipe, join)
         if netns >= 0:
             stage = "join network namespace"
             sc.setns(netns, sc.CLONE_NEWNET)
@@ -124,6 +128,61 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         status = watch.init_status
     usage = watch.init_usage
     os.write(status_pipe, (f"exit {status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
+                           f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
+    os._exit(0)
+
+
+def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
+                 pidfd: int) -> NoReturn:
+    """A call in a session: enter the session (its namespaces by its pidfd, its root by its /proc/PID/root,
+    checked to be that process's through the pidfd), fork the call's handler there, put it in the call's
+    cgroup, watch it as :func:`run_waiter` watches a sandbox's init."""
+    stage = "open cgroup"
+    try:
+        procs_fds = [os.open(p, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC) for p in plan.cgroup_procs]
+        proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        stage = "join session"
+        root_fd = os.open(f"/proc/{plan.join_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        signal.pidfd_send_signal(pidfd, 0)  # still alive: the pid was not reused, the root is the session's
+        sc.setns(pidfd, NAMESPACES | sc.CLONE_NEWCGROUP)
+        os.close(pidfd)
+        os.fchdir(root_fd)
+        os.chroot(".")
+        os.close(root_fd)
+        stage = "fork call"
+        joined_r, joined_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+    except OSError as e:
+        report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
+        os._exit(127)
+    if pid == 0:
+        for fd in (status_pipe, joined_w, proc_fd, *procs_fds):
+            os.close(fd)
+        run_call(plan, stdio, errpipe, joined_r)
+    for fd in (joined_r, *stdio):
+        os.close(fd)
+    try:
+        sc.ptrace_seize(pid, TRACE_OPTIONS)
+        traced = True
+    except OSError:
+        traced = False
+    try:
+        for fd in procs_fds:
+            os.write(fd, str(pid).encode())
+        os.write(joined_w, b"1")
+    except OSError as e:
+        report(errpipe, "join cgroup", e.errno or 0, f"join cgroup: {e.strerror or e}")
+        os.kill(pid, signal.SIGKILL)
+    for fd in (joined_w, errpipe, *procs_fds):
+        os.close(fd)
+    watch = _Watch(pid, status_pipe, proc_fd)
+    watch._announce(pid)  # the handler is this child itself
+    if traced:
+        watch.traced()
+    else:
+        _, watch.init_status, watch.init_usage = os.wait4(pid, 0)
+    usage = watch.init_usage
+    os.write(status_pipe, (f"exit {watch.init_status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
                            f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
     os._exit(0)
 
