@@ -30,6 +30,10 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     # a bigger request would not help, so not RESOURCE_EXHAUSTED (which callers may read as "retry later")
     "PAYLOAD_TOO_LARGE": grpc.StatusCode.INVALID_ARGUMENT,
     "TOO_MANY_EXECUTIONS": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "SESSION_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "TOO_MANY_SESSIONS": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "SESSION_FAILED": grpc.StatusCode.FAILED_PRECONDITION,
+    "FILE_REFUSED": grpc.StatusCode.INVALID_ARGUMENT,
     "RATE_LIMITED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "DRAINING": grpc.StatusCode.UNAVAILABLE,
     # callers (the policy issue raises these)

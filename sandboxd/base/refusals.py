@@ -107,6 +107,29 @@ class TooManyExecutions(SandboxError):
     temporary = True
 
 
+class UnknownSession(SandboxError):
+    """No session by that id that the caller may use (another principal's reads the same: not enumerable)."""
+
+    reason = "SESSION_NOT_FOUND"
+
+
+class TooManySessions(SandboxError):
+    reason = "TOO_MANY_SESSIONS"
+    temporary = True
+
+
+class SessionFailed(SandboxError):
+    """The session's sandbox could not be built: nothing of it is left."""
+
+    reason = "SESSION_FAILED"
+
+
+class FileRefusal(SandboxError):
+    """A session file path or file refused: outside /work, through a symlink, not a regular file, too large."""
+
+    reason = "FILE_REFUSED"
+
+
 class Draining(SandboxError):
     """The daemon is stopping: it finishes what runs and accepts nothing new."""
 

@@ -1,9 +1,12 @@
 """``sandboxctl``: drive and debug a sandboxd from a shell.
 
-    sandboxctl run TOOL [--param k=v ...] [--params-json JSON|@FILE] [--stdin FILE] [limits]
-    sandboxctl exec [limits] [--profile NAME] [--allow-host HOST[:PORT] ...] [--stdin FILE] -- ARGV...
+    sandboxctl run TOOL [-i] [--param k=v ...] [--params-json JSON|@FILE] [--stdin FILE] [limits]
+    sandboxctl exec [-i] [limits] [--profile NAME] [--allow-host HOST[:PORT] ...] [--stdin FILE] -- ARGV...
     sandboxctl tools | ps | cancel ID | info | health
     sandboxctl audit tail [-n N] [-f] [filters] | audit export --since WHEN [filters] | audit verify FILE...
+    sandboxctl session create (--tool T | --profile P [--allow-host H]) [limits] [--idle-timeout D]
+               [--max-lifetime D] | session ls | session exec ID [run or exec options] [-- ARGV]
+               | session put ID LOCAL [PATH] [--mode 0640] | session get ID PATH [LOCAL] | session close ID
     limits: --memory 64M --timeout 5s --cpu-time 2s --output-limit 1M --pids N --cpu-share 50%
             --file-size 8M --open-files N --tmpfs-size 16M --network-bytes 10M
 
@@ -20,6 +23,10 @@ every event is printed as one line of protobuf's JSON mapping, the result last. 
 ``--socket``, else ``$SANDBOXD_SOCKET``, else /run/sandboxd/sandboxd.sock; ``--address HOST:PORT`` calls the
 TCP listener instead (with ``--tls-ca`` for TLS, plus ``--tls-cert``/``--tls-key`` for mTLS). ``--token``
 (else ``$SANDBOXD_TOKEN``) is sent as a bearer token.
+
+With ``-i`` (``--interactive``) the handler's stdin is sandboxctl's own, streamed as it comes (after the
+``--stdin`` file's bytes, if any); ^C sends the handler SIGINT — a second ^C within 2 s, SIGKILL; a third
+leaves — and a SIGTERM to sandboxctl sends it SIGTERM.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from sandboxd.base.units import format_duration, format_size, parse_duration_ms,
 from sandboxd.cli.audit import AUDIT_COMMANDS, add_audit_commands, cmd_audit_verify
 from sandboxd.cli.client import SandboxClient, SandboxdError, TlsFiles, pb
 from sandboxd.cli.common import UsageError, to_json_line
+from sandboxd.cli.interactive import run_interactive
+from sandboxd.cli.session_commands import SESSION_COMMANDS, add_session_commands, session_exec_argv
 
 EXIT_SANDBOXCTL_ERROR = 125
 _KILLED_EXIT = 128 + signal.SIGKILL
@@ -116,12 +125,19 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                             help=help_text)
 
 
-def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
     for option, dest, parse, metavar, help_text in _LIMIT_OPTIONS:
         parser.add_argument(option, dest=f"limit_{dest}", type=_typed(parse, option), metavar=metavar,
                             help=help_text)
+
+
+def _add_execution_options(parser: argparse.ArgumentParser) -> None:
+    _add_limit_options(parser)
     parser.add_argument("--stdin", type=Path, metavar="FILE",
                         help="file whose bytes are the handler's stdin ('-': ours)")
+    parser.add_argument("-i", "--interactive", action="store_true",
+                        help="stream our stdin to the handler as it comes; ^C interrupts it, ^C^C kills it")
+    parser.add_argument("--session", default="", metavar="ID", help="run in this session (sandboxctl session)")
     parser.add_argument("--request-id", default="", help="your id for this call, echoed in events and ps")
     parser.add_argument("--label", action="append", default=[], metavar="K=V", help="a label (repeatable)")
 
@@ -161,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(health, suppress=True)
     health.add_argument("--service", default="", help="service name (default: the whole server)")
     add_audit_commands(commands, lambda sub: _add_common(sub, suppress=True))
+    add_session_commands(commands, lambda sub: _add_common(sub, suppress=True), _add_limit_options)
     return parser
 
 
@@ -225,7 +242,7 @@ def _read_stdin(path: Path | None) -> bytes:
 
 def _limits(args: argparse.Namespace) -> dict[str, int]:
     return {dest: getattr(args, f"limit_{dest}") for _, dest, _, _, _ in _LIMIT_OPTIONS
-            if getattr(args, f"limit_{dest}") is not None}
+            if getattr(args, f"limit_{dest}", None) is not None}
 
 
 # -- output ---------------------------------------------------------------------------------------------
@@ -288,16 +305,24 @@ def print_table(rows: list[list[str]], *, wrap_last: int | None = None) -> None:
 
 def cmd_run(client: SandboxClient, args: argparse.Namespace) -> int:
     labels = dict(_key_values(args.label, "--label"))
+    if args.interactive and args.stdin is not None and str(args.stdin) == "-":
+        raise UsageError("-i streams our stdin already: --stdin - would read it twice")
     common = {"stdin": _read_stdin(args.stdin), "limits": _limits(args), "request_id": args.request_id,
-              "labels": labels}
+              "labels": labels, "session_id": args.session}
     if args.command == "run":
-        events = client.execute(tool=args.tool, params=build_params(args, client), **common)
+        target: dict[str, Any] = {"tool": args.tool, "params": build_params(args, client)}
     else:
         argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not argv:
             raise UsageError("exec needs a command: sandboxctl exec [options] -- PROGRAM [ARGS...]")
-        events = client.execute(command=argv, profile=args.profile, allow_hosts=args.allow_host, **common)
-    return stream_events(events, as_json=args.json, out=sys.stdout.buffer, err=sys.stderr.buffer)
+        target = {"command": argv, "profile": args.profile, "allow_hosts": args.allow_host}
+
+    def relay(events: Iterator[pb.ExecuteEvent]) -> int:
+        return stream_events(events, as_json=args.json, out=sys.stdout.buffer, err=sys.stderr.buffer)
+
+    if args.interactive:
+        return run_interactive(client.execute_interactive(**target, **common), relay)
+    return relay(client.execute(**target, **common))
 
 
 def cmd_tools(client: SandboxClient, args: argparse.Namespace) -> int:
@@ -431,6 +456,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "audit" and args.audit_command == "verify":
         return cmd_audit_verify(args)  # reads files; no daemon involved
+    if args.command == "session" and args.session_command == "exec":
+        try:
+            return main(session_exec_argv(args, make_client))  # run/exec --session ID …
+        except (UsageError, SandboxdError) as exc:
+            print(f"sandboxctl: {exc}", file=sys.stderr)
+            return EXIT_SANDBOXCTL_ERROR
     try:
         client = make_client(args)
     except (UsageError, SandboxdError) as exc:
@@ -439,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "audit":
             return AUDIT_COMMANDS[args.audit_command](client, args)
+        if args.command == "session":
+            return SESSION_COMMANDS[args.session_command](client, args, _limits(args))
         return COMMANDS[args.command](client, args)
     except UsageError as exc:
         print(f"sandboxctl: {exc}", file=sys.stderr)

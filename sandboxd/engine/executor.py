@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import re
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -44,6 +45,10 @@ POLL_INTERVAL_S = 0.05
 # After a kill: how long the sandbox may take to be reported gone before we carry on without the report.
 EXIT_REPORT_TIMEOUT_S = 10.0
 _EMPTY_STATS = CgroupStats(0, 0, 0, 0)
+# What a caller may send the handler (Executor.signal): asking it to stop, one way or another; nothing that
+# stops, continues or otherwise steers it.
+SIGNALS_ACCEPTED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL, signal.SIGQUIT})
+KEEPER_LEAF = "keeper"  # a session's own sandbox, in exec-keeper below the session's cgroup
 
 
 @dataclass(frozen=True)
@@ -57,18 +62,35 @@ class RunningExecution:
     memory_peak_bytes: int
 
 
+@dataclass
+class SessionSandbox:
+    """A sandbox that outlives its calls (a session): built once by an execution that keeps it (see
+    :meth:`Executor.execute`'s ``opens_session``); each call joins its namespaces and root through a pidfd of
+    its keeper, runs as its uid, in a cgroup below the session's — whose limits cover them all."""
+
+    session_id: str  # the execution id of its keeper
+    uid: int
+    cgroup: ExecCgroup
+    pid: int  # host pid of the keeper (pid 2 of the session's pid namespace)
+    pidfd: int
+
+
 class _Run:
     """Mutable state of one execution, shared by its stream, its monitor and ``cancel``."""
 
     def __init__(self, execution_id: str, spec: ExecutionSpec, cgroup: ExecCgroup, cancel: asyncio.Event,
-                 uid: int) -> None:
+                 uid: int, *, procs_files: tuple[str, ...] | None = None,
+                 session: SessionSandbox | None = None) -> None:
         self.execution_id = execution_id
         self.uid = uid
+        self.procs_files = cgroup.procs_files if procs_files is None else procs_files  # where the sandbox joins
+        self.session = session  # the session it is a call in
         self.cancel = cancel  # set by whoever cancels (Executor.cancel, or the caller's own token)
         self.spec = spec
         self.cgroup = cgroup
         self.started_at = time.time()
         self.pid = 0
+        self.pidfd: OwnedFd | None = None  # the handler's, from its Started to the release: signals reach it alone
         self.kill_reason: Status | None = None
         self.kill_message: str | None = None  # why, when the status alone does not say
         self.kills: list[asyncio.Future[None]] = []  # kills under way in worker threads: the release waits
@@ -113,6 +135,7 @@ class Executor:
         self._spawner_lock = asyncio.Lock()
         self._accounted: set[_Run] = set()  # executions whose CPU time (or v1 OOM) the sweep watches
         self._sweeper: asyncio.Task[None] | None = None
+        self._sessions: dict[str, SessionSandbox] = {}  # by keeper execution id, while the keeper runs
         # Execution cgroups an earlier instance left (it crashed): killed and removed before we started.
         self.recovered_leaves = tuple(recovered_leaves)
 
@@ -159,6 +182,28 @@ class Executor:
         run.cancel.set()
         return True
 
+    def signal(self, execution_id: str, signum: int) -> bool:
+        """Send ``signum`` (one of :data:`SIGNALS_ACCEPTED`) to the handler of a running execution — its pid 2
+        — through the pidfd opened at its Started. False when it is not running: not started yet, or gone.
+
+        Never to another process: the pidfd names one process for good, and the handler may have been reaped
+        (and its pid reused) before it was opened; so the pid is first seen in the execution's cgroup, then the
+        signal sent through the pidfd — which fails unless that process is still alive, and so still the one
+        just seen there."""
+        if signum not in SIGNALS_ACCEPTED:
+            raise ValueError(f"signal {signum} is not one a caller may send (SIGINT, SIGTERM, SIGHUP, SIGKILL, "
+                             "SIGQUIT)")
+        run = self._runs.get(execution_id)
+        if run is None or run.pidfd is None:
+            return False
+        try:
+            if run.pid not in run.cgroup.pids():
+                return False
+            signal.pidfd_send_signal(run.pidfd.fd, signum)
+        except (CgroupError, ProcessLookupError, ValueError):  # the leaf is going away; the handler has exited;
+            return False                                        # or the release has closed the pidfd
+        return True
+
     def running(self) -> list[RunningExecution]:
         result = []
         for run in self._runs.values():
@@ -176,15 +221,31 @@ class Executor:
                 self._spawner = await SpawnerClient.start()
             return self._spawner
 
+    def session(self, session_id: str) -> SessionSandbox | None:
+        """The session an execution opened (``opens_session``), from its Started until its Result."""
+        return self._sessions.get(session_id)
+
     async def execute(
-        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None
+        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None,
+        session: SessionSandbox | None = None, opens_session: bool = False,
+        stdin_stream: AsyncIterator[bytes] | None = None,
     ) -> AsyncIterator[Event]:
         """Run ``spec``; yield ``NetworkReady`` (when the spec has a door out), ``Started``, ``Output``… and
         always exactly one ``Result`` last.
 
         ``cancel``, once set — before the execution is set up, during, or while it runs — ends it CANCELLED
         (or for the reason a :class:`~sandboxd.engine.stop.StopToken` carries): the one place cancellation is
-        handled, whenever it comes."""
+        handled, whenever it comes.
+
+        ``stdin_stream``: more of the handler's stdin after ``spec.stdin``, each chunk written as it comes (the
+        next taken only once the pipe has room); its end closes the handler's stdin. Without it, stdin is
+        ``spec.stdin`` alone. While it runs, :meth:`signal` reaches the handler.
+
+        ``opens_session``: this execution keeps a session — its cgroup holds the session's limits and, below
+        it, its own leaf and its calls'; from its Started until its Result, :meth:`session` returns the
+        :class:`SessionSandbox`. ``session``: this execution is a call in that session — it joins the
+        session's namespaces and root and runs as its uid, in a cgroup below the session's; ``spec``'s root,
+        binds and network are the session's, not its own."""
         eid = execution_id or uuid.uuid4().hex[:16]
         if eid in self._runs:
             raise InvalidSpec(f"execution id {eid} is already running")
@@ -195,21 +256,25 @@ class Executor:
             return
         t0 = time.monotonic()
         limits = spec.limits
+        if session is not None and (spec.egress_listen_port is not None or opens_session):
+            raise InvalidSpec("a call in a session uses the session's network and cannot open one")
         try:
-            uid = self._ids.allocate()
+            uid = self._ids.allocate() if session is None else session.uid
         except IdsExhausted as e:
             yield Result(eid, Status.SETUP_FAILED, e.message, setup_stage="ids")
             return
         try:
-            cgroup = await self._create_cgroup(eid, limits)
+            cgroup, procs_files = await self._create_cgroup(eid, limits, session=session, opens_session=opens_session)
         except CgroupError as e:
-            self._ids.release(uid)
+            if session is None:
+                self._ids.release(uid)
             yield Result(eid, Status.SETUP_FAILED, str(e), setup_stage="cgroup")
             return
         except BaseException:  # cancelled: what the worker thread made is gone again
-            self._ids.release(uid)
+            if session is None:
+                self._ids.release(uid)
             raise
-        run = _Run(eid, spec, cgroup, cancel, uid)
+        run = _Run(eid, spec, cgroup, cancel, uid, procs_files=procs_files, session=session)
         self._runs[eid] = run
         # From here one try/finally holds everything: the release runs whatever fails or is cancelled.
         stdin_w = OwnedFd(-1)
@@ -238,15 +303,18 @@ class Executor:
                     handle = spawned
             if handle is not None:
                 out_r, err_r = ours
-                tasks.append(asyncio.create_task(feed_stdin(stdin_w, spec.stdin)))
+                tasks.append(asyncio.create_task(feed_stdin(stdin_w, spec.stdin, stdin_stream)))
                 started = await self._await_started(run, handle)
                 if isinstance(started, SetupFailure):
                     final = await self._setup_failed(run, handle, started, t0)
                 else:
                     run.pid = started
+                    run.pidfd = _open_pidfd(started, eid)
                     if run.kill_reason is not None:  # killed while it was being set up: kill what joined since
                         await run.kill_aside(run.kill_reason)
                     tasks.append(asyncio.create_task(self._monitor(run, t0)))
+                    if opens_session:
+                        self._sessions[eid] = SessionSandbox(eid, uid, cgroup, started, os.pidfd_open(started))
                     yield Started(eid, started, limits, cgroup.name, uid)
                     async for event in relay_output(run, out_r, err_r, limits.output_max_bytes):
                         yield event
@@ -275,9 +343,11 @@ class Executor:
                 ours.append(write_end if not theirs else read_end)
                 theirs.append(read_end if not theirs else write_end)
             spawner = await self._live_spawner()
-            plan = build_plan(self._config, run.spec, run.execution_id, run.cgroup.procs_files, run.uid)
+            plan = build_plan(self._config, run.spec, run.execution_id, run.procs_files, run.uid,
+                              join_pid=0 if run.session is None else run.session.pid)
+            join = network.namespace_fd if network is not None else None
             return spawner.spawn(plan, (theirs[0], theirs[1], theirs[2]),
-                                 None if network is None else network.namespace_fd)
+                                 run.session.pidfd if run.session is not None else join)
         except SpawnerError as e:
             return Result(run.execution_id, Status.SETUP_FAILED, str(e), setup_stage="spawn")
         except OSError as e:  # EMFILE and the like: nothing was started
@@ -286,11 +356,30 @@ class Executor:
         finally:
             close_quietly(*theirs)
 
-    async def _create_cgroup(self, eid: str, limits: Limits) -> ExecCgroup:
-        """The execution's leaf, made in a worker thread. If the caller is cancelled meanwhile, the thread
-        still finishes: wait for it and remove what it made, so no empty leaf is left behind."""
-        creating = asyncio.ensure_future(asyncio.to_thread(self._backend.create, eid, CgroupLimits(
-            limits.memory_max_bytes, limits.cpu_share_percent, cgroup_pids_max(limits.pids_max))))
+    async def _create_cgroup(self, eid: str, limits: Limits, *, session: SessionSandbox | None,
+                             opens_session: bool) -> tuple[ExecCgroup, tuple[str, ...]]:
+        """The execution's cgroup and the procs files its sandbox joins, made in a worker thread: a leaf; a
+        session's cgroup with the keeper's leaf below it; or a call's leaf below its session's. If the caller is
+        cancelled meanwhile, the thread still finishes: wait for it and remove what it made, so no empty leaf
+        is left behind."""
+        cgroup_limits = CgroupLimits(limits.memory_max_bytes, limits.cpu_share_percent,
+                                     cgroup_pids_max(limits.pids_max))
+
+        def create() -> tuple[ExecCgroup, tuple[str, ...]]:
+            if session is not None:
+                call = self._backend.create(eid, cgroup_limits, parent=session.cgroup)
+                return call, call.procs_files
+            cgroup = self._backend.create(eid, cgroup_limits, holds_children=opens_session)
+            if not opens_session:
+                return cgroup, cgroup.procs_files
+            try:
+                keeper = self._backend.create(KEEPER_LEAF, CgroupLimits(None, None, None), parent=cgroup)
+            except BaseException:
+                cgroup.remove()
+                raise
+            return cgroup, keeper.procs_files
+
+        creating = asyncio.ensure_future(asyncio.to_thread(create))
         try:
             return await asyncio.shield(creating)
         except asyncio.CancelledError:
@@ -300,9 +389,9 @@ class Executor:
             raise
 
     @staticmethod
-    async def _undo_create(creating: asyncio.Future[ExecCgroup]) -> None:
+    async def _undo_create(creating: asyncio.Future[tuple[ExecCgroup, tuple[str, ...]]]) -> None:
         try:
-            cgroup = await creating
+            cgroup, _ = await creating
         except BaseException:
             return  # nothing was made
         try:
@@ -318,6 +407,8 @@ class Executor:
         self._accounted.discard(run)
         await asyncio.gather(*run.kills, return_exceptions=True)  # no kill still at work on the leaf
         stdin.close()
+        if run.pidfd is not None:
+            run.pidfd.close()
         if handle is not None and not handle.exited.done():  # the consumer left early
             await run.kill_aside(Status.CANCELLED)
             try:
@@ -327,12 +418,16 @@ class Executor:
         close_quietly(*fds)
         if network is not None:
             network.close()
+        opened = self._sessions.pop(run.execution_id, None)
+        if opened is not None:
+            close_quietly(opened.pidfd)
         try:
             await asyncio.to_thread(run.cgroup.remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool
             log.error("execution %s: %s; uid %d is not reused", run.execution_id, e, run.uid)
         else:
-            self._ids.release(run.uid)
+            if run.session is None:  # a call's uid is its session's
+                self._ids.release(run.uid)
         del self._runs[run.execution_id]
 
     async def _watch_cancel(self, run: _Run) -> None:
@@ -436,6 +531,18 @@ class Executor:
             memory_peak_bytes=stats.memory_peak_bytes or report.maxrss_bytes,
             stdout_bytes=run.stdout_bytes, stderr_bytes=run.stderr_bytes, output_truncated=run.output_truncated,
             seccomp_syscall_nr=syscall_nr, seccomp_syscall_name=syscall, seccomp_violations=violations)
+
+
+def _open_pidfd(pid: int, execution_id: str) -> OwnedFd | None:
+    """A pidfd of the handler, opened as soon as it is reported started (:meth:`Executor.signal` checks that
+    it still names a process of the execution before each signal)."""
+    try:
+        return OwnedFd(os.pidfd_open(pid))
+    except ProcessLookupError:  # it has already ended (a quick one): nothing left to signal
+        return None
+    except OSError as e:  # no descriptor left (EMFILE): it runs, but cannot be signalled
+        log.warning("execution %s: no pidfd for handler pid %d: %s", execution_id, pid, e.strerror or e)
+        return None
 
 
 def _read_stats(runs: list[_Run]) -> list[CgroupStats | CgroupError]:

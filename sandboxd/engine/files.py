@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -276,3 +277,18 @@ class FileReader:
             self._sha256.update(data)
             yield data
         self._exhausted = True
+
+
+def open_work_dir(pid: int, pidfd: int, workdir: str = "/work") -> int:
+    """An O_PATH fd of ``workdir`` in the root of process ``pid`` (a session's keeper) — through its
+    ``/proc/PID/root``, then checked through its pidfd to be that process's (alive: the pid was not reused)."""
+    try:
+        fd = os.open(f"/proc/{pid}/root{workdir}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise FileRefused(f"the session's {workdir} cannot be reached: {e.strerror or e}") from None
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except OSError:
+        os.close(fd)
+        raise FileRefused("the session has ended") from None
+    return fd

@@ -1,7 +1,8 @@
 """Move bytes between the daemon and a sandbox's pipes without ever blocking the event loop.
 
 Output is read one chunk per stream at a time and only when the consumer asks for the next event, so a slow
-reader back-pressures its own tool (its pipe fills, its ``write`` blocks) and nobody else.
+reader back-pressures its own tool (its pipe fills, its ``write`` blocks) and nobody else. Stdin the same way
+round: the next chunk is taken only once the pipe has room, so a tool that does not read stalls its own caller.
 """
 
 from __future__ import annotations
@@ -80,19 +81,35 @@ class OwnedFd:
             os.close(fd)
 
 
-async def feed_stdin(stdin: OwnedFd, data: bytes) -> None:
-    """Write ``data`` to the handler's stdin, then close it. A handler that exits early just ends it."""
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to the non-blocking ``fd``, awaiting room in the pipe whenever it is full."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view[:READ_CHUNK_BYTES]):]
+        except BlockingIOError:
+            await _wait_fd(fd, write=True)
+
+
+async def feed_stdin(stdin: OwnedFd, data: bytes, more: AsyncIterator[bytes] | None = None) -> None:
+    """Write ``data`` to the handler's stdin, then each chunk of ``more`` as it comes, then close it (EOF).
+
+    One chunk is in hand at a time: the next is asked for only once the pipe has taken the last, so a handler
+    that does not read stalls its producer (and, through it, its caller) — never the daemon's memory. A
+    handler that exits or closes its stdin just ends the writing; the rest of ``more`` is then read and
+    dropped, as a pipe with no reader would, so that its producer is never left stuck behind it."""
     fd = stdin.fd
     os.set_blocking(fd, False)
-    view = memoryview(data)
     try:
-        while view:
-            try:
-                view = view[os.write(fd, view[:READ_CHUNK_BYTES]):]
-            except BlockingIOError:
-                await _wait_fd(fd, write=True)
+        await _write_all(fd, data)
+        if more is not None:
+            async for chunk in more:
+                await _write_all(fd, chunk)
     except OSError:  # EPIPE: the handler closed stdin or exited
-        pass
+        stdin.close()
+        if more is not None:
+            async for _ in more:
+                pass
     finally:
         stdin.close()
 

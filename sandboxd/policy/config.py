@@ -28,6 +28,7 @@ tools, raw commands, limits and a rate. The tables, with every key and its defau
     max_payload = "1M"                     # absent = only daemon.max_request_bytes applies
     max_concurrent = 8                     # running executions per principal; absent = no own bound
     limits_above_ceiling = "deny"          # or "clamp": lower a per-call limit to the ceiling instead
+    max_sessions = 2                       # open sessions per principal; absent = [sessions] max_per_principal
     network_allow = ["*.example.com:443"]  # absent = no narrowing; else a connection must match the tool's
                                            # [network] allow *and* this list (HOST[:PORT], * = labels)
     [roles.customer-service.ceilings]      # the [limits] keys (memory, cpu_time, wall_time, output …)
@@ -132,6 +133,7 @@ class RoleConfig:
     # HOST[:PORT] entries narrowing what its executions may connect to (a connection must match the tool's list
     # and this one); None = no narrowing. Checked as allowlist entries by the daemon's configuration.
     network_allow: tuple[str, ...] | None = None
+    max_sessions: int | None = None  # open sessions per principal; None = only [sessions] max_per_principal
 
 
 @dataclass(frozen=True)
@@ -297,10 +299,11 @@ def _role(table: TomlTable, name: str) -> RoleConfig:
         raise entry.error("limits_above_ceiling", f"expected \"deny\" or \"clamp\", got {above!r}")
     ceilings = _ceilings(entry.take_table("ceilings"))
     network_allow = entry.take_str_list("network_allow") if entry.has("network_allow") else None
+    max_sessions = entry.take_int("max_sessions", 0, minimum=0, maximum=4096) if entry.has("max_sessions") else None
     entry.finish()
     return RoleConfig(
         name, grants, commands, admin, rate, max_payload, max_concurrent, ceilings,
-        "clamp" if above == "clamp" else "deny", network_allow,
+        "clamp" if above == "clamp" else "deny", network_allow, max_sessions,
     )
 
 

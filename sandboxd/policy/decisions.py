@@ -51,6 +51,7 @@ class Decision:
     clamped: tuple[str, ...] = ()  # Limits fields lowered to a ceiling (limits_above_ceiling = "clamp")
     max_concurrent: int | None = None  # the role's bound on the principal's running executions
     network_allow: tuple[str, ...] | None = None  # the role's narrowing of the network allowlist; None = none
+    max_sessions: int | None = None  # the role's bound on the principal's open sessions
 
 
 class Policy:
@@ -104,6 +105,7 @@ class Policy:
             clamped=clamped,
             max_concurrent=role.max_concurrent,
             network_allow=role.network_allow,
+            max_sessions=role.max_sessions,
         )
 
     def _grant(self, identity: Identity, tool: str | None) -> RoleConfig:

@@ -31,6 +31,7 @@ class Admitted:
     principal: str
     request_id: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    session_id: str = ""  # the session it is a call in
     admitted_at: float = field(default_factory=time.time)
     cancelled_by: str = ""  # the principal that cancelled it, "daemon-stopping", "caller-left"
     outcome_recorded: bool = False  # its execution.finished is written: exactly one per allowed decision

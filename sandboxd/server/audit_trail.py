@@ -8,6 +8,7 @@ Every record names its time, principal, tool, execution id and request id; what 
     decision              exactly one per request: outcome allowed (role, effective limits) or denied
                           (reason, role when one matched)
     execution.started     pid, uid, cgroup, effective limits, seccomp profile and its digest
+    execution.signal      a signal its caller sent the handler (ExecuteInteractive), once delivered: its name
     execution.limit_hit   which limit ended it (memory, time, cpu, output)
     execution.seccomp_violation   the syscall
     execution.cancelled   by whom (a principal, the caller leaving, the daemon stopping)
@@ -134,8 +135,33 @@ class AuditTrail:
             "seccomp_profile": profile, "seccomp_profile_sha256": profile_digest,
         })
 
+    def signalled(self, subject: Subject, *, signal: str) -> AuditRecord:
+        """A signal (``SIGINT`` …) the caller had delivered to the handler."""
+        return self._append("execution.signal", subject, {"signal": signal})
+
     def cancelled(self, subject: Subject, *, by: str) -> AuditRecord:
         return self._append("execution.cancelled", subject, {"by": by})
+
+    def session_created(self, subject: Subject, *, role: str, limits: Limits, uid: int, idle_timeout_ms: int,
+                        max_lifetime_ms: int, network: list[str] | None) -> AuditRecord:
+        details: dict[str, Any] = {"role": role, "limits": limits_details(limits), "uid": uid,
+                                   "idle_timeout_ms": idle_timeout_ms, "max_lifetime_ms": max_lifetime_ms}
+        if network is not None:
+            details["network"] = network
+        return self._append("session.created", subject, details)
+
+    def session_ended(self, subject: Subject, event: str, *, by: str, executions: int,
+                      memory_peak_bytes: int) -> AuditRecord:
+        """``session.closed`` (by a principal, or the daemon stopping) or ``session.expired`` (idle, lifetime,
+        keeper ended)."""
+        return self._append(event, subject, {"by": by, "executions": executions,
+                                             "memory_peak_bytes": memory_peak_bytes})
+
+    def file_moved(self, subject: Subject, *, direction: str, path: str, size_bytes: int, sha256: str,
+                   mode: int) -> AuditRecord:
+        """``session.file_put`` / ``session.file_get``: one file in or out of a session's /work."""
+        return self._append(f"session.file_{direction}", subject, {
+            "path": path, "size_bytes": size_bytes, "sha256": sha256, "mode": oct(mode)})
 
     def network_connect(self, subject: Subject, *, connection: int, protocol: str, host: str, port: int,
                         address: str, outcome: str, reason: str) -> AuditRecord:

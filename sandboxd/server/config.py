@@ -46,6 +46,14 @@ the dotted key and the reason. The full file, with the defaults::
     tmpfs_size = "64M"
     network_bytes = "64M"                    # through the egress proxy, sent + received
 
+    [sessions]                               # sandboxes that live across calls (CreateSession)
+    idle_timeout = "10m"                     # ended after this long without a call (a request may shorten it)
+    max_lifetime = "1h"                      # ended this long after creation (a request may shorten it)
+    max_per_principal = 4                    # open at once; a role's max_sessions may lower it
+    max_total = 32
+    memory_total = "8G"                      # the memory limits of all open sessions together
+    file_max = "64M"                         # the largest file PutFile / GetFile moves
+
     [egress]                                 # see sandboxd.server.egress_config: the proxy's pins and bounds
     [audit]                                  # see sandboxd.audit.config
     [auth] / [principals.*] / [roles.*]      # see sandboxd.policy.config: who may run what
@@ -113,6 +121,16 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    idle_timeout_ms: int = 10 * 60_000  # a session without a call for this long is ended
+    max_lifetime_ms: int = 60 * 60_000  # and every session this long after it was created
+    max_per_principal: int = 4
+    max_total: int = 32
+    memory_total_bytes: int = 8 * 1024**3  # the memory limits of all open sessions together
+    file_max_bytes: int = 64 * 1024**2  # one PutFile / GetFile
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
@@ -123,6 +141,7 @@ class Config:
     policy: PolicyConfig = DEFAULT_POLICY
     source: Path | None = None  # the file this came from; None = embedded defaults only
     egress: EgressSettings = field(default_factory=EgressSettings)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
 
     @property
     def tool_dirs(self) -> tuple[Path, ...]:
@@ -148,6 +167,7 @@ def load_config(path: Path | None) -> Config:
     sandbox = _sandbox(top.take_table("sandbox"))
     audit = parse_audit_config(top.take_table("audit"))
     egress = parse_egress(top.take_table("egress"))
+    sessions = _sessions(top.take_table("sessions"))
     policy = parse_policy(top)
     _check_role_networks(policy, path)
     defaults = Config()
@@ -155,7 +175,21 @@ def load_config(path: Path | None) -> Config:
     profiles_dir = _directory(top, "profiles_dir", defaults.profiles_dir)
     shipped_tools = top.take_bool("shipped_tools", defaults.shipped_tools)
     top.finish()
-    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, audit, policy, path, egress)
+    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, audit, policy, path, egress, sessions)
+
+
+def _sessions(table: TomlTable) -> SessionsConfig:
+    default = SessionsConfig()
+    result = SessionsConfig(
+        idle_timeout_ms=table.take_parsed("idle_timeout", default.idle_timeout_ms, parse_positive_duration_ms),
+        max_lifetime_ms=table.take_parsed("max_lifetime", default.max_lifetime_ms, parse_positive_duration_ms),
+        max_per_principal=table.take_int("max_per_principal", default.max_per_principal, minimum=0, maximum=4096),
+        max_total=table.take_int("max_total", default.max_total, minimum=0, maximum=4096),
+        memory_total_bytes=table.take_parsed("memory_total", default.memory_total_bytes, _positive_size),
+        file_max_bytes=table.take_parsed("file_max", default.file_max_bytes, _positive_size),
+    )
+    table.finish()
+    return result
 
 
 def _check_role_networks(policy: PolicyConfig, path: Path) -> None:

@@ -59,6 +59,7 @@ from sandboxd.server.metrics import Metrics, MetricsServer
 from sandboxd.server.notify import Watchdog
 from sandboxd.server.runtime import Runtime, build_runtime
 from sandboxd.server.service import SandboxService
+from sandboxd.server.sessions import Sessions
 from sandboxd.server.state_dir import StateDir, prepare_state_dir
 
 log = logging.getLogger("sandboxd")
@@ -220,8 +221,9 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
     facts = DaemonFacts.gather(instance=daemon.instance)
     hub = trail.log.hub
     egress = EgressProxy(config.egress)  # [egress] is read at start only (a restart key)
+    sessions = Sessions(executor=executor, admission=admission, trail=trail, metrics=metrics, egress=egress)
     service = SandboxService(runtime=holder, executor=executor, admission=admission, facts=facts, trail=trail,
-                             hub=hub, metrics=metrics, egress=egress)
+                             hub=hub, metrics=metrics, egress=egress, sessions=sessions)
     metrics.set_info(version=__version__, instance=daemon.instance, cgroup_backend=executor.backend_name)
     server = grpc.aio.server(
         options=[
@@ -277,10 +279,12 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
         admission.start_draining()
         await health_servicer.enter_graceful_shutdown()
         await admission.drain(daemon.grace_period_ms / 1000, cancel_all=service.cancel_all, hurry=stop.second)
+        await sessions.close_all(by="daemon-stopping")
         await server.stop(_SERVER_STOP_GRACE_S)
         trail.daemon("stopped", {"executions_total": service.executions_total,
                                  "denied_total": service.denied_total})
     finally:
+        await sessions.close_all(by="daemon-stopping")
         await egress.close()
         if watchdog is not None:
             watchdog.stop()

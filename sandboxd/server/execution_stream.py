@@ -26,19 +26,22 @@ from sandboxd.audit.record import AuditRecord
 from sandboxd.audit.writer import AuditUnavailable
 from sandboxd.egress.events import ExecutionRules
 from sandboxd.egress.proxy import EgressProxy, ExecutionEgress
+from sandboxd.engine.executor import SessionSandbox
 from sandboxd.engine.result import Event, NetworkReady, Output, Result, Started, Status
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.server.admission import Admitted
 from sandboxd.server.audit_trail import AuditTrail, Subject
 from sandboxd.server.execution_network import NetworkRecorder
 from sandboxd.server.metrics import Metrics
+from sandboxd.server.sessions import OpenSession
 
 log = logging.getLogger("sandboxd.service")
 
 
 class EngineLike(Protocol):
     def execute(
-        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None
+        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None,
+        stdin_stream: AsyncIterator[bytes] | None = None, session: SessionSandbox | None = None,
     ) -> AsyncIterator[Event]: ...
 
 
@@ -73,6 +76,8 @@ async def stream_execution(
     received_at: float,
     network: ExecutionRules | None = None,
     proxy: EgressProxy | None = None,
+    stdin_stream: AsyncIterator[bytes] | None = None,
+    session: OpenSession | None = None,
 ) -> AsyncGenerator[pb.ExecuteEvent, None]:
     execution_id = admitted.execution_id
     subject = Subject(admitted.principal, admitted.tool, execution_id, admitted.request_id)
@@ -81,7 +86,10 @@ async def stream_execution(
     egress: ExecutionEgress | None = None
     spawn_requested_at = time.monotonic()
     metrics.queue_seconds.observe(spawn_requested_at - received_at)
-    events = engine.execute(spec, execution_id=execution_id, cancel=admitted.cancel_token)
+    if session is not None:
+        session.call_started()
+    events = engine.execute(spec, execution_id=execution_id, cancel=admitted.cancel_token, stdin_stream=stdin_stream,
+                            session=None if session is None else session.sandbox)
     try:
         # inside the try: a caller that leaves at the very first event still gets its outcome recorded
         yield pb.ExecuteEvent(audit=convert.audit_event(decision_record))
@@ -138,6 +146,8 @@ async def stream_execution(
                 if aclose is not None:
                     await aclose()
             finally:
+                if session is not None:
+                    session.call_ended()
                 if egress is not None:  # closes at once whatever the caller does (idempotent)
                     await egress.close()
     await trail.durable(records[-1])  # the Result never precedes its records on disk

@@ -9,21 +9,22 @@ principal's, then the daemon's). The first refusal ends it; nothing has started.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
 from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
-from sandboxd.base.echo import ECHO_MAX_CHARS, cut
 from sandboxd.base.errors import SandboxError
-from sandboxd.base.refusals import InvalidRequest, PayloadTooLarge, RateLimited
-from sandboxd.egress.allowlist import Allowlist
+from sandboxd.base.refusals import InvalidRequest, PayloadTooLarge, RateLimited, UnknownSession
 from sandboxd.egress.events import ExecutionRules
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.decisions import Decision
 from sandboxd.server.admission import Admission, Admitted
+from sandboxd.server.network_rules import allow_hosts, network_rules
 from sandboxd.server.runtime import Runtime
+from sandboxd.server.sessions import OpenSession, Sessions
 
 # Params larger than this are parsed and validated in a worker thread, not on the event loop.
 PARAMS_OFF_LOOP_BYTES = 64 * 1024
@@ -35,25 +36,11 @@ class Accepted:
     spec: ExecutionSpec
     decision: Decision
     network: ExecutionRules | None = None  # what it may connect to through the egress proxy; None = nothing
+    session: OpenSession | None = None  # the session it runs in (its network is the session's)
 
 
-def network_details(rules: ExecutionRules | None) -> dict[str, list[str]] | None:
-    """What the decision record says of the network: the allowlist, and the role's narrowing of it."""
-    if rules is None:
-        return None
-    details = {"allow": rules.allow.texts()}
-    if rules.narrow is not None:
-        details["narrow"] = rules.narrow.texts()
-    return details
 
 
-def network_rules(allow: Allowlist | None, decision: Decision) -> ExecutionRules | None:
-    """The target's allowlist, narrowed by the deciding role's (checked at load), with the byte budget."""
-    if allow is None:
-        return None
-    narrow = None if decision.network_allow is None else Allowlist.parse(decision.network_allow)
-    return ExecutionRules(allow=allow, narrow=narrow,
-                          network_max_bytes=decision.effective_limits.network_max_bytes)
 
 
 def target_of(request: pb.ExecuteRequest) -> str:
@@ -62,7 +49,8 @@ def target_of(request: pb.ExecuteRequest) -> str:
 
 
 async def accept(
-    request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission
+    request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission,
+    sessions: Sessions | None = None,
 ) -> Accepted:
     """Decide on ``request``; raises the refusal (a SandboxError with its reason) when there is one.
 
@@ -70,7 +58,7 @@ async def accept(
     charged one here (RATE_LIMITED instead, once the rate is used up)."""
     decided: list[Decision] = []
     try:
-        return await _accept(request, identity, runtime, admission, decided)
+        return await _accept(request, identity, runtime, admission, decided, sessions)
     except RateLimited:
         raise
     except SandboxError:
@@ -80,8 +68,14 @@ async def accept(
 
 
 async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission,
-                  decided: list[Decision]) -> Accepted:
+                  decided: list[Decision], sessions: Sessions | None) -> Accepted:
     admission.check_open()
+    session = None
+    if request.session_id:
+        if sessions is None:
+            raise UnknownSession("this daemon keeps no sessions")
+        session = sessions.get(request.session_id, identity, runtime)
+        check_session_target(request, session)
     daemon = runtime.config.daemon
     payload_bytes = request.ByteSize()
     if payload_bytes > daemon.max_request_bytes:
@@ -118,14 +112,19 @@ async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runti
             payload_bytes=payload_bytes,
         )
         decided.append(decision)
-        allow = _allow_hosts(list(request.command.allow_hosts))
+        allow = allow_hosts(list(request.command.allow_hosts))
+        profile = request.command.profile or (session.profile if session is not None else "")
         spec = registry.plan_command(
-            list(request.command.argv), profile=request.command.profile, stdin=request.stdin,
-            limits=decision.effective_limits, labels=request.labels, networked=allow is not None,
+            list(request.command.argv), profile=profile, stdin=request.stdin,
+            limits=decision.effective_limits, labels=request.labels,
+            networked=allow is not None or (session is not None and session.network is not None),
         )
         network = network_rules(allow, decision)
     else:
         raise InvalidRequest("the request names neither a tool nor a command")
+    if session is not None:  # the session's root, binds and door out, not a sandbox of its own
+        spec = dataclasses.replace(spec, egress_listen_port=None)
+        network = None
     admitted = admission.admit(
         Admitted(
             execution_id=uuid.uuid4().hex[:16],
@@ -133,17 +132,21 @@ async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runti
             principal=identity.principal,
             request_id=request.request_id,
             labels=dict(request.labels),
+            session_id=session.session_id if session is not None else "",
         ),
         principal_max=decision.max_concurrent,
     )
-    return Accepted(admitted, spec, decision, network)
+    return Accepted(admitted, spec, decision, network, session)
 
 
-def _allow_hosts(items: list[str] | None) -> Allowlist | None:
-    """A raw command's ``allow_hosts``: none = no network at all."""
-    if not items:
-        return None
-    try:
-        return Allowlist.parse(items)
-    except ValueError as exc:
-        raise InvalidRequest(f"command.allow_hosts: {cut(str(exc), ECHO_MAX_CHARS)}") from None
+def check_session_target(request: pb.ExecuteRequest, session: OpenSession) -> None:
+    """A session runs what it was made for: its tool's calls, or (a command session) raw commands."""
+    target = request.WhichOneof("target")
+    if session.tool and (target != "tool" or request.tool != session.tool):
+        raise InvalidRequest(f"session {session.session_id} runs tool {session.tool!r}: name it as the tool")
+    if not session.tool and target != "command":
+        raise InvalidRequest(f"session {session.session_id} runs raw commands: send a command")
+    if target == "command" and request.command.allow_hosts:
+        raise InvalidRequest("a call in a session uses the session's network: allow_hosts belongs to "
+                             "CreateSession")
+

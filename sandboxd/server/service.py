@@ -2,8 +2,8 @@
 
 Every refusal is a :class:`~sandboxd.base.errors.SandboxError` raised below this layer and turned into a
 status code in :func:`abort` alone (via :mod:`sandboxd.api.status`). Every request that asks for
-something (Execute, Cancel, SubscribeAudit) gets exactly one ``decision`` record, allowed or denied; an
-accepted execution always ends its stream with exactly one Result.
+something (Execute, ExecuteInteractive, Cancel, SubscribeAudit) gets exactly one ``decision`` record, allowed
+or denied; an accepted execution always ends its stream with exactly one Result.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ from sandboxd.server.audit_stream import stream_audit
 from sandboxd.server.audit_trail import AuditTrail, Subject
 from sandboxd.server.execution_stream import EngineLike, record_outcome, stream_execution
 from sandboxd.server.host_info import DaemonFacts
-from sandboxd.server.intake import accept, network_details, target_of
+from sandboxd.server.intake import accept, target_of
+from sandboxd.server.interactive import ExecuteInputs, InputPump
 from sandboxd.server.metrics import Metrics
+from sandboxd.server.network_rules import network_details
 from sandboxd.server.runtime import Runtime
+from sandboxd.server.session_service import SessionRpcs
+from sandboxd.server.sessions import Sessions
 from sandboxd.server.tools import Tool
 
 log = logging.getLogger("sandboxd.service")
@@ -77,6 +81,7 @@ class ExecutorLike(EngineLike, Protocol):
     @property
     def cgroup_base(self) -> str: ...
     def running(self) -> Sequence[RunningLike]: ...
+    def signal(self, execution_id: str, signum: int) -> bool: ...
 
 
 async def abort(context: grpc.aio.ServicerContext, error: SandboxError) -> NoReturn:
@@ -85,7 +90,7 @@ async def abort(context: grpc.aio.ServicerContext, error: SandboxError) -> NoRet
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
-class SandboxService(pb_grpc.SandboxServicer):
+class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
     def __init__(
         self,
         *,
@@ -97,9 +102,11 @@ class SandboxService(pb_grpc.SandboxServicer):
         hub: AuditHub,
         metrics: Metrics,
         egress: EgressProxy | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self._runtime = runtime  # read once per request: a reload never splits one
         self._egress = egress  # serves the network allowlists; None: an execution that has one cannot start
+        self._sessions = sessions  # None: this servicer keeps no sessions (unit tests)
         self._executor = executor
         self._admission = admission
         self._facts = facts
@@ -160,41 +167,77 @@ class SandboxService(pb_grpc.SandboxServicer):
     async def Execute(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ExecuteEvent]:
+        async for event in self._execute(request, context, rpc="Execute"):
+            yield event
+
+    async def ExecuteInteractive(
+        self, inputs: ExecuteInputs, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ExecuteEvent]:
+        """Execute, with the handler's stdin, its EOF and signals coming from the caller as it runs (see
+        :mod:`sandboxd.server.interactive`); the first input must be the request."""
+        inputs = aiter(inputs)  # one iterator for the first input and the rest
+        first = await anext(inputs, None)
+        if isinstance(first, Undecodable):
+            await self.refuse_undecodable(first, context)
+        if first is None or first.WhichOneof("input") != "request":
+            identity = await self._identify(context, self._runtime(), "ExecuteInteractive")
+            got = "nothing" if first is None else (first.WhichOneof("input") or "an empty input")
+            error = InvalidRequest(f"the first input of ExecuteInteractive must be its request, not {got}")
+            await self._deny(context, Subject(identity.principal), rpc="ExecuteInteractive", error=error)
+        async for event in self._execute(first.request, context, rpc="ExecuteInteractive", inputs=inputs):
+            yield event
+
+    async def _execute(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext, *, rpc: str,
+        inputs: ExecuteInputs | None = None,
+    ) -> AsyncIterator[pb.ExecuteEvent]:
+        """One execution, from the caller's identity to its Result: the one path of both RPCs. ``inputs``: an
+        interactive caller's, after its request."""
         received_at = time.monotonic()
         runtime = self._runtime()
-        identity = await self._identify(context, runtime, "Execute")
+        identity = await self._identify(context, runtime, rpc)
         subject = Subject(identity.principal, target_of(request), "", request.request_id)
         try:
-            self._trail.request_received(subject, rpc="Execute", peer=peer_of(context),
+            self._trail.request_received(subject, rpc=rpc, peer=peer_of(context),
                                          auth_method=identity.method)
             self._trail.check_writable()  # fail closed: no execution the log cannot record
         except SandboxError as error:  # AUDIT_UNAVAILABLE: nothing can be decided unrecorded
             await abort(context, error)
         try:
-            accepted = await accept(request, identity, runtime, self._admission)
+            accepted = await accept(request, identity, runtime, self._admission, self._sessions)
         except SandboxError as error:
-            await self._deny(context, subject, rpc="Execute", error=error)
+            await self._deny(context, subject, rpc=rpc, error=error)
         admitted, spec, decision = accepted.admitted, accepted.spec, accepted.decision
         # From the admission on, one try/finally: whatever happens, the slot is released and the allowed
         # decision gets exactly one outcome record.
         events: AsyncGenerator[pb.ExecuteEvent, None] | None = None
+        pump: InputPump | None = None
         try:
             subject = Subject(identity.principal, admitted.tool, admitted.execution_id, admitted.request_id)
             network = accepted.network
-            record = self._allow(subject, rpc="Execute", role=decision.role, limits=spec.limits,
+            record = self._allow(subject, rpc=rpc, role=decision.role, limits=spec.limits,
                                  command=spec.argv if not admitted.tool else None, clamped=decision.clamped,
                                  network=network_details(network))
+            if inputs is not None:
+                pump = InputPump(inputs, admitted=admitted, engine=self._executor, trail=self._trail,
+                                 max_chunk_bytes=runtime.config.daemon.max_request_bytes)
+                pump.start()
             self._metrics.active_executions.inc()
             events = stream_execution(
                 admitted, spec, decision_record=record, engine=self._executor, trail=self._trail,
                 metrics=self._metrics, received_at=received_at, network=network, proxy=self._egress,
+                stdin_stream=None if pump is None else pump.stdin(), session=accepted.session,
             )
             async for event in events:
                 yield event
+            if pump is not None and pump.error is not None:  # after its Result: the input that ended it
+                await abort(context, pump.error)
         except SandboxError as error:  # the audit log failed: the Result cannot be vouched for
             log.error("execution %s: %s", admitted.execution_id, error.message)
             await abort(context, error)
         finally:
+            if pump is not None:
+                await pump.close()
             # Closed explicitly, not left to the garbage collector: a caller that went away must not
             # leave its execution running.
             if events is not None:

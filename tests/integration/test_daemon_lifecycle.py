@@ -123,7 +123,8 @@ def test_health_and_reflection(daemon: Daemon) -> None:
         descriptor = reflection.FindFileContainingSymbol("sandboxd.v1.Sandbox")
         assert descriptor.package == "sandboxd.v1"
         assert [method.name for method in descriptor.service[0].method] == [
-            "Execute", "Cancel", "ListExecutions", "ListTools", "GetInfo", "SubscribeAudit"]
+            "Execute", "Cancel", "ListExecutions", "ListTools", "GetInfo", "SubscribeAudit", "ExecuteInteractive",
+            "CreateSession", "CloseSession", "ListSessions", "PutFile", "GetFile"]
     done = daemon.ctl("health")
     assert (done.returncode, done.stdout) == (0, b"SERVING\n")
 

@@ -14,7 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
+from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
 from sandboxd.api.handlers import add_sandbox_service
+from sandboxd.api.status import reason_from_metadata
 from sandboxd.audit.writer import AuditLog
 from sandboxd.base.errors import SpawnerError
 from sandboxd.base.limits import Limits
@@ -45,9 +47,28 @@ class FakeRunning:
     memory_peak_bytes: int = 2048
 
 
+async def until_set(chunks: AsyncIterator[bytes] | None, gate: asyncio.Event) -> AsyncIterator[bytes]:
+    """``chunks`` until they end or ``gate`` is set (a cancel), whichever comes first."""
+    if chunks is None:
+        return
+    chunks = aiter(chunks)
+    while True:
+        following = asyncio.ensure_future(anext(chunks, b""))
+        stop = asyncio.ensure_future(gate.wait())
+        await asyncio.wait({following, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not following.done():
+            following.cancel()
+            return
+        if not (chunk := following.result()):
+            return
+        yield chunk
+
+
 @dataclass
 class FakeExecutor:
-    """Commands name their behaviour: /wait blocks until cancelled, /explode raises, anything else echoes."""
+    """Commands name their behaviour: /wait blocks until cancelled, /explode raises, /cat echoes its stdin
+    stream, anything else echoes."""
 
     backend_name: str = "fake"
     cgroup_base: str = "/fake/cgroup"
@@ -55,10 +76,13 @@ class FakeExecutor:
     closed: list[str] = field(default_factory=list)
     gates: dict[str, asyncio.Event] = field(default_factory=dict)
     running_ids: dict[str, float] = field(default_factory=dict)
+    signals: list[tuple[str, int]] = field(default_factory=list)
 
     async def execute(
-        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None
+        self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None,
+        stdin_stream: AsyncIterator[bytes] | None = None, session: object = None,
     ) -> AsyncIterator[Event]:
+        assert session is None  # sessions need the real engine: tests/integration/test_daemon_sessions.py
         eid = execution_id or "x"
         self.specs.append(spec)
         gate = self.gates[eid] = cancel or asyncio.Event()
@@ -69,6 +93,13 @@ class FakeExecutor:
             yield Started(eid, 4242, spec.limits, f"exec-{eid}")
             yield Output(eid, Stream.STDOUT, b"hello")
             yield Output(eid, Stream.STDERR, b"warn")
+            if spec.argv[0] == "/cat":
+                yield Output(eid, Stream.STDOUT, spec.stdin)
+                async for chunk in until_set(stdin_stream, gate):
+                    yield Output(eid, Stream.STDOUT, chunk)
+                if gate.is_set():
+                    yield Result(eid, Status.CANCELLED, "cancelled", signal=9)
+                    return
             if spec.argv[0] == "/wait":
                 await gate.wait()
                 yield Result(eid, Status.CANCELLED, "cancelled", signal=9)
@@ -83,6 +114,12 @@ class FakeExecutor:
         if gate is None:
             return False
         gate.set()
+        return True
+
+    def signal(self, execution_id: str, signum: int) -> bool:
+        if execution_id not in self.running_ids:
+            return False
+        self.signals.append((execution_id, signum))
         return True
 
     def running(self) -> list[FakeRunning]:
@@ -265,3 +302,97 @@ def test_list_tools_and_info(harness: Harness) -> None:
     assert (info.cgroup_backend, info.cgroup_base, info.instance) == ("fake", "/fake/cgroup", "unit")
     assert info.max_concurrent_executions == 1 and info.max_request_bytes == MAX_REQUEST_BYTES
     assert info.default_limits.wall_time_ms == Limits().wall_time_ms
+
+
+# -- ExecuteInteractive ---------------------------------------------------------------------------------------
+
+
+def test_interactive_feeds_stdin_as_it_comes_and_forwards_signals(harness: Harness) -> None:
+    with harness.client.execute_interactive(command=["/cat"], stdin=b"first") as call:
+        events = call.events()
+        outputs = []
+        for event in events:
+            if event.WhichOneof("event") == "output":
+                outputs.append(event.output.data)
+                if event.output.data == b"first":
+                    call.signal("INTERRUPT")
+                    call.send(b"second")
+                elif event.output.data == b"second":
+                    call.close_stdin()
+            if event.WhichOneof("event") == "result":
+                result = event.result
+    assert outputs == [b"hello", b"warn", b"first", b"second"]
+    assert result.status == pb.OK
+    assert harness.executor.signals == [(result.execution_id, 2)]  # SIGINT
+    assert harness.executor.specs[-1].stdin == b"first"
+
+
+def raw_interactive(harness: Harness, inputs: list[bytes]) -> grpc.RpcError:
+    """ExecuteInteractive with ``inputs`` as they are on the wire (undecodable ones too): the error it ends with."""
+    with grpc.insecure_channel(harness.client.target) as channel:
+        call = channel.stream_stream("/sandboxd.v1.Sandbox/ExecuteInteractive", request_serializer=bytes,
+                                     response_deserializer=pb.ExecuteEvent.FromString)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call(iter(inputs)))
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("inputs", "words"),
+    [
+        ([pb.ExecuteInput(stdin=b"x").SerializeToString()], "must be its request, not stdin"),
+        ([], "must be its request, not nothing"),
+        ([pb.ExecuteInput(signal=pb.INTERRUPT).SerializeToString()], "must be its request, not signal"),
+        ([b"\x0a\x05\x12"], "could not be decoded"),
+    ],
+)
+def test_interactive_first_input_must_be_the_request(harness: Harness, inputs: list[bytes], words: str) -> None:
+    error = raw_interactive(harness, inputs)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in (error.details() or "")
+    assert not harness.executor.specs
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "words"),
+    [
+        (pb.ExecuteInput(request=pb.ExecuteRequest(command=pb.Command(argv=["/cat"]))), "INVALID_REQUEST",
+         "the request comes once"),
+        (pb.ExecuteInput(stdin=b"x" * (MAX_REQUEST_BYTES + 1)), "PAYLOAD_TOO_LARGE", "max_request_bytes"),
+        (pb.ExecuteInput(signal=99), "INVALID_REQUEST", "unknown signal 99"),  # type: ignore[arg-type]
+        (pb.ExecuteInput(), "INVALID_REQUEST", "nothing in it"),
+    ],
+)
+def test_an_invalid_input_mid_stream_ends_the_execution_then_the_call(
+    harness: Harness, bad: pb.ExecuteInput, reason: str, words: str
+) -> None:
+    request = pb.ExecuteInput(request=pb.ExecuteRequest(command=pb.Command(argv=["/cat"])))
+    seen: list[pb.ExecuteEvent] = []
+    with grpc.insecure_channel(harness.client.target) as channel:
+        call = pb_grpc.SandboxStub(channel).ExecuteInteractive(iter([request, bad]))  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as caught:
+            for event in call:
+                seen.append(event)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in (caught.value.details() or "")
+    assert reason_from_metadata(caught.value.trailing_metadata()) == reason
+    assert seen[-1].result.status == pb.CANCELLED  # its Result came first, as ever
+    assert [e.audit.event for e in seen if e.WhichOneof("event") == "audit"][-2:] == [
+        "execution.cancelled", "execution.finished"]
+    wait_released(harness)
+
+
+def wait_released(harness: Harness) -> None:
+    """The slot is released once the call has ended, which the caller may learn of a moment before."""
+    deadline = time.monotonic() + 5
+    while len(harness.admission) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(harness.admission) == 0
+
+
+def test_an_undecodable_input_mid_stream_is_invalid_argument(harness: Harness) -> None:
+    request = pb.ExecuteInput(request=pb.ExecuteRequest(command=pb.Command(argv=["/cat"]))).SerializeToString()
+    error = raw_interactive(harness, [request, b"\x0a\x05\x12"])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "an input could not be decoded" in (error.details() or "")
+    wait_released(harness)
