@@ -369,9 +369,10 @@ class Executor:
             if session is not None:
                 call = self._backend.create(eid, cgroup_limits, parent=session.cgroup)
                 return call, call.procs_files
-            cgroup = self._backend.create(eid, cgroup_limits, holds_children=opens_session)
             if not opens_session:
-                return cgroup, cgroup.procs_files
+                leaf = self._backend.create(eid, cgroup_limits)
+                return leaf, leaf.procs_files
+            cgroup = self._backend.create(eid, cgroup_limits, holds_children=True)
             try:
                 keeper = self._backend.create(KEEPER_LEAF, CgroupLimits(None, None, None), parent=cgroup)
             except BaseException:

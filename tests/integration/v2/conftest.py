@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import daemon_harness  # tests/integration is on sys.path (no __init__ there)
 import pytest
@@ -197,8 +198,8 @@ class Recorder:
             self.writes.append((os.fsdecode(os.fspath(path)), value))
             original_write(path, value)
 
-        def create(backend: V2Backend, execution_id: str, limits: CgroupLimits) -> V2ExecCgroup:
-            cg = original_create(backend, execution_id, limits)
+        def create(backend: V2Backend, execution_id: str, limits: CgroupLimits, **placement: Any) -> V2ExecCgroup:
+            cg = original_create(backend, execution_id, limits, **placement)
             self.leaves.append(cg.path)
             self.limit_files = {name: read(cg.path / name) for name in (
                 "memory.max", "memory.swap.max", "memory.oom.group", "cpu.max", "pids.max")}
