@@ -181,3 +181,24 @@ def test_kill_9_leaves_nothing_of_a_session_after_the_next_start(tmp_path: Path)
     finally:
         assert daemon.stop() == 0
     assert_nothing_left(daemon)
+
+
+def test_sandboxctl_session_commands(daemon: Daemon, tmp_path: Path) -> None:
+    created = daemon.ctl("session", "create", "--tool", "python", "--memory", "128M", "--idle-timeout", "5m")
+    assert created.returncode == 0, created.stderr
+    session_id = created.stdout.decode().strip()
+    local = tmp_path / "numbers.txt"
+    local.write_text("1\n2\n3\n")
+    put = daemon.ctl("session", "put", session_id, str(local))
+    assert put.returncode == 0 and put.stdout.decode().startswith("/work/numbers.txt 6 bytes sha256 "), put.stderr
+    code = "open('sum.txt', 'w').write(str(sum(int(x) for x in open('numbers.txt'))))"
+    ran = daemon.ctl("session", "exec", session_id, "--param", f"code={code}")
+    assert ran.returncode == 0, ran.stderr
+    got = daemon.ctl("session", "get", session_id, "sum.txt", "-")
+    assert (got.returncode, got.stdout) == (0, b"6")
+    listed = daemon.ctl("session", "ls").stdout.decode()
+    assert session_id in listed and "python" in listed
+    assert daemon.ctl("session", "close", session_id).returncode == 0
+    assert session_id not in daemon.ctl("session", "ls").stdout.decode()
+    missing = daemon.ctl("session", "exec", session_id, "--param", "code=print(1)")
+    assert missing.returncode == 125 and b"no open session" in missing.stderr
