@@ -16,21 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from daemon_harness import make_daemon, running
+from daemon_harness import UNMETERED_POLICY, make_daemon, running
 
 from sandboxd.cli.client import SandboxClient
-
-# The shipped admin role's rate (1000/min, burst 200) would refuse most of a 500-execution burst.
-UNMETERED = """
-[principals.local-admin]
-roles = ["bench"]
-[roles.bench]
-tools = ["*"]
-commands = true
-admin = true
-rate_per_minute = 100000
-burst = 10000
-"""
 
 
 def main() -> None:
@@ -41,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, running(make_daemon(
             Path(tmp), max_concurrent_executions=args.executions + 10,
-            limits={"wall_time": "120s", "open_files": 64}, extra=UNMETERED)) as daemon:
+            limits={"wall_time": "120s", "open_files": 64}, extra=UNMETERED_POLICY)) as daemon:
         statuses: list[str] = []
         failures: list[str] = []
 

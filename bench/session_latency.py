@@ -17,21 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from daemon_harness import make_daemon, running
+from daemon_harness import UNMETERED_POLICY, make_daemon, running
 
 from sandboxd.cli.client import SandboxClient
 from sandboxd.cli.sessions import Session
-
-UNMETERED = """
-[principals.local-admin]
-roles = ["bench"]
-[roles.bench]
-tools = ["*"]
-commands = true
-admin = true
-rate_per_minute = 100000
-burst = 10000
-"""
 
 
 def p99(values: list[float]) -> float:
@@ -45,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     fresh_ms: list[float] = []
     in_session_ms: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, running(make_daemon(Path(tmp), extra=UNMETERED)) as daemon, \
+    with tempfile.TemporaryDirectory() as tmp, running(make_daemon(Path(tmp), extra=UNMETERED_POLICY)) as daemon, \
             SandboxClient(daemon.socket) as client, Session.create(client, tool=None) as session:
         for _ in range(5):  # warm both paths
             client.run_command(["/bin/true"])

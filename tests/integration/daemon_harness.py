@@ -272,3 +272,43 @@ def scrape(daemon: Daemon) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+# A policy without the shipped admin role's rate (1000/min, burst 200), for benchmarks' bursts.
+UNMETERED_POLICY = """
+[principals.local-admin]
+roles = ["bench"]
+[roles.bench]
+tools = ["*"]
+commands = true
+admin = true
+rate_per_minute = 100000
+burst = 10000
+"""
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def crash(daemon: Daemon) -> None:
+    """``kill -9`` the daemon and its spawner, as a crash would; the next :meth:`Daemon.start` recovers."""
+    import psutil
+
+    assert daemon.process is not None
+    spawners = psutil.Process(daemon.process.pid).children()
+    assert spawners, "the daemon has no spawner child"
+    os.kill(daemon.process.pid, signal.SIGKILL)
+    for spawner in spawners:
+        try:
+            os.kill(spawner.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    daemon.process.wait()
+    daemon.terminated = True
+

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import psutil
 import pytest
-from daemon_harness import Daemon, assert_nothing_left, cgroup_dirs, make_daemon, sandbox_processes
+from daemon_harness import (
+    Daemon,
+    assert_nothing_left,
+    cgroup_dirs,
+    crash,
+    make_daemon,
+    sandbox_processes,
+    wait_for,
+)
 
 from sandboxd.audit.verify import verify_files
 from sandboxd.cli.client import pb
@@ -19,15 +26,6 @@ from sandboxd.cli.client import pb
 pytestmark = pytest.mark.root
 
 DEATH_TIMEOUT_S = 10.0
-
-
-def wait_for(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def execution_leaves(instance: str) -> set[str]:
@@ -62,14 +60,7 @@ def crashed(tmp_path: Path) -> Daemon:
         daemon.signal(signal.SIGTERM)  # the second skips the grace period
         daemon.stop()
         raise
-    os.kill(daemon.process.pid, signal.SIGKILL)
-    for spawner in spawners:
-        try:
-            os.kill(spawner.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    daemon.process.wait()
-    daemon.terminated = True
+    crash(daemon)
     client.close()
     return daemon
 

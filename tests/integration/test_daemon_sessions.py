@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
-from daemon_harness import Daemon, assert_nothing_left, cgroup_dirs, make_daemon, running, sandbox_processes
+from daemon_harness import (
+    Daemon,
+    assert_nothing_left,
+    cgroup_dirs,
+    crash,
+    make_daemon,
+    running,
+    sandbox_processes,
+    wait_for,
+)
 
 from sandboxd.cli.client import SandboxClient, SandboxdError, pb
 from sandboxd.cli.sessions import Session, list_sessions
@@ -44,13 +50,6 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
         pytest.skip("the daemon's end-to-end tests need root")
     with running(make_daemon(tmp_path, extra=POLICY)) as started:
         yield started
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def events_of(daemon: Daemon, session_id: str) -> list[str]:
@@ -163,15 +162,7 @@ def test_kill_9_leaves_nothing_of_a_session_after_the_next_start(tmp_path: Path)
     with daemon.client() as client:
         session = Session.create(client, tool="python")
         session.run({"code": "open('x', 'w').write('x')"})
-    spawners = psutil.Process(daemon.process.pid).children()
-    os.kill(daemon.process.pid, signal.SIGKILL)
-    for spawner in spawners:
-        try:
-            os.kill(spawner.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    daemon.process.wait()
-    daemon.terminated = True
+    crash(daemon)
     wait_for(lambda: not sandbox_processes(daemon.ids), 20, "the session's processes to die")
     assert any(d.is_dir() and any(d.iterdir()) for d in cgroup_dirs(daemon.instance))
     daemon.start()

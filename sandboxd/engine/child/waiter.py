@@ -104,20 +104,7 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         run_sandbox(plan, stdio, errpipe, joined_r, init_w)
     for fd in (joined_r, init_w, *stdio):
         os.close(fd)
-    try:
-        sc.ptrace_seize(pid, TRACE_OPTIONS)
-        traced = True
-    except OSError:
-        traced = False
-    try:
-        for fd in procs_fds:
-            os.write(fd, str(pid).encode())
-        os.write(joined_w, b"1")
-    except OSError as e:
-        report(errpipe, "join cgroup", e.errno or 0, f"join cgroup: {e.strerror or e}")
-        os.kill(pid, signal.SIGKILL)
-    for fd in (joined_w, errpipe, *procs_fds):
-        os.close(fd)
+    traced = _seize_and_place(pid, procs_fds, joined_w, errpipe)
     watch = _Watch(pid, status_pipe, proc_fd)
     if traced:
         watch.traced()
@@ -161,6 +148,22 @@ def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, stat
         run_call(plan, stdio, errpipe, joined_r)
     for fd in (joined_r, *stdio):
         os.close(fd)
+    traced = _seize_and_place(pid, procs_fds, joined_w, errpipe)
+    watch = _Watch(pid, status_pipe, proc_fd)
+    watch._announce(pid)  # the handler is this child itself
+    if traced:
+        watch.traced()
+    else:
+        _, watch.init_status, watch.init_usage = os.wait4(pid, 0)
+    usage = watch.init_usage
+    os.write(status_pipe, (f"exit {watch.init_status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
+                           f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
+    os._exit(0)
+
+
+def _seize_and_place(pid: int, procs_fds: list[int], joined_w: int, errpipe: int) -> bool:
+    """Trace ``pid`` from before anything of the tool runs, put it in its cgroup, let it go on (the ack it
+    waits for); then close what it needed. Whether it is traced (ptrace may be refused: Yama, an LSM)."""
     try:
         sc.ptrace_seize(pid, TRACE_OPTIONS)
         traced = True
@@ -175,16 +178,7 @@ def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, stat
         os.kill(pid, signal.SIGKILL)
     for fd in (joined_w, errpipe, *procs_fds):
         os.close(fd)
-    watch = _Watch(pid, status_pipe, proc_fd)
-    watch._announce(pid)  # the handler is this child itself
-    if traced:
-        watch.traced()
-    else:
-        _, watch.init_status, watch.init_usage = os.wait4(pid, 0)
-    usage = watch.init_usage
-    os.write(status_pipe, (f"exit {watch.init_status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
-                           f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
-    os._exit(0)
+    return traced
 
 
 def _handler_status(init_r: int) -> int | None:
