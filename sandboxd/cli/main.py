@@ -3,6 +3,7 @@
     sandboxctl run TOOL [-i] [--param k=v ...] [--params-json JSON|@FILE] [--stdin FILE] [limits]
     sandboxctl exec [-i] [limits] [--profile NAME] [--allow-host HOST[:PORT] ...] [--stdin FILE] -- ARGV...
     sandboxctl tools | ps | cancel ID | info | health
+    sandboxctl mcp      serve the tools over MCP on stdin/stdout, as this caller (see sandboxd/cli/mcp_server.py)
     sandboxctl audit tail [-n N] [-f] [filters] | audit export --since WHEN [filters] | audit verify FILE...
     sandboxctl session create (--tool T | --profile P [--allow-host H]) [limits] [--idle-timeout D]
                [--max-lifetime D] | session ls | session exec ID [run or exec options] [-- ARGV]
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     health = commands.add_parser("health", help="ask the standard gRPC health service")
     _add_common(health, suppress=True)
     health.add_argument("--service", default="", help="service name (default: the whole server)")
+    _add_common(commands.add_parser("mcp", help="serve the tools over MCP on stdin/stdout (for MCP clients)"),
+                suppress=True)
     add_audit_commands(commands, lambda sub: _add_common(sub, suppress=True))
     add_session_commands(commands, lambda sub: _add_common(sub, suppress=True), _add_limit_options)
     return parser
@@ -409,9 +412,15 @@ def cmd_health(client: SandboxClient, args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def cmd_mcp(client: SandboxClient, args: argparse.Namespace) -> int:
+    from sandboxd.cli.mcp_server import serve  # the MCP SDK takes a second to import: only this command pays it
+
+    return serve(client, connect=lambda: make_client(args))  # each tools/call gets a channel of its own
+
+
 COMMANDS: dict[str, Callable[[SandboxClient, argparse.Namespace], int]] = {
     "run": cmd_run, "exec": cmd_run, "tools": cmd_tools, "ps": cmd_ps, "cancel": cmd_cancel,
-    "info": cmd_info, "health": cmd_health,
+    "info": cmd_info, "health": cmd_health, "mcp": cmd_mcp,
 }
 
 

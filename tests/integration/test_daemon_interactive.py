@@ -25,8 +25,8 @@ pytestmark = pytest.mark.root
 PYTHON = "/usr/bin/python3"
 UPPER_ECHO = "import sys\nfor line in iter(sys.stdin.readline, ''):\n    sys.stdout.write(line.upper())\n"
 INTERRUPTIBLE = """import time
-print("ready", flush=True)
 try:
+    print("ready", flush=True)  # inside: an interrupt right after it is caught too
     while True:
         time.sleep(0.05)
 except KeyboardInterrupt:
