@@ -21,6 +21,7 @@ from daemon_harness import (
     sandbox_processes,
     wait_for,
 )
+from upstream import Upstream
 
 from sandboxd.cli.client import SandboxClient, SandboxdError, pb
 from sandboxd.cli.sessions import Session, list_sessions
@@ -193,3 +194,19 @@ def test_sandboxctl_session_commands(daemon: Daemon, tmp_path: Path) -> None:
     assert session_id not in daemon.ctl("session", "ls").stdout.decode()
     missing = daemon.ctl("session", "exec", session_id, "--param", "code=print(1)")
     assert missing.returncode == 125 and b"no open session" in missing.stderr
+
+
+def test_a_session_with_an_allowlist_reaches_it_from_every_call(daemon: Daemon) -> None:
+    with Upstream() as web, daemon.client() as client, \
+            Session.create(client, tool=None, allow_hosts=[f"127.0.0.1:{web.port}"]) as session:
+        for _ in range(2):  # the door out is the session's: every call goes through it
+            fetched = session.run_command(["/usr/bin/curl", "-sS", "--noproxy", "",
+                                           f"http://127.0.0.1:{web.port}/hello"])
+            assert (fetched.status_name, fetched.stdout) == ("OK", b"hello from upstream\n"), fetched.stderr
+        refused = session.run_command(["/usr/bin/curl", "-sS", "--noproxy", "", "-o", "/dev/null", "-w",
+                                       "%{http_code}", f"http://127.0.0.1:{web.port + 1}/hello"])
+        assert refused.stdout == b"403"
+        session_id = session.session_id
+    connects = [r["details"]["outcome"] for r in daemon.audit_records()
+                if r["event"] == "network.connect" and r["execution_id"] == session_id]
+    assert connects == ["allowed", "allowed", "denied"]
