@@ -49,6 +49,7 @@ log = logging.getLogger("sandboxd.sessions")
 KEEPER_ARGV = ("/bin/sleep", "infinity")
 KEEPER_OUTPUT_BYTES = 4096
 _BUSY_RECHECK_S = 1.0
+CALLS_END_TIMEOUT_S = 10.0  # after cancelling a closing session's calls: how long they get to deliver Results
 
 
 @dataclass
@@ -238,8 +239,12 @@ class Sessions:
             for admitted in self._admission.admitted():
                 if admitted.session_id == session.session_id:
                     admitted.cancel(by)
-            await session.idle.wait()
-            session.admitted.cancel(by)
+            try:  # a call whose caller does not read its Result must not hold the session up for ever
+                await asyncio.wait_for(session.idle.wait(), CALLS_END_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("session %s: %d calls did not end in %.0f s; ending the session under them",
+                            session.session_id, session.running, CALLS_END_TIMEOUT_S)
+            session.admitted.cancel(by)  # killing its cgroup kills what is left of its calls too
             result = await session.keeper
             subject = self._subject(session)
             if expired:

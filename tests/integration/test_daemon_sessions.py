@@ -210,3 +210,18 @@ def test_a_session_with_an_allowlist_reaches_it_from_every_call(daemon: Daemon) 
     connects = [r["details"]["outcome"] for r in daemon.audit_records()
                 if r["event"] == "network.connect" and r["execution_id"] == session_id]
     assert connects == ["allowed", "allowed", "denied"]
+
+
+def test_closing_a_session_cancels_its_running_calls(daemon: Daemon) -> None:
+    with daemon.client() as client:
+        session = Session.create(client, tool=None)
+        events = client.execute(command=["/bin/sh", "-c", "echo running; sleep 60"], session_id=session.session_id)
+        assert next(e for e in events if e.WhichOneof("event") == "output").output.data == b"running\n"
+        with daemon.client() as closer:
+            Session(closer, session.message).close()
+        result = next(e for e in events if e.WhichOneof("event") == "result").result
+    assert pb.Status.Name(result.status) == "CANCELLED"
+    cancelled = next(r for r in daemon.audit_records()
+                     if r["event"] == "execution.cancelled" and r["execution_id"] == result.execution_id)
+    assert cancelled["details"]["by"] == "local-admin"
+    assert events_of(daemon, session.session_id)[-1] == "session.closed"
