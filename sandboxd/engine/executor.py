@@ -72,7 +72,7 @@ class SessionSandbox:
     uid: int
     cgroup: ExecCgroup
     pid: int  # host pid of the keeper (pid 2 of the session's pid namespace)
-    pidfd: int
+    pidfd: int  # the keeper's execution's own (closed by its release, once the session is unlisted)
 
 
 class _Run:
@@ -313,8 +313,8 @@ class Executor:
                     if run.kill_reason is not None:  # killed while it was being set up: kill what joined since
                         await run.kill_aside(run.kill_reason)
                     tasks.append(asyncio.create_task(self._monitor(run, t0)))
-                    if opens_session:
-                        self._sessions[eid] = SessionSandbox(eid, uid, cgroup, started, os.pidfd_open(started))
+                    if opens_session and run.pidfd is not None:  # a keeper already gone opens no session
+                        self._sessions[eid] = SessionSandbox(eid, uid, cgroup, started, run.pidfd.fd)
                     yield Started(eid, started, limits, cgroup.name, uid)
                     async for event in relay_output(run, out_r, err_r, limits.output_max_bytes):
                         yield event
@@ -404,6 +404,7 @@ class Executor:
                        stdin: OwnedFd, fds: tuple[int, ...], network: PreparedNetwork | None) -> None:
         """Kill what is left, close our pipe ends and the network's door, remove the cgroup. Runs exactly once
         per execution."""
+        self._sessions.pop(run.execution_id, None)  # no call joins it from here: its pidfd is closed below
         await cancel_and_wait(tasks)  # before any fd is closed
         self._accounted.discard(run)
         await asyncio.gather(*run.kills, return_exceptions=True)  # no kill still at work on the leaf
@@ -419,9 +420,6 @@ class Executor:
         close_quietly(*fds)
         if network is not None:
             network.close()
-        opened = self._sessions.pop(run.execution_id, None)
-        if opened is not None:
-            close_quietly(opened.pidfd)
         try:
             await asyncio.to_thread(run.cgroup.remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool

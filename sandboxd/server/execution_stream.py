@@ -96,9 +96,8 @@ async def stream_execution(
         async for event in events:
             if isinstance(event, Result):
                 result = event
-                if egress is not None:  # the sandbox is gone: end its connections, count them
+                if egress is not None:  # the sandbox is gone: end its connections before they are counted
                     await egress.close()
-                    result = with_network_usage(result, egress)
                 break
             if isinstance(event, NetworkReady):
                 if network is None or proxy is None:  # the engine opened a door nobody asked for: keep it shut

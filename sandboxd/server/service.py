@@ -155,6 +155,20 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
             await abort(context, audit_error)
         await abort(context, error)
 
+    async def _caller(self, context: grpc.aio.ServicerContext, rpc: str, tool: str = "",
+                      request_id: str = "") -> tuple[Runtime, Identity, Subject]:
+        """Who calls (or an audited AUTH_FAILED), and its request recorded — or AUDIT_UNAVAILABLE: nothing is
+        decided unrecorded."""
+        runtime = self._runtime()
+        identity = await self._identify(context, runtime, rpc)
+        subject = Subject(identity.principal, tool, "", request_id)
+        try:
+            self._trail.request_received(subject, rpc=rpc, peer=peer_of(context), auth_method=identity.method)
+            self._trail.check_writable()  # fail closed: no request the log cannot record
+        except SandboxError as error:
+            await abort(context, error)
+        return runtime, identity, subject
+
     async def refuse_undecodable(self, request: Undecodable, context: grpc.aio.ServicerContext) -> NoReturn:
         """A request grpc could not decode: INVALID_ARGUMENT naming why, recorded like any refusal."""
         runtime = self._runtime()
@@ -194,15 +208,7 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
         """One execution, from the caller's identity to its Result: the one path of both RPCs. ``inputs``: an
         interactive caller's, after its request."""
         received_at = time.monotonic()
-        runtime = self._runtime()
-        identity = await self._identify(context, runtime, rpc)
-        subject = Subject(identity.principal, target_of(request), "", request.request_id)
-        try:
-            self._trail.request_received(subject, rpc=rpc, peer=peer_of(context),
-                                         auth_method=identity.method)
-            self._trail.check_writable()  # fail closed: no execution the log cannot record
-        except SandboxError as error:  # AUDIT_UNAVAILABLE: nothing can be decided unrecorded
-            await abort(context, error)
+        runtime, identity, subject = await self._caller(context, rpc, target_of(request), request.request_id)
         try:
             accepted = await accept(request, identity, runtime, self._admission, self._sessions)
         except SandboxError as error:

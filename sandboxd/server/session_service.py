@@ -25,7 +25,6 @@ from sandboxd.base.limits import Limits
 from sandboxd.base.refusals import FileRefusal, SessionFailed
 from sandboxd.engine.files import DEFAULT_FILE_MODE, FileInfo, FileReader, FileRefused, FileWriter, open_work_dir
 from sandboxd.policy.auth import Identity
-from sandboxd.policy.caller import peer_of
 from sandboxd.server.audit_trail import AuditTrail, Subject
 from sandboxd.server.network_rules import network_details
 from sandboxd.server.runtime import Runtime
@@ -59,17 +58,9 @@ class SessionRpcs:
             raise SessionFailed("this daemon keeps no sessions")
         return self._sessions
 
-    async def _caller(self, context: grpc.aio.ServicerContext, rpc: str, subject_tool: str = "",
+    async def _caller(self, context: grpc.aio.ServicerContext, rpc: str, tool: str = "",
                       request_id: str = "") -> tuple[Runtime, Identity, Subject]:
-        runtime = self._runtime()
-        identity = await self._identify(context, runtime, rpc)
-        subject = Subject(identity.principal, subject_tool, "", request_id)
-        try:
-            self._trail.request_received(subject, rpc=rpc, peer=peer_of(context), auth_method=identity.method)
-            self._trail.check_writable()
-        except SandboxError as error:
-            await self._deny(context, subject, rpc=rpc, error=error)
-        return runtime, identity, subject
+        raise NotImplementedError
 
     async def _session(self, context: grpc.aio.ServicerContext, rpc: str, session_id: str) -> tuple[
             OpenSession, Subject]:
@@ -141,7 +132,7 @@ class SessionRpcs:
         finally:
             if info is None:
                 await asyncio.to_thread(writer.abort)
-        session.last_used_at = max(session.last_used_at, time.time())
+        session.last_used_at = time.time()
         self._trail.file_moved(subject, direction="put", path=info.path, size_bytes=info.size_bytes,
                                sha256=info.sha256, mode=info.mode)
         return pb.FileInfo(path=info.path, size_bytes=info.size_bytes, sha256=info.sha256, mode=info.mode)
@@ -163,7 +154,7 @@ class SessionRpcs:
             info = reader.info()
         finally:
             await asyncio.to_thread(reader.close)
-        session.last_used_at = max(session.last_used_at, time.time())
+        session.last_used_at = time.time()
         self._trail.file_moved(subject, direction="get", path=info.path, size_bytes=info.size_bytes,
                                sha256=info.sha256, mode=info.mode)
         yield pb.FileChunk(info=pb.FileInfo(path=info.path, size_bytes=info.size_bytes, sha256=info.sha256,

@@ -279,11 +279,7 @@ class Sessions:
                 await self.close(session, by="daemon", expired="idle")
                 return
             wake_s = min(session.expires_at, idle_until if session.running == 0 else now + _BUSY_RECHECK_S) - now
-            keeper = asyncio.ensure_future(asyncio.shield(session.keeper))
-            try:
-                await asyncio.wait({keeper}, timeout=max(0.05, wake_s))
-            finally:
-                keeper.cancel()
+            await asyncio.wait({session.keeper}, timeout=max(0.05, wake_s))  # a timeout leaves the keeper be
 
     @staticmethod
     def _subject(session: OpenSession) -> Subject:
