@@ -372,7 +372,7 @@ class Usage(_message.Message):
     def __init__(self, cpu_user_usec: _Optional[int] = ..., cpu_system_usec: _Optional[int] = ..., wall_time_ms: _Optional[int] = ..., memory_peak_bytes: _Optional[int] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., network_bytes_sent: _Optional[int] = ..., network_bytes_received: _Optional[int] = ..., network_connections: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("execution_id", "status", "message", "exit_code", "signal", "usage", "output_truncated", "seccomp_syscall_nr", "seccomp_syscall_name", "setup_stage", "setup_errno", "seccomp_violations")
+    __slots__ = ("execution_id", "status", "message", "exit_code", "signal", "usage", "output_truncated", "seccomp_syscall_nr", "seccomp_syscall_name", "setup_stage", "setup_errno", "seccomp_violations", "mcp_server")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -385,6 +385,7 @@ class Result(_message.Message):
     SETUP_STAGE_FIELD_NUMBER: _ClassVar[int]
     SETUP_ERRNO_FIELD_NUMBER: _ClassVar[int]
     SECCOMP_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    MCP_SERVER_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     status: Status
     message: str
@@ -397,7 +398,8 @@ class Result(_message.Message):
     setup_stage: str
     setup_errno: int
     seccomp_violations: _containers.RepeatedCompositeFieldContainer[SeccompViolation]
-    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., output_truncated: _Optional[bool] = ..., seccomp_syscall_nr: _Optional[int] = ..., seccomp_syscall_name: _Optional[str] = ..., setup_stage: _Optional[str] = ..., setup_errno: _Optional[int] = ..., seccomp_violations: _Optional[_Iterable[_Union[SeccompViolation, _Mapping]]] = ...) -> None: ...
+    mcp_server: str
+    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., output_truncated: _Optional[bool] = ..., seccomp_syscall_nr: _Optional[int] = ..., seccomp_syscall_name: _Optional[str] = ..., setup_stage: _Optional[str] = ..., setup_errno: _Optional[int] = ..., seccomp_violations: _Optional[_Iterable[_Union[SeccompViolation, _Mapping]]] = ..., mcp_server: _Optional[str] = ...) -> None: ...
 
 class SeccompViolation(_message.Message):
     __slots__ = ("pid", "abi", "syscall_nr", "syscall_name")
@@ -473,7 +475,7 @@ class BindInfo(_message.Message):
     def __init__(self, target: _Optional[str] = ..., writable: _Optional[bool] = ...) -> None: ...
 
 class Tool(_message.Message):
-    __slots__ = ("name", "description", "params_schema_json", "limits", "seccomp_profile", "network", "binds", "network_allow")
+    __slots__ = ("name", "description", "params_schema_json", "limits", "seccomp_profile", "network", "binds", "network_allow", "mcp_server")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -482,6 +484,7 @@ class Tool(_message.Message):
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     BINDS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ALLOW_FIELD_NUMBER: _ClassVar[int]
+    MCP_SERVER_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     params_schema_json: str
@@ -490,7 +493,8 @@ class Tool(_message.Message):
     network: str
     binds: _containers.RepeatedCompositeFieldContainer[BindInfo]
     network_allow: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params_schema_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., seccomp_profile: _Optional[str] = ..., network: _Optional[str] = ..., binds: _Optional[_Iterable[_Union[BindInfo, _Mapping]]] = ..., network_allow: _Optional[_Iterable[str]] = ...) -> None: ...
+    mcp_server: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params_schema_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., seccomp_profile: _Optional[str] = ..., network: _Optional[str] = ..., binds: _Optional[_Iterable[_Union[BindInfo, _Mapping]]] = ..., network_allow: _Optional[_Iterable[str]] = ..., mcp_server: _Optional[str] = ...) -> None: ...
 
 class ListToolsResponse(_message.Message):
     __slots__ = ("tools",)
