@@ -3,7 +3,7 @@
 Every record names its time, principal, tool, execution id and request id; what else it says is in
 ``details``. Events, in the order an execution meets them::
 
-    request.received      an Execute arrived from an identified caller (an unidentified one gets only its
+    request.received      an Execute arrived from an identified caller, with its labels (an unidentified one gets only its
                           denied decision: AUTH_FAILED)
     decision              exactly one per request: outcome allowed (role, effective limits) or denied
                           (reason, role when one matched)
@@ -37,6 +37,7 @@ from sandboxd.base.limits import Limits
 from sandboxd.engine.result import Result, Status
 
 COMMAND_ARGS_RECORDED = 32
+LABELS_RECORDED = 16  # a request's labels (e.g. the MCP session and request ids) beyond these are counted only
 
 # The Result statuses that mean "a limit ended it", and which limit.
 LIMIT_BY_STATUS = {
@@ -95,8 +96,15 @@ class AuditTrail:
 
     # -- requests --------------------------------------------------------------------------------------
 
-    def request_received(self, subject: Subject, *, rpc: str, peer: str, auth_method: str) -> AuditRecord:
-        return self._append("request.received", subject, {"rpc": rpc, "peer": peer, "auth_method": auth_method})
+    def request_received(self, subject: Subject, *, rpc: str, peer: str, auth_method: str,
+                         labels: Mapping[str, str] | None = None) -> AuditRecord:
+        """``labels``: the request's (the first ``LABELS_RECORDED`` in key order, each bounded)."""
+        details: dict[str, Any] = {"rpc": rpc, "peer": peer, "auth_method": auth_method}
+        if labels:
+            details["labels"] = dict(sorted(labels.items())[:LABELS_RECORDED])
+            if len(labels) > LABELS_RECORDED:
+                details["labels_count"] = len(labels)
+        return self._append("request.received", subject, details)
 
     def allowed(self, subject: Subject, *, rpc: str, role: str, limits: Limits | None = None,
                 command: Sequence[str] | None = None, clamped: Sequence[str] = (),

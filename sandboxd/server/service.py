@@ -156,14 +156,16 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
         await abort(context, error)
 
     async def _caller(self, context: grpc.aio.ServicerContext, rpc: str, tool: str = "",
-                      request_id: str = "") -> tuple[Runtime, Identity, Subject]:
+                      request_id: str = "", labels: Mapping[str, str] | None = None
+                      ) -> tuple[Runtime, Identity, Subject]:
         """Who calls (or an audited AUTH_FAILED), and its request recorded — or AUDIT_UNAVAILABLE: nothing is
         decided unrecorded."""
         runtime = self._runtime()
         identity = await self._identify(context, runtime, rpc)
         subject = Subject(identity.principal, tool, "", request_id)
         try:
-            self._trail.request_received(subject, rpc=rpc, peer=peer_of(context), auth_method=identity.method)
+            self._trail.request_received(subject, rpc=rpc, peer=peer_of(context), auth_method=identity.method,
+                                         labels=labels)
             self._trail.check_writable()  # fail closed: no request the log cannot record
         except SandboxError as error:
             await abort(context, error)
@@ -208,7 +210,8 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
         """One execution, from the caller's identity to its Result: the one path of both RPCs. ``inputs``: an
         interactive caller's, after its request."""
         received_at = time.monotonic()
-        runtime, identity, subject = await self._caller(context, rpc, target_of(request), request.request_id)
+        runtime, identity, subject = await self._caller(context, rpc, target_of(request), request.request_id,
+                                                        request.labels)
         try:
             accepted = await accept(request, identity, runtime, self._admission, self._sessions)
         except SandboxError as error:

@@ -59,7 +59,8 @@ class SessionRpcs:
         return self._sessions
 
     async def _caller(self, context: grpc.aio.ServicerContext, rpc: str, tool: str = "",
-                      request_id: str = "") -> tuple[Runtime, Identity, Subject]:
+                      request_id: str = "", labels: Mapping[str, str] | None = None
+                      ) -> tuple[Runtime, Identity, Subject]:
         raise NotImplementedError
 
     async def _session(self, context: grpc.aio.ServicerContext, rpc: str, session_id: str) -> tuple[
