@@ -3,7 +3,9 @@
 The reason travels to the caller in the trailing metadata (``sandboxd-reason``), beside ``sandboxd-temporary``
 (``"true"`` when the same request may succeed later), so callers branch on a word, not on message text. A
 refusal that knows when a retry will pass (RATE_LIMITED) adds ``sandboxd-retry-after-s``: seconds, as a
-decimal string. The refusals themselves are in :mod:`sandboxd.base.refusals`.
+decimal string. A daemon's refusals also name it (``sandboxd-instance``): a client of a fleet then knows which
+daemon said no, and retries a temporary refusal on another. The refusals themselves are in
+:mod:`sandboxd.base.refusals`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sandboxd.base.errors import SandboxError
 REASON_METADATA_KEY = "sandboxd-reason"
 TEMPORARY_METADATA_KEY = "sandboxd-temporary"
 RETRY_AFTER_METADATA_KEY = "sandboxd-retry-after-s"
+INSTANCE_METADATA_KEY = "sandboxd-instance"
 
 
 STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
@@ -24,6 +27,7 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     "UNKNOWN_TOOL": grpc.StatusCode.NOT_FOUND,
     "UNKNOWN_PROFILE": grpc.StatusCode.NOT_FOUND,
     "EXECUTION_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "GRANT_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "INVALID_REQUEST": grpc.StatusCode.INVALID_ARGUMENT,
     "INVALID_PARAMS": grpc.StatusCode.INVALID_ARGUMENT,
     "INVALID_SPEC": grpc.StatusCode.INVALID_ARGUMENT,
@@ -43,6 +47,11 @@ STATUS_BY_REASON: dict[str, grpc.StatusCode] = {
     "GRANT_EXPIRED": grpc.StatusCode.PERMISSION_DENIED,
     "COMMAND_NOT_GRANTED": grpc.StatusCode.PERMISSION_DENIED,
     "LIMIT_ABOVE_CEILING": grpc.StatusCode.PERMISSION_DENIED,
+    "PARAMS_NOT_GRANTED": grpc.StatusCode.PERMISSION_DENIED,
+    "MFA_REQUIRED": grpc.StatusCode.PERMISSION_DENIED,
+    "CLASSIFICATION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "RISK_TOO_HIGH": grpc.StatusCode.PERMISSION_DENIED,
+    "RISK_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "ADMIN_ONLY": grpc.StatusCode.PERMISSION_DENIED,
     "SUBSCRIBER_TOO_SLOW": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "AUDIT_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
@@ -63,9 +72,12 @@ def status_for(error: SandboxError) -> grpc.StatusCode:
     return grpc.StatusCode.UNAVAILABLE if error.temporary else grpc.StatusCode.INTERNAL
 
 
-def trailing_metadata_for(error: SandboxError) -> tuple[tuple[str, str], ...]:
+def trailing_metadata_for(error: SandboxError, *, instance: str = "") -> tuple[tuple[str, str], ...]:
+    """``instance``: the daemon that refuses (``""``: not named)."""
     temporary = "true" if error.temporary else "false"
     metadata: tuple[tuple[str, str], ...] = ((REASON_METADATA_KEY, error.reason), (TEMPORARY_METADATA_KEY, temporary))
+    if instance:
+        metadata += ((INSTANCE_METADATA_KEY, instance),)
     retry_after_s: float | None = getattr(error, "retry_after_s", None)
     if retry_after_s is not None:
         # up to the next millisecond: a caller that waits exactly this long must not be refused again
@@ -75,10 +87,12 @@ def trailing_metadata_for(error: SandboxError) -> tuple[tuple[str, str], ...]:
 
 def reason_from_metadata(metadata: object) -> str:
     """The machine reason in a call's trailing metadata (``""`` when there is none)."""
-    if not metadata:
-        return ""
-    for item in metadata:  # type: ignore[attr-defined]
-        key, value = item[0], item[1]
-        if key == REASON_METADATA_KEY:
-            return str(value)
+    return metadata_value(metadata, REASON_METADATA_KEY)
+
+
+def metadata_value(metadata: object, key: str) -> str:
+    """The value of ``key`` in a call's metadata (``""`` when it is not there)."""
+    for item in metadata or ():  # type: ignore[attr-defined]
+        if item[0] == key:
+            return str(item[1])
     return ""

@@ -8,6 +8,9 @@
     rotate_size = "64M"                      # rotate once the active file reaches this size
     retention_days = 90                      # delete rotated files older than this; 0 keeps them forever
     subscriber_queue = 1024                  # records a live subscriber may fall behind before it is dropped
+    anchor = ""                              # "" = none; a file path or an http(s):// URL that receives the
+                                             # last seq and hash every anchor_interval (sandboxd.audit.anchor)
+    anchor_interval = "10s"
 
 With a key, whoever can write the log but not read the key cannot forge a record that verifies. The key is
 the file's exact bytes (a trailing newline included), at least 32 of them; ``head -c 32 /dev/urandom`` makes
@@ -22,14 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sandboxd.audit.anchor import AnchorTarget, parse_anchor_target
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.toml import TomlTable
-from sandboxd.base.units import parse_size_bytes
+from sandboxd.base.units import parse_positive_duration_ms, parse_size_bytes
 
 DEFAULT_PATH = Path("/var/log/sandboxd/audit.log")
 DEFAULT_ROTATE_BYTES = 64 * 1024**2
 DEFAULT_RETENTION_DAYS = 90
 DEFAULT_SUBSCRIBER_QUEUE = 1024
+DEFAULT_ANCHOR_INTERVAL_MS = 10_000
 MIN_ROTATE_BYTES = 64 * 1024  # smaller makes a file every few requests
 MIN_KEY_BYTES = 32  # SHA-256's block of security: a shorter key is the weak link
 MAX_KEY_BYTES = 64 * 1024
@@ -42,6 +47,8 @@ class AuditConfig:
     rotate_bytes: int = DEFAULT_ROTATE_BYTES
     retention_days: int | None = DEFAULT_RETENTION_DAYS  # None: keep rotated files forever
     subscriber_queue: int = DEFAULT_SUBSCRIBER_QUEUE
+    anchor: AnchorTarget | None = None  # where the chain's tip is shipped; None: nowhere
+    anchor_interval_ms: int = DEFAULT_ANCHOR_INTERVAL_MS
 
 
 def _absolute_path(value: Any) -> Path:
@@ -67,9 +74,12 @@ def parse_audit_config(table: TomlTable) -> AuditConfig:
     rotate_bytes = table.take_parsed("rotate_size", DEFAULT_ROTATE_BYTES, _rotate_bytes)
     retention_days = table.take_int("retention_days", DEFAULT_RETENTION_DAYS, minimum=0)
     subscriber_queue = table.take_int("subscriber_queue", DEFAULT_SUBSCRIBER_QUEUE, minimum=1, maximum=1_000_000)
+    anchor = table.take_parsed("anchor", None, lambda value: None if value == "" else parse_anchor_target(value))
+    anchor_interval_ms = table.take_parsed("anchor_interval", DEFAULT_ANCHOR_INTERVAL_MS, parse_positive_duration_ms)
     table.finish()
     return AuditConfig(path=path, key_file=key_file, rotate_bytes=rotate_bytes,
-                       retention_days=retention_days or None, subscriber_queue=subscriber_queue)
+                       retention_days=retention_days or None, subscriber_queue=subscriber_queue, anchor=anchor,
+                       anchor_interval_ms=anchor_interval_ms)
 
 
 def load_hmac_key(path: Path) -> bytes:

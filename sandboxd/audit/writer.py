@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sandboxd.audit.hub import AuditHub, Subscription
 from sandboxd.audit.reader import first_line, good_tail, open_for_reading, rotated_files, rotated_path, seq_range
@@ -63,6 +63,14 @@ def _fsync_dir(directory: Path) -> None:
 
 
 _Waiter = tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+
+
+class _Queued(NamedTuple):
+    """A record's line waiting for the writer, with what its commit makes durable."""
+
+    seq: int
+    hash: str
+    line: bytes
 
 
 def _wake(waiters: list[_Waiter], error: str | None) -> None:
@@ -107,7 +115,7 @@ class AuditLog:
         # The chain lock: seq, prev and the queue of lines for the writer.
         self._lock = threading.Lock()
         self._has_pending = threading.Condition(self._lock)
-        self._pending: list[tuple[int, bytes]] = []
+        self._pending: list[_Queued] = []
         self._last_seq = last.seq if last is not None else 0
         self._last_hash = last.hash if last is not None else ZERO_HASH
         self._closing = False
@@ -115,6 +123,7 @@ class AuditLog:
         # What is on disk, and who waits for more.
         self._durable = threading.Condition()
         self._durable_seq = self._last_seq
+        self._durable_hash = self._last_hash
         self._broken: str | None = None
         self._waiters: list[_Waiter] = []
         self._waiter_ids = itertools.count()
@@ -175,7 +184,7 @@ class AuditLog:
                 key=self._key, principal=principal, tool=tool, execution_id=execution_id,
                 request_id=request_id, details=details,
             )
-            self._pending.append((record.seq, record.to_line().encode()))
+            self._pending.append(_Queued(record.seq, record.hash, record.to_line().encode()))
             self._last_seq, self._last_hash = record.seq, record.hash
             self._has_pending.notify()
             self.hub.publish(record)  # under the lock, so subscribers see seq order
@@ -243,6 +252,12 @@ class AuditLog:
     def durable_seq(self) -> int:
         return self._durable_seq
 
+    def durable_tip(self) -> tuple[int, str]:
+        """The seq and hash of the last record on disk (``(0, ZERO_HASH)`` for an empty log): what an anchor
+        ships (see :mod:`sandboxd.audit.anchor`)."""
+        with self._durable:
+            return self._durable_seq, self._durable_hash
+
     def files(self) -> list[Path]:
         """Rotated files in chain order, then the active one."""
         return [*rotated_files(self._path), self._path]
@@ -280,7 +295,7 @@ class AuditLog:
                 self._fail(f"{self._path}: cannot write or rotate the audit log: {exc.strerror}"
                            + (f" ({exc.filename})" if exc.filename else ""))
                 return
-            self._mark_durable(batch[-1][0])
+            self._mark_durable(batch[-1])
             self._commit_started = None
             if rotate:
                 try:
@@ -295,11 +310,11 @@ class AuditLog:
             except Exception:
                 log.exception("audit on_fsync callback failed")
 
-    def _commit(self, batch: list[tuple[int, bytes]]) -> float:
+    def _commit(self, batch: list[_Queued]) -> float:
         """One write of every line taken, one fsync; returns the fsync's duration."""
-        data = memoryview(b"".join(line for _, line in batch))
+        data = memoryview(b"".join(queued.line for queued in batch))
         if self._active_first_seq is None:
-            self._active_first_seq = batch[0][0]
+            self._active_first_seq = batch[0].seq
         written = 0
         while written < len(data):
             written += os.write(self._fd, data[written:])
@@ -309,10 +324,11 @@ class AuditLog:
         self._active_size += len(data)
         return fsync_s
 
-    def _mark_durable(self, seq: int) -> None:
+    def _mark_durable(self, last: _Queued) -> None:
         ready = []
+        seq = last.seq
         with self._durable:
-            self._durable_seq = seq
+            self._durable_seq, self._durable_hash = seq, last.hash
             while self._waiters and self._waiters[0][0] <= seq:
                 ready.append(heapq.heappop(self._waiters))
             self._durable.notify_all()

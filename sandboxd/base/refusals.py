@@ -56,6 +56,10 @@ class PolicyDenied(SandboxError):
         super().__init__(message)
         self.role = role
 
+    def audit_details(self) -> dict[str, object]:
+        """What the decision record says besides the reason and message (JSON values)."""
+        return {}
+
 
 class ToolNotGranted(PolicyDenied):
     reason = "TOOL_NOT_GRANTED"
@@ -96,10 +100,70 @@ class RateLimited(PolicyDenied):
         self.retry_after_s = retry_after_s
 
 
+class ParamsNotGranted(PolicyDenied):
+    """The tool is granted, but no grant's params constraint admits these params; ``json_path`` and ``rule``
+    (the constraint's schema path, ``properties.path.pattern``) name the first thing the best grant refused."""
+
+    reason = "PARAMS_NOT_GRANTED"
+
+    def __init__(self, message: str, *, json_path: str = "$", rule: str = "", role: str = "") -> None:
+        super().__init__(message, role=role)
+        self.json_path = json_path
+        self.rule = rule
+
+    def audit_details(self) -> dict[str, object]:
+        return {"json_path": self.json_path, "rule": self.rule}
+
+
+class MfaRequired(PolicyDenied):
+    """The role granting the tool requires a token claim the caller's identity does not carry (``amr`` ∋ ``mfa``)."""
+
+    reason = "MFA_REQUIRED"
+
+
+class ClassificationDenied(PolicyDenied):
+    """The tool's classification is above the clearance of every role granting it."""
+
+    reason = "CLASSIFICATION_DENIED"
+
+
+class RiskTooHigh(PolicyDenied):
+    """The risk assessor scored the request above the role's threshold; ``assessment`` is what it said."""
+
+    reason = "RISK_TOO_HIGH"
+
+    def __init__(self, message: str, *, assessment: dict[str, object], role: str = "") -> None:
+        super().__init__(message, role=role)
+        self.assessment = assessment
+
+    def audit_details(self) -> dict[str, object]:
+        return {"risk": self.assessment}
+
+
+class RiskUnavailable(PolicyDenied):
+    """The risk assessor did not answer usably (timeout, error, garbage, too busy): refused, failing closed."""
+
+    reason = "RISK_UNAVAILABLE"
+    temporary = True
+
+    def __init__(self, message: str, *, assessment: dict[str, object], role: str = "") -> None:
+        super().__init__(message, role=role)
+        self.assessment = assessment
+
+    def audit_details(self) -> dict[str, object]:
+        return {"risk": self.assessment}
+
+
 class AdminOnly(PolicyDenied):
     """What only a role with ``admin = true`` may do: the audit stream, another principal's executions."""
 
     reason = "ADMIN_ONLY"
+
+
+class UnknownGrant(SandboxError):
+    """No runtime grant by that id (revoked, expired, or never made)."""
+
+    reason = "GRANT_NOT_FOUND"
 
 
 class TooManyExecutions(SandboxError):

@@ -1,7 +1,9 @@
-"""What the ``sandboxctl`` command modules share: the usage error and the JSON line of a message."""
+"""What the ``sandboxctl`` command modules share: the usage error, the JSON line of a message, the addresses
+given."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from google.protobuf import json_format
@@ -12,5 +14,14 @@ class UsageError(Exception):
     """The command line asks for something impossible; sandboxctl says so and exits 125."""
 
 
-def to_json_line(message: Message) -> str:
-    return json.dumps(json_format.MessageToDict(message), separators=(",", ":"), sort_keys=False)
+def to_json_line(message: Message, *, instance: str = "") -> str:
+    """``message`` in protobuf's JSON mapping, on one line; ``instance``: first, the daemon it came from."""
+    fields = json_format.MessageToDict(message)
+    if instance:
+        fields = {"instance": instance, **fields}
+    return json.dumps(fields, separators=(",", ":"), sort_keys=False)
+
+
+def addresses_of(args: argparse.Namespace) -> list[str]:
+    """Every ``--address``: those before the command, then the command's own (argparse keeps them apart)."""
+    return [*(getattr(args, "address", None) or []), *(getattr(args, "sub_address", None) or [])]

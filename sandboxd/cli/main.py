@@ -8,6 +8,8 @@
     sandboxctl session create (--tool T | --profile P [--allow-host H]) [limits] [--idle-timeout D]
                [--max-lifetime D] | session ls | session exec ID [run or exec options] [-- ARGV]
                | session put ID LOCAL [PATH] [--mode 0640] | session get ID PATH [LOCAL] | session close ID
+    sandboxctl policy suggest [--since 7d] [--principal P] [--margin 50%] [--audit-file FILE ...]
+    sandboxctl grant PRINCIPAL TOOL (--for 2h | --until WHEN) [--params-json JSON] | revoke ID | grants
     limits: --memory 64M --timeout 5s --cpu-time 2s --output-limit 1M --pids N --cpu-share 50%
             --file-size 8M --open-files N --tmpfs-size 16M --network-bytes 10M
 
@@ -24,6 +26,12 @@ every event is printed as one line of protobuf's JSON mapping, the result last. 
 ``--socket``, else ``$SANDBOXD_SOCKET``, else /run/sandboxd/sandboxd.sock; ``--address HOST:PORT`` calls the
 TCP listener instead (with ``--tls-ca`` for TLS, plus ``--tls-cert``/``--tls-key`` for mTLS). ``--token``
 (else ``$SANDBOXD_TOKEN``) is sent as a bearer token.
+
+Several ``--address`` options, or one ``--address dns:///NAME:PORT``, name a fleet of daemons: calls are
+spread over them (gRPC's round_robin), a call refused before it started because a daemon is draining or full
+is retried on another, a session's calls go to the daemon its id names, and ``ps``, ``info`` and
+``audit tail`` ask every daemon, naming each (see sandboxd/cli/fleet_view.py). Over TLS the daemons'
+certificates are checked against one name: the addresses' host, the DNS name, or ``--tls-server-name``.
 
 With ``-i`` (``--interactive``) the handler's stdin is sandboxctl's own, streamed as it comes (after the
 ``--stdin`` file's bytes, if any); ^C sends the handler SIGINT — a second ^C within 2 s, SIGKILL; a third
@@ -48,8 +56,11 @@ from typing import Any, BinaryIO
 from sandboxd.base.units import format_duration, format_size, parse_duration_ms, parse_percent, parse_size_bytes
 from sandboxd.cli.audit import AUDIT_COMMANDS, add_audit_commands, cmd_audit_verify
 from sandboxd.cli.client import SandboxClient, SandboxdError, TlsFiles, pb
-from sandboxd.cli.common import UsageError, to_json_line
+from sandboxd.cli.common import UsageError, addresses_of, to_json_line
+from sandboxd.cli.fleet_view import ask_each
+from sandboxd.cli.grant_commands import GRANT_COMMANDS, add_grant_commands
 from sandboxd.cli.interactive import run_interactive
+from sandboxd.cli.policy_commands import POLICY_COMMANDS, add_policy_commands
 from sandboxd.cli.session_commands import SESSION_COMMANDS, add_session_commands, session_exec_argv
 
 EXIT_SANDBOXCTL_ERROR = 125
@@ -117,8 +128,13 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                         "/run/sandboxd/sandboxd.sock)")
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
                         help="one JSON object per event/item on stdout (protobuf's JSON mapping)")
-    parser.add_argument("--address", default=default, metavar="HOST:PORT",
-                        help="call the daemon's TCP listener instead of the socket")
+    # (a subcommand's own --address options are kept apart and joined to those before it: see addresses_of)
+    parser.add_argument("--address", dest="sub_address" if suppress else "address", action="append",
+                        default=default, metavar="HOST:PORT",
+                        help="call the daemon's TCP listener instead of the socket; repeat it, or give "
+                             "dns:///NAME:PORT, for a fleet of daemons")
+    parser.add_argument("--tls-server-name", default=default, metavar="NAME",
+                        help="the name the daemons' certificates carry, when it is not the address's host")
     parser.add_argument("--token", default=default, help="bearer token (default: $SANDBOXD_TOKEN)")
     for name, help_text in (("ca", "CA certificate (PEM) that signed the daemon's: use TLS"),
                             ("cert", "our client certificate (PEM), for mTLS"), ("key", "its private key")):
@@ -181,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                 suppress=True)
     add_audit_commands(commands, lambda sub: _add_common(sub, suppress=True))
     add_session_commands(commands, lambda sub: _add_common(sub, suppress=True), _add_limit_options)
+    add_policy_commands(commands, lambda sub: _add_common(sub, suppress=True))
+    add_grant_commands(commands, lambda sub: _add_common(sub, suppress=True))
     return parser
 
 
@@ -349,19 +367,25 @@ def _network_text(tool: pb.Tool) -> str:
 
 
 def cmd_ps(client: SandboxClient, args: argparse.Namespace) -> int:
-    executions = client.list_executions()
+    """The running executions; of a fleet, every daemon's, each row naming its instance."""
+    fleet = ask_each(client, lambda daemon: daemon.list_executions())
     if args.json:
-        for item in executions:
-            print(to_json_line(item))
-        return 0
-    rows = [["ID", "TOOL", "PID", "STARTED", "CPU", "MEMORY", "PRINCIPAL", "REQUEST"]]
-    for item in executions:
-        started = item.started_at.ToDatetime().strftime("%H:%M:%S")
-        rows.append([item.execution_id, item.tool or "(command)", str(item.pid or "-"), started,
-                     format_duration(item.cpu_usec // 1000), format_size(item.memory_peak_bytes),
-                     item.principal, item.request_id])
-    print_table(rows)
-    return 0
+        for instance, executions in fleet.answers:
+            for item in executions:
+                print(to_json_line(item, instance=instance))
+    else:
+        rows = [[*(["INSTANCE"] if client.is_fleet else []),
+                 "ID", "TOOL", "PID", "STARTED", "CPU", "MEMORY", "PRINCIPAL", "REQUEST"]]
+        for instance, executions in fleet.answers:
+            for item in executions:
+                started = item.started_at.ToDatetime().strftime("%H:%M:%S")
+                rows.append([*([instance] if client.is_fleet else []),
+                             item.execution_id, item.tool or "(command)", str(item.pid or "-"), started,
+                             format_duration(item.cpu_usec // 1000), format_size(item.memory_peak_bytes),
+                             item.principal, item.request_id])
+        print_table(rows)
+    fleet.report_failures()
+    return fleet.exit_code
 
 
 def cmd_cancel(client: SandboxClient, args: argparse.Namespace) -> int:
@@ -381,10 +405,28 @@ def _uptime_text(seconds: int) -> str:
 
 
 def cmd_info(client: SandboxClient, args: argparse.Namespace) -> int:
-    info = client.info()
-    if args.json:
-        print(to_json_line(info))
-        return 0
+    """The daemon's facts; of a fleet, each daemon's (a block each, its instance first)."""
+    fleet = ask_each(client, lambda daemon: daemon.info())
+    for number, (_, info) in enumerate(fleet.answers):
+        if args.json:
+            print(to_json_line(info))
+            continue
+        if number:
+            print()
+        _print_info(info)
+    fleet.report_failures()
+    return fleet.exit_code
+
+
+def _pool_text(pool: pb.PoolInfo) -> str:
+    if not pool.size:
+        return "off"
+    return (f"{pool.ready} ready, {pool.building} building ({pool.size} per kind, {pool.kinds} kinds); "
+            f"{pool.hits} hits, {pool.misses} misses; {pool.built} built in {pool.build_ms_mean} ms each, "
+            f"{pool.failed} failed")
+
+
+def _print_info(info: pb.GetInfoResponse) -> None:
     features = " ".join(f"{name}={'yes' if on else 'no'}"
                         for name, on in sorted(info.kernel_features.items()))
     uptime = _uptime_text(info.uptime_ms // 1000)
@@ -401,9 +443,9 @@ def cmd_info(client: SandboxClient, args: argparse.Namespace) -> int:
         ("max request", format_size(info.max_request_bytes)),
         ("audit log", f"{info.audit_log} (last seq {info.audit_last_seq})"),
         ("draining", "yes" if info.draining else "no"),
+        ("pool", _pool_text(info.pool)),
     ):
         print(f"{key + ':':16}{value}")
-    return 0
 
 
 def cmd_health(client: SandboxClient, args: argparse.Namespace) -> int:
@@ -420,17 +462,20 @@ def cmd_mcp(client: SandboxClient, args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[SandboxClient, argparse.Namespace], int]] = {
     "run": cmd_run, "exec": cmd_run, "tools": cmd_tools, "ps": cmd_ps, "cancel": cmd_cancel,
-    "info": cmd_info, "health": cmd_health, "mcp": cmd_mcp,
+    "info": cmd_info, "health": cmd_health, "mcp": cmd_mcp, **GRANT_COMMANDS,
 }
 
 
 def make_client(args: argparse.Namespace) -> SandboxClient:
+    addresses = addresses_of(args)
     if args.tls_ca is None and (args.tls_cert is not None or args.tls_key is not None):
         raise UsageError("--tls-cert/--tls-key need --tls-ca (the CA that signed the daemon's certificate)")
-    if args.tls_ca is not None and args.address is None:
+    if args.tls_ca is not None and not addresses:
         raise UsageError("TLS is for the TCP listener: name it with --address HOST:PORT")
     tls = TlsFiles(args.tls_ca, args.tls_cert, args.tls_key) if args.tls_ca is not None else None
-    return SandboxClient(args.socket, target=args.address, token=args.token, tls=tls)
+    # (an address wins over the socket, which is then unused)
+    return SandboxClient(args.socket, addresses=addresses, token=args.token, tls=tls,
+                         tls_server_name=args.tls_server_name)
 
 
 def unreachable_socket_hint(path: Path) -> str:
@@ -481,6 +526,8 @@ def main(argv: list[str] | None = None) -> int:
             return AUDIT_COMMANDS[args.audit_command](client, args)
         if args.command == "session":
             return SESSION_COMMANDS[args.session_command](client, args, _limits(args))
+        if args.command == "policy":
+            return POLICY_COMMANDS[args.policy_command](client, args)
         return COMMANDS[args.command](client, args)
     except UsageError as exc:
         print(f"sandboxctl: {exc}", file=sys.stderr)

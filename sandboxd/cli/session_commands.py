@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sandboxd.base.units import format_duration, format_size, parse_duration_ms
 from sandboxd.cli.client import SandboxClient, pb
-from sandboxd.cli.common import UsageError, to_json_line
+from sandboxd.cli.common import UsageError, addresses_of, to_json_line
 from sandboxd.cli.sessions import Session, list_sessions
 
 AddOptions = Callable[[argparse.ArgumentParser], None]
@@ -64,9 +64,11 @@ def session_exec_argv(args: argparse.Namespace, make_client: Callable[[argparse.
 
 
 def _common_argv(args: argparse.Namespace) -> list[str]:
-    """The connection options given (socket, address, token, TLS files), to pass on."""
+    """The connection options given (socket, addresses, token, TLS files and name), to pass on."""
     argv = []
-    for option in ("socket", "address", "token", "tls_ca", "tls_cert", "tls_key"):
+    for address in addresses_of(args):
+        argv += ["--address", address]
+    for option in ("socket", "token", "tls_ca", "tls_cert", "tls_key", "tls_server_name"):
         value = getattr(args, option, None)
         if value:
             argv += ["--" + option.replace("_", "-"), str(value)]

@@ -7,6 +7,9 @@
         session.run({"code": "print(open('data.csv').read())"})
         session.get_file("out.json")
     # closed on leaving: its sandbox, /work and every process of it are gone
+
+With a client of a fleet, the session is made on the daemon round_robin picks (or another, if that one
+refused), and its id names that daemon: every call of the session goes there (:meth:`SandboxClient.for_session`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ class Session:
     def __init__(self, client: SandboxClient, message: pb.Session) -> None:
         self.client = client
         self.message = message
+        self._daemon: SandboxClient | None = None
+
+    @property
+    def daemon(self) -> SandboxClient:
+        """The client of the daemon that keeps the session (the client itself, unless it is a fleet's)."""
+        if self._daemon is None:
+            self._daemon = self.client.for_session(self.session_id)
+        return self._daemon
 
     @property
     def session_id(self) -> str:
@@ -58,14 +69,14 @@ class Session:
             for start in range(0, len(data), FILE_CHUNK_BYTES):
                 yield pb.PutFileInput(data=data[start:start + FILE_CHUNK_BYTES])
 
-        info: pb.FileInfo = self.client.call("PutFile", inputs(), timeout_s=None)
+        info: pb.FileInfo = self.daemon.call("PutFile", inputs(), timeout_s=None)
         return info
 
     def get_file(self, path: str) -> tuple[bytes, pb.FileInfo]:
         """The content of ``/work/<path>`` and its FileInfo (size, SHA-256, mode)."""
         data = bytearray()
         info = pb.FileInfo()
-        for chunk in self.client.stream("GetFile", pb.GetFileRequest(session_id=self.session_id, path=path)):
+        for chunk in self.daemon.stream("GetFile", pb.GetFileRequest(session_id=self.session_id, path=path)):
             if chunk.WhichOneof("part") == "data":
                 data.extend(chunk.data)
             else:
@@ -75,7 +86,7 @@ class Session:
     def close(self) -> None:
         """End the session (idempotent: one already gone is fine)."""
         try:
-            self.client.call("CloseSession", pb.CloseSessionRequest(session_id=self.session_id), timeout_s=None)
+            self.daemon.call("CloseSession", pb.CloseSessionRequest(session_id=self.session_id), timeout_s=None)
         except SandboxdError as error:
             if error.reason != "SESSION_NOT_FOUND":
                 raise
@@ -88,4 +99,6 @@ class Session:
 
 
 def list_sessions(client: SandboxClient) -> list[pb.Session]:
-    return list(client.call("ListSessions", pb.ListSessionsRequest()).sessions)
+    """The open sessions the caller may see: of every daemon of a fleet."""
+    return [session for daemon in client.daemons()
+            for session in daemon.call("ListSessions", pb.ListSessionsRequest()).sessions]

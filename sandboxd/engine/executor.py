@@ -11,6 +11,7 @@ Everything that can fail before ``execve`` ends the execution SETUP_FAILED: noth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -31,6 +32,7 @@ from sandboxd.engine.ids import IdPool, IdsExhausted
 from sandboxd.engine.kmsg import find_seccomp_kill
 from sandboxd.engine.netns import PreparedNetwork, prepare_network
 from sandboxd.engine.plan import bind_order, build_plan
+from sandboxd.engine.pool import Pooled, PoolStats, WarmPool, go_message
 from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output
 from sandboxd.engine.result import Event, NetworkReady, Result, SeccompViolation, Started, Status
 from sandboxd.engine.seccomp.names import describe_kill, syscall_name
@@ -136,6 +138,7 @@ class Executor:
         self._accounted: set[_Run] = set()  # executions whose CPU time (or v1 OOM) the sweep watches
         self._sweeper: asyncio.Task[None] | None = None
         self._sessions: dict[str, SessionSandbox] = {}  # by keeper execution id, while the keeper runs
+        self._pool = WarmPool(self._build_pooled, self._discard_pooled)
         # Execution cgroups an earlier instance left (it crashed): killed and removed before we started.
         self.recovered_leaves = tuple(recovered_leaves)
 
@@ -163,6 +166,7 @@ class Executor:
         return self._backend.base
 
     async def close(self) -> None:
+        await self._pool.close()
         for run in list(self._runs.values()):
             await asyncio.to_thread(run.kill, Status.CANCELLED)
         if self._background:
@@ -212,6 +216,53 @@ class Executor:
                                            run.pid, stats.cpu_usec, stats.memory_peak_bytes))
         return result
 
+    def configure_pool(self, specs: Sequence[ExecutionSpec], *, per_spec: int, total: int) -> None:
+        """Keep ``per_spec`` sandboxes built ahead for each of ``specs`` (by what they are built from: see
+        :mod:`sandboxd.engine.pool`), at most ``total``; ``per_spec = 0`` turns the pool off."""
+        self._pool.configure(specs, per_spec=per_spec, total=total)
+
+    def pool_stats(self) -> PoolStats:
+        return self._pool.stats()
+
+    async def _build_pooled(self, spec: ExecutionSpec) -> Pooled | None:
+        """One sandbox for the pool, standing at its gate; None when it could not be built (logged)."""
+        pool_id = uuid.uuid4().hex[:16]
+        try:
+            uid = self._ids.allocate()
+        except IdsExhausted:
+            return None
+        try:
+            cgroup, procs_files = await self._create_cgroup(pool_id, spec.limits, session=None, opens_session=False)
+        except BaseException as e:
+            self._ids.release(uid)
+            if isinstance(e, CgroupError):
+                log.warning("pool: %s", e)
+                return None
+            raise
+        run = _Run(pool_id, spec, cgroup, asyncio.Event(), uid, procs_files=procs_files)
+        ours: list[int] = []
+        gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            spawned = await self._spawn(run, None, ours, gate=gate_r)
+        finally:
+            os.close(gate_r)
+        if isinstance(spawned, Result):
+            log.warning("pool: %s", spawned.message)
+            os.close(gate_w)
+            await self._release(run, None, [], OwnedFd(ours.pop(0) if ours else -1), tuple(ours), None)
+            return None
+        return Pooled(run, spawned, ours[0], ours[1], ours[2], gate_w, 0.0)
+
+    async def _discard_pooled(self, entry: Pooled) -> None:
+        """Let an unused pooled sandbox go: its gate's EOF ends its handler-to-be, then it is released."""
+        close_quietly(entry.gate_w)
+        try:
+            await asyncio.wait_for(asyncio.shield(entry.handle.exited), EXIT_REPORT_TIMEOUT_S)
+        except (TimeoutError, SpawnerError):
+            pass  # the release kills what is left
+        await self._release(entry.run, entry.handle, [], OwnedFd(entry.stdin_w), (entry.stdout_r, entry.stderr_r),
+                            None)
+
     async def _live_spawner(self) -> SpawnerClient:
         # One restart however many executions find the spawner dead at once: the rest wait for it.
         async with self._spawner_lock:
@@ -258,28 +309,37 @@ class Executor:
         limits = spec.limits
         if session is not None and (spec.egress_listen_port is not None or opens_session):
             raise InvalidSpec("a call in a session uses the session's network and cannot open one")
-        try:
-            uid = self._ids.allocate() if session is None else session.uid
-        except IdsExhausted as e:
-            yield Result(eid, Status.SETUP_FAILED, e.message, setup_stage="ids")
-            return
-        try:
-            cgroup, procs_files = await self._create_cgroup(eid, limits, session=session, opens_session=opens_session)
-        except CgroupError as e:
-            if session is None:
-                self._ids.release(uid)
-            yield Result(eid, Status.SETUP_FAILED, str(e), setup_stage="cgroup")
-            return
-        except BaseException:  # cancelled: what the worker thread made is gone again
-            if session is None:
-                self._ids.release(uid)
-            raise
-        run = _Run(eid, spec, cgroup, cancel, uid, procs_files=procs_files, session=session)
+        pooled = self._take_pooled(spec, eid, cancel) if session is None and not opens_session else None
+        if pooled is not None:
+            run, uid, cgroup = pooled.run, pooled.run.uid, pooled.run.cgroup
+        else:
+            try:
+                uid = self._ids.allocate() if session is None else session.uid
+            except IdsExhausted as e:
+                yield Result(eid, Status.SETUP_FAILED, e.message, setup_stage="ids")
+                return
+            try:
+                cgroup, procs_files = await self._create_cgroup(eid, limits, session=session,
+                                                                opens_session=opens_session)
+            except CgroupError as e:
+                if session is None:
+                    self._ids.release(uid)
+                yield Result(eid, Status.SETUP_FAILED, str(e), setup_stage="cgroup")
+                return
+            except BaseException:  # cancelled: what the worker thread made is gone again
+                if session is None:
+                    self._ids.release(uid)
+                raise
+            run = _Run(eid, spec, cgroup, cancel, uid, procs_files=procs_files, session=session)
         self._runs[eid] = run
         # From here one try/finally holds everything: the release runs whatever fails or is cancelled.
         stdin_w = OwnedFd(-1)
         ours: list[int] = []  # our ends of the pipes, closed by the release
         handle: SpawnHandle | None = None
+        if pooled is not None:  # built ahead: its pipes are made, its handler-to-be is at the gate
+            handle = pooled.handle
+            stdin_w = OwnedFd(pooled.stdin_w)
+            ours = [pooled.stdout_r, pooled.stderr_r]
         tasks: list[asyncio.Task[None]] = []
         final: Result | None = None
         network: PreparedNetwork | None = None
@@ -293,7 +353,7 @@ class Executor:
                                    setup_errno=e.errno or 0)
                 else:
                     yield NetworkReady(eid, network.listener)
-            if final is None:
+            if final is None and handle is None:
                 spawned = await self._spawn(run, network, ours)
                 if ours:
                     stdin_w = OwnedFd(ours.pop(0))  # feed_stdin closes it when done (EOF for the handler)
@@ -323,6 +383,8 @@ class Executor:
             # Shielded: a second cancellation (a stop during the release) must not skip the kill, the closes
             # or the rmdir; the release then goes on by itself.
             release = asyncio.ensure_future(self._release(run, handle, tasks, stdin_w, tuple(ours), network))
+            if pooled is not None:  # refilled once this one is gone, not while it runs
+                release.add_done_callback(lambda _: self._pool.refill(spec))
             try:
                 await asyncio.shield(release)
             except asyncio.CancelledError:
@@ -333,7 +395,24 @@ class Executor:
         if final is not None:
             yield final
 
-    async def _spawn(self, run: _Run, network: PreparedNetwork | None, ours: list[int]) -> SpawnHandle | Result:
+    def _take_pooled(self, spec: ExecutionSpec, eid: str, cancel: asyncio.Event) -> Pooled | None:
+        """A sandbox of the pool for ``spec``, made this execution's and let through its gate; None: a miss."""
+        message = go_message(spec) if self._pool.enabled else None
+        pooled = self._pool.take(spec) if message is not None else None
+        if pooled is None or message is None:
+            return None
+        run = pooled.run
+        run.execution_id, run.spec, run.cancel, run.started_at = eid, spec, cancel, time.time()
+        try:  # below the pipe's capacity: never blocks; EPIPE: it died at the gate, which its start reports
+            os.write(pooled.gate_w, message)
+        except OSError as e:
+            log.warning("execution %s: the pooled sandbox's gate: %s", eid, e.strerror or e)
+        finally:
+            os.close(pooled.gate_w)
+        return pooled
+
+    async def _spawn(self, run: _Run, network: PreparedNetwork | None, ours: list[int],
+                     gate: int | None = None) -> SpawnHandle | Result:
         """The stdio pipes, then the spawn — or why not. ``ours`` collects our ends (stdin's first), which the
         release closes; the sandbox's ends are closed here once the spawner has its own."""
         theirs: list[int] = []
@@ -345,9 +424,11 @@ class Executor:
             spawner = await self._live_spawner()
             plan = build_plan(self._config, run.spec, run.execution_id, run.procs_files, run.uid,
                               join_pid=0 if run.session is None else run.session.pid)
+            if gate is not None:
+                plan = dataclasses.replace(plan, gated=True)
             join = network.namespace_fd if network is not None else None
             return spawner.spawn(plan, (theirs[0], theirs[1], theirs[2]),
-                                 run.session.pidfd if run.session is not None else join)
+                                 run.session.pidfd if run.session is not None else join, gate)
         except SpawnerError as e:
             return Result(run.execution_id, Status.SETUP_FAILED, str(e), setup_stage="spawn")
         except OSError as e:  # EMFILE and the like: nothing was started
@@ -427,7 +508,7 @@ class Executor:
         else:
             if run.session is None:  # a call's uid is its session's
                 self._ids.release(run.uid)
-        del self._runs[run.execution_id]
+        self._runs.pop(run.execution_id, None)  # a pooled sandbox released unused was never listed
 
     async def _watch_cancel(self, run: _Run) -> None:
         await run.cancel.wait()

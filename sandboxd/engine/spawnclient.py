@@ -83,9 +83,11 @@ class SpawnerClient:
     def alive(self) -> bool:
         return self._dead is None
 
-    def spawn(self, plan: JailPlan, stdio: tuple[int, int, int], join: int | None = None) -> SpawnHandle:
+    def spawn(self, plan: JailPlan, stdio: tuple[int, int, int], join: int | None = None,
+              gate: int | None = None) -> SpawnHandle:
         """Start ``plan``; ``join``: a network namespace (an fd) for it to join instead of a fresh one, or for
-        a call in a session (``plan.join_pid``) a pidfd of the session's process."""
+        a call in a session (``plan.join_pid``) a pidfd of the session's process; ``gate``: a pooled
+        sandbox's (``plan.gated``), the read end of the pipe its handler-to-be waits on."""
         if self._dead is not None:
             raise self._dead
         handle = SpawnHandle(plan.execution_id)
@@ -95,10 +97,12 @@ class SpawnerClient:
             plan_fd = plan_memfd(json.dumps(plan.to_wire()).encode())
         except OSError as e:
             raise SpawnerError(f"cannot pass the execution plan: {e}") from e
-        message = json.dumps({"op": "spawn", "id": plan.execution_id, "join": join is not None}).encode()
+        message = json.dumps({"op": "spawn", "id": plan.execution_id, "join": join is not None,
+                              "gate": gate is not None}).encode()
         self._handles[plan.execution_id] = handle
         try:
-            socket.send_fds(self._sock, [message], [*stdio, plan_fd, *([] if join is None else [join])])
+            extra = [fd for fd in (join, gate) if fd is not None]
+            socket.send_fds(self._sock, [message], [*stdio, plan_fd, *extra])
         except OSError as e:
             del self._handles[plan.execution_id]
             raise SpawnerError(f"cannot reach the spawner: {e}") from e

@@ -10,7 +10,7 @@ stdio pipe ends attached to ``spawn`` with ``SCM_RIGHTS``:
 direction      message                                                    fds               when
 =============  =========================================================  ================  ==================
 spawner→daemon ``{"op": "ready", "pid": P}``                              -                 once, at start
-daemon→spawner ``{"op": "spawn", "id": ID, "join": B}``                  stdin r, stdout   per execution
+daemon→spawner ``{"op": "spawn", "id": ID, "join": B,``                 stdin r, stdout   per execution
                                                                           w, stderr w, the
                                                                           plan (a sealed
                                                                           memfd of JSON),
@@ -18,7 +18,9 @@ daemon→spawner ``{"op": "spawn", "id": ID, "join": B}``                  stdin
                                                                           network namespace
                                                                           to join (or, for a
                                                                           call in a session,
-                                                                          its pidfd)
+                                                                          its pidfd); when
+               ``"gate": G}``                                             G a pooled
+                                                                          sandbox's gate
 spawner→daemon ``{"op": "started", "id": ID, "pid": P}``                  -                 handler passed
                                                                                             ``execve``; P is
                                                                                             its host pid
@@ -101,23 +103,26 @@ class Spawner:
                     self._on_pipe(int(key.fd))
 
     def _on_control(self) -> bool:
-        msg, fds, _, _ = socket.recv_fds(self._control, MAX_MESSAGE_BYTES, 5)
+        msg, fds, _, _ = socket.recv_fds(self._control, MAX_MESSAGE_BYTES, 6)
         if not msg:
             return False
         request = json.loads(msg)
-        if request.get("op") != "spawn" or len(fds) != 4 + bool(request.get("join")):
+        if request.get("op") != "spawn" or len(fds) != 4 + bool(request.get("join")) + bool(request.get("gate")):
             for fd in fds:
                 os.close(fd)
             raise SystemExit(f"spawner: protocol violation: {request.get('op')!r} with {len(fds)} fds")
         stdio = (fds[0], fds[1], fds[2])
         with os.fdopen(fds[3], "rb") as plan:
             wire = json.loads(plan.read())
-        join = fds[4] if len(fds) == 5 else -1
-        self._spawn(str(request["id"]), JailPlan.from_wire(wire), stdio, join)
+        extra = list(fds[4:])
+        join = extra.pop(0) if request.get("join") else -1
+        gate = extra.pop(0) if request.get("gate") else -1
+        self._spawn(str(request["id"]), JailPlan.from_wire(wire), stdio, join, gate)
         return True
 
-    def _spawn(self, execution_id: str, plan: JailPlan, stdio: tuple[int, int, int], join: int) -> None:
-        inherited = (*stdio, join) if join >= 0 else stdio
+    def _spawn(self, execution_id: str, plan: JailPlan, stdio: tuple[int, int, int], join: int,
+               gate: int = -1) -> None:
+        inherited = (*stdio, *(fd for fd in (join, gate) if fd >= 0))
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         status_r, status_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -135,7 +140,7 @@ class Spawner:
                 self._control.close()
                 os.close(err_r)
                 os.close(status_r)
-                run_waiter(plan, stdio, err_w, status_w, os.getppid(), join)
+                run_waiter(plan, stdio, err_w, status_w, os.getppid(), join, gate)
             finally:
                 os._exit(127)
         for fd in (*inherited, err_w, status_w):

@@ -32,6 +32,7 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import jwt
@@ -58,11 +59,13 @@ _MAX_WARNED_ROLES = 256
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated caller: its principal, its roles in order, and how it proved who it is."""
+    """An authenticated caller: its principal, its roles in order, and how it proved who it is. ``claims``: a
+    JWT's verified claims (what a role's ``require_claims`` is checked against); empty for other methods."""
 
     principal: str
     roles: tuple[str, ...]
     method: Method
+    claims: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,7 @@ class Authenticator:
         for role in roles:
             if role not in self._policy.roles:
                 self._warn_unknown_role(subject, role)
-        return Identity(JWT_PRINCIPAL_PREFIX + subject, known, "jwt")
+        return Identity(JWT_PRINCIPAL_PREFIX + subject, known, "jwt", MappingProxyType(claims))
 
     def _warn_unknown_role(self, subject: str, role: str) -> None:
         if role in self._warned_roles or len(self._warned_roles) >= _MAX_WARNED_ROLES:

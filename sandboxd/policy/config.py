@@ -21,6 +21,8 @@ tools, raw commands, limits and a rate. The tables, with every key and its defau
 
     [roles.customer-service]
     tools = ["file_processor", { name = "sqlite_*", expires = 2027-01-01T00:00:00Z }]  # names or globs
+    # a grant may hold params to a JSON Schema besides the tool's own (see sandboxd.policy.constraints):
+    # tools = [{ name = "sqlite_query", params = { properties = { sql = { pattern = "(?i)^\\s*select\\b" } } } }]
     commands = false                       # raw commands (argv of the caller's choosing)
     admin = false                          # sees and cancels every execution; may read the audit stream
     rate_per_minute = 100                  # absent = no rate limit; counted per (principal, role)
@@ -31,11 +33,18 @@ tools, raw commands, limits and a rate. The tables, with every key and its defau
     max_sessions = 2                       # open sessions per principal; absent = [sessions] max_per_principal
     network_allow = ["*.example.com:443"]  # absent = no narrowing; else a connection must match the tool's
                                            # [network] allow *and* this list (HOST[:PORT], * = labels)
+    require_claims = { amr = "mfa" }       # conditions (sandboxd.policy.conditions): JWT claims the caller
+    clearance = "internal"                 # must hold; the highest classification of the tools it grants
+    risk_threshold = 70                    # ask [policy.risk]'s assessor; a score above it is refused
+    risk_on_error = "deny"                 # "allow": let a request through when the assessor has no answer
     [roles.customer-service.ceilings]      # the [limits] keys (memory, cpu_time, wall_time, output …)
     memory = "256M"
 
 A grant's ``expires`` is a TOML datetime *with* an offset: a local time would mean different instants on
 different hosts. Tool names and globs are checked against the loaded tools by :func:`check_policy`.
+
+The ``[policy]`` table (classifications, ``[policy.risk]``, ``[policy.grants]``) is read here too: see
+:mod:`sandboxd.policy.settings` and :mod:`sandboxd.policy.risk_config`.
 
 The embedded defaults are :data:`DEFAULT_POLICY_TOML`. A file's ``[roles]`` replaces the embedded roles as
 a whole, and its ``[principals]`` the embedded principals; ``[auth]`` keys override one by one. So a file
@@ -61,7 +70,10 @@ from cryptography.x509.oid import NameOID
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.toml import LIMIT_KEYS, TomlTable, optional_absolute_path
 from sandboxd.base.units import parse_duration_ms, parse_size_bytes
+from sandboxd.policy.constraints import ParamsConstraint
 from sandboxd.policy.ratelimit import Rate, default_burst
+from sandboxd.policy.risk_config import RiskConfig, parse_risk
+from sandboxd.policy.settings import Classifications, RuntimeGrantsConfig, parse_classifications, parse_grants_config
 
 EMBEDDED = "(embedded defaults)"
 JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
@@ -103,10 +115,12 @@ rate_per_minute = 1000
 
 @dataclass(frozen=True)
 class Grant:
-    """One entry of a role's ``tools``: a name or an fnmatch glob, valid until ``expires_at`` (Unix s)."""
+    """One entry of a role's ``tools``: a name or an fnmatch glob, valid until ``expires_at`` (Unix s), for the
+    params its ``params`` constraint admits (None: any the tool's schema admits)."""
 
     pattern: str
     expires_at: float | None = None
+    params: ParamsConstraint | None = None
 
     @property
     def is_glob(self) -> bool:
@@ -134,6 +148,12 @@ class RoleConfig:
     # and this one); None = no narrowing. Checked as allowlist entries by the daemon's configuration.
     network_allow: tuple[str, ...] | None = None
     max_sessions: int | None = None  # open sessions per principal; None = only [sessions] max_per_principal
+    # conditions (sandboxd.policy.conditions): JWT claims the caller must hold; the highest tool classification
+    require_claims: Mapping[str, str] = field(default_factory=dict)
+    clearance: str | None = None
+    # the risk assessor ([policy.risk]): a score above the threshold is refused; None = not assessed
+    risk_threshold: int | None = None
+    risk_on_error: Literal["deny", "allow"] = "deny"  # what an assessor without a usable answer means
 
 
 @dataclass(frozen=True)
@@ -165,6 +185,14 @@ class PolicyConfig:
     source: str = EMBEDDED
     embedded_roles: bool = False
     embedded_principals: bool = False
+    classifications: Classifications = field(default_factory=Classifications)  # [policy]
+    risk: RiskConfig | None = None  # [policy.risk]; None = no risk assessor
+    runtime_grants: RuntimeGrantsConfig = field(default_factory=RuntimeGrantsConfig)  # [policy.grants]
+
+
+def is_tool_pattern(text: str) -> bool:
+    """A tool name or an fnmatch glob of them, as a grant names it."""
+    return bool(_TOOL_PATTERN.match(text))
 
 
 def subject_name(text: str) -> x509.Name:
@@ -207,6 +235,12 @@ def _parse(top: TomlTable, defaults: PolicyConfig | None) -> PolicyConfig:
     else:
         principals = dict(defaults.principals)
     auth = _auth(top.take_table("auth"), defaults.auth if defaults is not None else AuthConfig())
+    settings = top.take_table("policy")
+    classifications = parse_classifications(settings, defaults.classifications if defaults else Classifications())
+    risk = parse_risk(settings.take_table("risk")) if settings.has("risk") else (defaults.risk if defaults else None)
+    runtime_grants = parse_grants_config(settings.take_table("grants"),
+                                         defaults.runtime_grants if defaults else RuntimeGrantsConfig())
+    settings.finish()
     policy = PolicyConfig(
         auth=auth,
         roles=roles,
@@ -214,7 +248,12 @@ def _parse(top: TomlTable, defaults: PolicyConfig | None) -> PolicyConfig:
         source=source,
         embedded_roles=defaults is not None and not has_roles,
         embedded_principals=defaults is not None and not has_principals,
+        classifications=classifications,
+        risk=risk,
+        runtime_grants=runtime_grants,
     )
+    _check_clearances(policy)
+    _check_risk_roles(policy)
     _check_identities(policy)
     _check_role_references(policy)
     return policy
@@ -300,11 +339,42 @@ def _role(table: TomlTable, name: str) -> RoleConfig:
     ceilings = _ceilings(entry.take_table("ceilings"))
     network_allow = entry.take_str_list("network_allow") if entry.has("network_allow") else None
     max_sessions = entry.take_int("max_sessions", 0, minimum=0, maximum=4096) if entry.has("max_sessions") else None
+    claims = entry.take_table("require_claims")
+    require_claims = {claim: claims.take_str(claim, "") for claim in claims.remaining_keys()}
+    for claim, value in require_claims.items():
+        if not value:
+            raise claims.error(claim, "expected the value the claim must hold, e.g. amr = \"mfa\"")
+    clearance = entry.take_str("clearance", "") if entry.has("clearance") else None
+    threshold = entry.take_int("risk_threshold", 0, minimum=0, maximum=100) if entry.has("risk_threshold") else None
+    on_error = entry.take_str("risk_on_error", "deny")
+    if on_error not in ("deny", "allow"):
+        raise entry.error("risk_on_error", f"expected \"deny\" or \"allow\", got {on_error!r}")
+    if threshold is None and on_error != "deny":
+        raise entry.error("risk_on_error", "has no effect without risk_threshold")
     entry.finish()
     return RoleConfig(
         name, grants, commands, admin, rate, max_payload, max_concurrent, ceilings,
-        "clamp" if above == "clamp" else "deny", network_allow, max_sessions,
+        "clamp" if above == "clamp" else "deny", network_allow, max_sessions, require_claims, clearance,
+        threshold, "allow" if on_error == "allow" else "deny",
     )
+
+
+def _check_risk_roles(policy: PolicyConfig) -> None:
+    if policy.risk is not None:
+        return
+    for role in policy.roles.values():
+        if role.risk_threshold is not None:
+            raise ConfigError(f"{policy.source}: roles.{role.name}.risk_threshold: has no effect without a risk "
+                              f"assessor: configure [policy.risk] (see sandboxd.policy.risk_config)")
+
+
+def _check_clearances(policy: PolicyConfig) -> None:
+    levels = policy.classifications.levels
+    for role in policy.roles.values():
+        if role.clearance is not None and role.clearance not in levels:
+            where = EMBEDDED if policy.embedded_roles else policy.source
+            raise ConfigError(f"{where}: roles.{role.name}.clearance: {role.clearance!r} is not one of the "
+                              f"classifications ({', '.join(levels)})")
 
 
 def _positive_size(value: Any) -> int:
@@ -323,20 +393,22 @@ def _grants(entry: TomlTable) -> tuple[Grant, ...]:
     grants: list[Grant] = []
     for index, item in enumerate(raw):
         key = f"tools[{index}]"
+        params: ParamsConstraint | None = None
         if isinstance(item, str):
             pattern, expires_at = item, None
         elif isinstance(item, dict):
             grant = TomlTable(item, file=entry.file, prefix=entry.key_path(key))
             pattern = grant.take_str("name", "")
             expires_at = grant.take_parsed("expires", None, _expiry)
+            params = grant.take_parsed("params", None, ParamsConstraint.compile)
             grant.finish()
             if not pattern:
                 raise grant.error("name", "required: the tool name or glob granted")
         else:
-            raise entry.error(key, f"expected a tool name, a glob or {{ name, expires }}, got {item!r}")
+            raise entry.error(key, f"expected a tool name, a glob or {{ name, expires, params }}, got {item!r}")
         if not _TOOL_PATTERN.match(pattern):
             raise entry.error(key, f"{pattern!r} is not a tool name or glob")
-        grants.append(Grant(pattern, expires_at))
+        grants.append(Grant(pattern, expires_at, params))
     return tuple(grants)
 
 
@@ -402,12 +474,14 @@ def _check_role_references(policy: PolicyConfig) -> None:
                 raise ConfigError(f"{where}: principals.{principal.name}.roles: no role named {role!r}{hint}")
 
 
-def check_policy(policy: PolicyConfig, tool_names: Collection[str], file: str | Path | None = None) -> None:
+def check_policy(policy: PolicyConfig, tool_names: Collection[str], file: str | Path | None = None, *,
+                 tool_prefixes: Collection[str] = ()) -> None:
     """Refuse a policy that names a role or a tool that does not exist: a typo must not fail open or shut.
 
     A plain name must be a tool; a glob must match at least one. The embedded roles are not checked against
     the tools (they name the shipped ones, which ``shipped_tools = false`` removes). ``file`` names the
-    configuration in errors (default: ``policy.source``).
+    configuration in errors (default: ``policy.source``). ``tool_prefixes``: names and globs beginning with one
+    are tools learnt at run time (``NAME__`` of a sandboxed MCP server), not checked further.
     """
     if file is not None:
         policy = dataclasses.replace(policy, source=str(file))
@@ -418,6 +492,8 @@ def check_policy(policy: PolicyConfig, tool_names: Collection[str], file: str | 
     names = set(tool_names)
     for role in policy.roles.values():
         for index, grant in enumerate(role.tools):
+            if grant.pattern.startswith(tuple(tool_prefixes)) and tool_prefixes:
+                continue
             if grant.is_glob and not any(grant.matches(name) for name in names):
                 problem = f"the glob {grant.pattern!r} matches no tool"
             elif not grant.is_glob and grant.pattern not in names:

@@ -3,8 +3,8 @@
 Every record names its time, principal, tool, execution id and request id; what else it says is in
 ``details``. Events, in the order an execution meets them::
 
-    request.received      an Execute arrived from an identified caller, with its labels (an unidentified one gets only its
-                          denied decision: AUTH_FAILED)
+    request.received      an Execute arrived from an identified caller, with its labels (an unidentified one
+                          gets only its denied decision: AUTH_FAILED)
     decision              exactly one per request: outcome allowed (role, effective limits) or denied
                           (reason, role when one matched)
     execution.started     pid, uid, cgroup, effective limits, seccomp profile and its digest
@@ -15,9 +15,12 @@ Every record names its time, principal, tool, execution id and request id; what 
     network.connect       one per connection the sandbox asked the egress proxy for: host, port, address,
                           protocol, outcome (allowed / denied / failed) and why
     network.closed        one per allowed connection, when it ends: bytes each way, duration, who ended it
+    mcp.call              a call of a sandboxed MCP server's tool, once answered: the server's sandbox (its
+                          execution id), duration, isError (its decision names the arguments' size and SHA-256)
     execution.finished    status, exit code / signal, usage (network bytes and connections included)
 
     daemon.started / daemon.stopped / daemon.reloaded / daemon.reload_failed / daemon.recovered
+    grant.created / grant.revoked / grant.expired      a runtime grant (principal, tool: the grant's), by whom
 
 The log itself adds ``audit.repaired``, ``audit.expired`` and ``audit.subscriber_dropped``.
 """
@@ -34,6 +37,7 @@ from sandboxd.audit.writer import AuditLog
 from sandboxd.base.echo import ECHO_MAX_CHARS, cut
 from sandboxd.base.errors import SandboxError
 from sandboxd.base.limits import Limits
+from sandboxd.base.refusals import PolicyDenied
 from sandboxd.engine.result import Result, Status
 
 COMMAND_ARGS_RECORDED = 32
@@ -108,11 +112,13 @@ class AuditTrail:
 
     def allowed(self, subject: Subject, *, rpc: str, role: str, limits: Limits | None = None,
                 command: Sequence[str] | None = None, clamped: Sequence[str] = (),
-                network: Mapping[str, Sequence[str]] | None = None) -> AuditRecord:
+                network: Mapping[str, Sequence[str]] | None = None,
+                policy: Mapping[str, Any] | None = None, mcp: Mapping[str, Any] | None = None) -> AuditRecord:
         """``command``: a raw command's argv (the first ``COMMAND_ARGS_RECORDED`` arguments, each bounded);
         ``clamped``: the limits lowered to a ceiling; ``network``: the allowlist (``allow``) and the role's
-        narrowing of it (``narrow``), when it may connect anywhere."""
-        details: dict[str, Any] = {"outcome": "allowed", "rpc": rpc, "role": role}
+        narrowing of it (``narrow``), when it may connect anywhere; ``policy``: the decision's own facts
+        (``grant``: which grant admitted it, ``risk``: the risk assessor's answer)."""
+        details: dict[str, Any] = {"outcome": "allowed", "rpc": rpc, "role": role, **(policy or {})}
         if network is not None:
             details["network"] = {key: list(value) for key, value in network.items()}
         if limits is not None:
@@ -123,13 +129,17 @@ class AuditTrail:
                 details["argv_count"] = len(command)
         if clamped:
             details["clamped"] = list(clamped)
+        if mcp is not None:  # a call to a sandboxed MCP server: its server and tool, its arguments' size and digest
+            details["mcp"] = dict(mcp)
         return self._append("decision", subject, details)
 
     def denied(self, subject: Subject, *, rpc: str, error: SandboxError, role: str = "",
                peer: str = "") -> AuditRecord:
         """``peer``: where an unidentified caller called from (the socket, or a TCP address)."""
-        details = {"outcome": "denied", "rpc": rpc, "reason": error.reason, "message": error.message,
-                   "role": role or str(getattr(error, "role", "") or "")}
+        details: dict[str, Any] = {"outcome": "denied", "rpc": rpc, "reason": error.reason,
+                                   "message": error.message, "role": role or str(getattr(error, "role", "") or "")}
+        if isinstance(error, PolicyDenied):  # the rule a constraint held, the risk assessor's answer …
+            details.update(error.audit_details())
         if peer:
             details["peer"] = peer
         return self._append("decision", subject, details)
@@ -185,6 +195,12 @@ class AuditTrail:
             "bytes_received": received_bytes, "duration_ms": duration_ms, "ended_by": ended_by,
         })
 
+    def mcp_call(self, subject: Subject, *, server: str, instance: str, duration_ms: int, is_error: bool,
+                 outcome: str) -> AuditRecord:
+        """A call a sandboxed MCP server answered (or did not): which sandbox of it, how long, isError."""
+        return self._append("mcp.call", subject, {"server": server, "instance": instance, "duration_ms": duration_ms,
+                                                  "is_error": is_error, "outcome": outcome})
+
     def finished(self, subject: Subject, result: Result) -> list[AuditRecord]:
         """The outcome: a limit hit or a seccomp violation first when there was one, then ``finished``."""
         records = []
@@ -212,6 +228,13 @@ class AuditTrail:
             "network_connections": result.network_connections,
         }))
         return records
+
+    # -- runtime grants --------------------------------------------------------------------------------
+
+    def runtime_grant(self, event: str, subject: Subject, details: Mapping[str, Any]) -> AuditRecord:
+        """``grant.created``, ``grant.revoked`` (``details["by"]``: the admin) or ``grant.expired``; the subject's
+        principal and tool are the grant's (whom it lets run what), not the caller's."""
+        return self._append(event, subject, details)
 
     # -- the daemon ------------------------------------------------------------------------------------
 

@@ -8,6 +8,9 @@ the dotted key and the reason. The full file, with the defaults::
     tools_dir = "/etc/sandboxd/tools"        # one TOML per tool; adds to / overrides the shipped tools
     profiles_dir = "/etc/sandboxd/seccomp"   # <name>.json profiles; searched before the shipped ones
     shipped_tools = true                     # serve the tools that come with sandboxd
+    include = []                             # more TOML files whose tables join this one's (see
+                                             # sandboxd.server.config_files): e.g. principals from a Secret
+    mcp_servers_dir = "/etc/sandboxd/mcp-servers"   # one TOML per sandboxed MCP server (as [mcp_servers.NAME])
 
     [daemon]
     socket = "/run/sandboxd/sandboxd.sock"
@@ -15,6 +18,8 @@ the dotted key and the reason. The full file, with the defaults::
     socket_group = "sandboxd"                # the group allowed to call; skipped when the group is absent
     tcp_listen = ""                          # e.g. "127.0.0.1:7070"; beyond loopback only with [daemon.tls]
     metrics_listen = ""                      # e.g. "127.0.0.1:9464": Prometheus /metrics over HTTP
+    health_listen = ""                       # e.g. "0.0.0.0:7071": plaintext gRPC with only grpc.health.v1,
+                                             # for probes that cannot speak TLS (Kubernetes' grpc probes)
     state_dir = "/run/sandboxd"
     instance = "default"                     # unique per daemon on a host: names its cgroups
     max_concurrent_executions = 16
@@ -33,6 +38,10 @@ the dotted key and the reason. The full file, with the defaults::
     setup_timeout = "60s"                    # a sandbox not standing by then ends SETUP_FAILED naming the stage
                                              # (generous: a burst of hundreds of sandboxes sets up slowly)
     default_profile = "default"              # seccomp profile of raw commands that name none
+
+    [sandbox.pool]                           # sandboxes built ahead of the request, each used once: per tool
+    size = 2                                 # without a door out, and for raw commands of the default profile
+    total = 16                               # and limits; size = 0 turns the pool off
 
     [sandbox.limits]                         # defaults of every tool; ceilings of raw commands
     memory = "256M"
@@ -54,7 +63,18 @@ the dotted key and the reason. The full file, with the defaults::
     memory_total = "8G"                      # the memory limits of all open sessions together
     file_max = "64M"                         # the largest file PutFile / GetFile moves
 
+    [mcp]                                    # sandboxd's tools over MCP's streamable HTTP (see
+                                             # sandboxd.server.mcp_config)
+    listen = ""                              # e.g. "127.0.0.1:8765"; beyond loopback only with [daemon.tls]
+    path = "/mcp"
+    allowed_origins = []                     # browser origins besides the endpoint's own
+    max_sessions = 64                        # MCP sessions open at once
+    session_idle_timeout = "10m"             # a session without a request for this long is ended
+    resource_url = ""                        # its public URL for OAuth metadata; "" = derived from listen
+
     [egress]                                 # see sandboxd.server.egress_config: the proxy's pins and bounds
+    [mcp_servers.NAME]                       # see sandboxd.server.mcp_servers_config: third-party MCP servers,
+                                             # each run in sandboxes of its own
     [audit]                                  # see sandboxd.audit.config
     [auth] / [principals.*] / [roles.*]      # see sandboxd.policy.config: who may run what
 
@@ -69,21 +89,24 @@ import grp
 import ipaddress
 import pwd
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sandboxd.audit.config import AuditConfig, parse_audit_config
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.limits import Limits
-from sandboxd.base.toml import TomlTable, read_toml, take_limits
+from sandboxd.base.toml import TomlTable, take_limits
 from sandboxd.base.units import parse_duration_ms, parse_positive_duration_ms, parse_size_bytes
 from sandboxd.egress.allowlist import Allowlist
 from sandboxd.egress.settings import EgressSettings
 from sandboxd.engine.ids import DEFAULT_SANDBOX_IDS, IdRange
 from sandboxd.policy.config import DEFAULT_POLICY, PolicyConfig, parse_policy
 from sandboxd.policy.tls import TlsConfig, parse_tls
+from sandboxd.server.config_files import read_config_tree
 from sandboxd.server.egress_config import parse_egress
+from sandboxd.server.mcp_config import McpConfig, parse_mcp
 from sandboxd.server.metrics import parse_metrics_listen
 
 DEFAULT_CONFIG_PATH = Path("/etc/sandboxd/sandboxd.toml")
@@ -105,6 +128,7 @@ class DaemonConfig:
     tcp_listen: str | None = None
     tls: TlsConfig | None = None
     metrics_listen: str | None = None
+    health_listen: str | None = None
     state_dir: Path = Path("/run/sandboxd")
     instance: str = "default"
     max_concurrent_executions: int = 16
@@ -118,6 +142,8 @@ class SandboxConfig:
     setup_timeout_ms: int = 60_000
     default_profile: str = "default"
     limits: Limits = field(default_factory=Limits)
+    pool_size: int = 2  # sandboxes built ahead per pooled kind (each tool without a door out, raw commands)
+    pool_total: int = 16  # built ahead in all; 0 (or pool_size = 0) turns the pool off
 
 
 @dataclass(frozen=True)
@@ -142,6 +168,11 @@ class Config:
     source: Path | None = None  # the file this came from; None = embedded defaults only
     egress: EgressSettings = field(default_factory=EgressSettings)
     sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    # [mcp_servers.NAME] as written: parsed with the tools (sandboxd.server.mcp_servers_config), which need
+    # the placeholders and default limits the runtime knows
+    mcp_servers: Mapping[str, Any] = field(default_factory=dict)
+    mcp_servers_dir: Path = Path("/etc/sandboxd/mcp-servers")
+    mcp: McpConfig = field(default_factory=McpConfig)  # the daemon's own MCP endpoint
 
     @property
     def tool_dirs(self) -> tuple[Path, ...]:
@@ -162,20 +193,25 @@ def load_config(path: Path | None) -> Config:
     """
     if path is None:
         return Config()
-    top = TomlTable(read_toml(path), file=path)
+    top = TomlTable(read_config_tree(path), file=path)  # with the files it includes
     daemon = _daemon(top.take_table("daemon"))
     sandbox = _sandbox(top.take_table("sandbox"))
     audit = parse_audit_config(top.take_table("audit"))
     egress = parse_egress(top.take_table("egress"))
     sessions = _sessions(top.take_table("sessions"))
+    mcp = parse_mcp(top.take_table("mcp"), tls=daemon.tls is not None)
     policy = parse_policy(top)
     _check_role_networks(policy, path)
     defaults = Config()
     tools_dir = _directory(top, "tools_dir", defaults.tools_dir)
     profiles_dir = _directory(top, "profiles_dir", defaults.profiles_dir)
     shipped_tools = top.take_bool("shipped_tools", defaults.shipped_tools)
+    mcp_servers = top.take_table("mcp_servers")
+    mcp_servers_dir = _directory(top, "mcp_servers_dir", defaults.mcp_servers_dir)
     top.finish()
-    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, audit, policy, path, egress, sessions)
+    return Config(daemon, sandbox, tools_dir, profiles_dir, shipped_tools, audit, policy, path, egress, sessions,
+                  mcp_servers={name: mcp_servers.take_raw(name) for name in mcp_servers.remaining_keys()},
+                  mcp_servers_dir=mcp_servers_dir, mcp=mcp)
 
 
 def _sessions(table: TomlTable) -> SessionsConfig:
@@ -210,12 +246,17 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("daemon.tcp_listen", lambda c: c.daemon.tcp_listen),
     ("daemon.tls", lambda c: c.daemon.tls),
     ("daemon.metrics_listen", lambda c: c.daemon.metrics_listen),
+    ("daemon.health_listen", lambda c: c.daemon.health_listen),
     ("daemon.state_dir", lambda c: c.daemon.state_dir),
     ("daemon.instance", lambda c: c.daemon.instance),
     ("sandbox.ids", lambda c: c.sandbox.ids),
     ("sandbox.setup_timeout", lambda c: c.sandbox.setup_timeout_ms),
     ("audit", lambda c: c.audit),
     ("egress", lambda c: c.egress),
+    ("mcp.listen", lambda c: c.mcp.listen),
+    ("mcp.path", lambda c: c.mcp.path),
+    ("mcp.max_sessions", lambda c: c.mcp.max_sessions),
+    ("mcp.session_idle_timeout", lambda c: c.mcp.session_idle_timeout_ms),
 )
 
 
@@ -277,6 +318,22 @@ def _tcp_listen(value: object, *, tls: bool) -> str | None:
     return value
 
 
+def _health_listen(value: object) -> str | None:
+    """Any ``IP:PORT`` (it tells only whether the daemon serves), or "" for none."""
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected \"host:port\", got {value!r}")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected \"host:port\", got {value!r}")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError as exc:
+        raise ValueError(f"{host!r} is not an IP address") from exc
+    return value
+
+
 def instance_name(value: object) -> str:
     """An instance names directories (cgroups): no '/', no leading dot, nothing odd."""
     if not isinstance(value, str) or not _INSTANCE.match(value):
@@ -303,6 +360,7 @@ def _daemon(table: TomlTable) -> DaemonConfig:
         ),
         tls=tls,
         metrics_listen=table.take_parsed("metrics_listen", default.metrics_listen, parse_metrics_listen),
+        health_listen=table.take_parsed("health_listen", default.health_listen, _health_listen),
         state_dir=table.take_parsed("state_dir", default.state_dir, _absolute_path),
         instance=table.take_parsed("instance", default.instance, instance_name),
         max_concurrent_executions=table.take_int(
@@ -342,8 +400,13 @@ def _sandbox(table: TomlTable) -> SandboxConfig:
     if not _PROFILE_NAME.match(profile):
         raise table.error("default_profile", f"{profile!r} is not a profile name")
     limits = take_limits(table.take_table("limits"), default.limits)
+    pool = table.take_table("pool")
+    pool_size = pool.take_int("size", default.pool_size, minimum=0, maximum=64)
+    pool_total = pool.take_int("total", default.pool_total, minimum=0, maximum=4096)
+    pool.finish()
     table.finish()
-    return SandboxConfig(ids=ids, setup_timeout_ms=setup_timeout_ms, default_profile=profile, limits=limits)
+    return SandboxConfig(ids=ids, setup_timeout_ms=setup_timeout_ms, default_profile=profile, limits=limits,
+                         pool_size=pool_size, pool_total=pool_total)
 
 
 def is_profile_name(name: str) -> bool:

@@ -6,7 +6,8 @@ fails the start) → executor (spawner, cgroups, stale leaves removed) → gRPC 
 refused (UNAVAILABLE/DRAINING, health NOT_SERVING), running ones get ``daemon.grace_period`` to finish,
 then are cancelled — each still gets its Result — and the server stops. A second signal skips the grace.
 SIGHUP reloads the configuration, tools, profiles and policy as one piece, or keeps the running one
-(see :mod:`sandboxd.server.runtime`). Every start, stop, reload and recovery is an audit record.
+(see :mod:`sandboxd.server.runtime`). Every start, stop, reload and recovery is an audit record; with
+``[audit] anchor`` the chain's tip is shipped outside at an interval and once more after the stop.
 
 This process never forks: grpc's threads make fork unsafe; the executor's spawner does all forking.
 """
@@ -20,6 +21,7 @@ import dataclasses
 import grp
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -34,6 +36,7 @@ from grpc_reflection.v1alpha import reflection
 from sandboxd import __version__
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api.handlers import add_sandbox_service
+from sandboxd.audit.anchor import AnchorShipper
 from sandboxd.audit.config import AuditConfig, load_hmac_key
 from sandboxd.audit.writer import AuditLog
 from sandboxd.base.errors import CgroupError, ConfigError, SandboxError
@@ -55,8 +58,13 @@ from sandboxd.server.config import (
 )
 from sandboxd.server.host_info import DaemonFacts
 from sandboxd.server.logs import configure_logging
+from sandboxd.server.mcp_http import McpListener
+from sandboxd.server.mcp_instance import Daemon as McpDaemon
+from sandboxd.server.mcp_servers import McpServers
 from sandboxd.server.metrics import Metrics, MetricsServer
 from sandboxd.server.notify import Watchdog
+from sandboxd.server.pool_metrics import watch_pool
+from sandboxd.server.quiet import CallClock
 from sandboxd.server.runtime import Runtime, build_runtime
 from sandboxd.server.service import SandboxService
 from sandboxd.server.sessions import Sessions
@@ -68,6 +76,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Sandbox"].full_name
 # Room above max_request_bytes so an oversized request reaches the servicer and is refused with a reason.
 _TRANSPORT_SLACK_BYTES = 64 * 1024
 _SERVER_STOP_GRACE_S = 2.0
+_ANCHOR_FLUSH_TIMEOUT_S = 10.0
 # Exits a restart cannot fix, each named in the unit's RestartPreventExitStatus= so systemd does not loop:
 EXIT_CONFIG = 78  # EX_CONFIG: the configuration is invalid
 EXIT_NOPERM = 77  # EX_NOPERM: a path it must use is closed to it
@@ -112,9 +121,18 @@ def configure(args: argparse.Namespace) -> Config:
     return dataclasses.replace(config, daemon=daemon, audit=audit)
 
 
+def raise_open_files_limit() -> int:
+    """As many descriptors as the hard limit allows (systemd's unit gives 65536; a shell's soft 1024 would not
+    do): each running execution holds its pipes and pidfd here, each pooled sandbox its pipes and gate."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging(args.log_level, sys.stderr)
+    raise_open_files_limit()
     try:
         config = configure(args)
         return asyncio.run(serve(config, args))
@@ -158,6 +176,36 @@ async def _serve_audited(config: Config, state: StateDir, audit: AuditLog, args:
     trail = AuditTrail(audit)
     metrics = Metrics()
     audit.on_fsync = metrics.audit_fsync_seconds.observe
+    anchor = _start_anchoring(config, audit, metrics)
+    try:
+        return await _serve_anchored(config, state, args, trail, metrics)
+    finally:
+        if anchor is not None:
+            await asyncio.to_thread(_stop_anchoring, anchor, audit)
+
+
+def _start_anchoring(config: Config, audit: AuditLog, metrics: Metrics) -> AnchorShipper | None:
+    """Ship the chain's tip to ``[audit] anchor`` at its interval (see sandboxd.audit.anchor); None without."""
+    if config.audit.anchor is None:
+        return None
+    anchor = AnchorShipper(audit, config.audit.anchor, instance=config.daemon.instance,
+                           interval_s=config.audit.anchor_interval_ms / 1000, on_shipped=metrics.audit_anchored)
+    anchor.start()
+    log.info("anchoring the audit chain at %s every %g s", config.audit.anchor, config.audit.anchor_interval_ms / 1000)
+    return anchor
+
+
+def _stop_anchoring(anchor: AnchorShipper, audit: AuditLog) -> None:
+    """The last shipment, once every record (the daemon's stop among them) is on disk."""
+    try:
+        audit.flush(_ANCHOR_FLUSH_TIMEOUT_S)
+    except SandboxError as error:  # what is on disk is still anchored
+        log.error("audit log: %s", error.message)
+    anchor.close()
+
+
+async def _serve_anchored(config: Config, state: StateDir, args: argparse.Namespace, trail: AuditTrail,
+                          metrics: Metrics) -> int:
     profiles = ProfileCache()
     runtime = build_runtime(config, state_dir=state.path, profiles=profiles)
     log.info("config %s: %d tools (%s)", runtime.source_name, len(runtime.tool_names), ", ".join(runtime.tool_names))
@@ -221,11 +269,19 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
     facts = DaemonFacts.gather(instance=daemon.instance)
     hub = trail.log.hub
     egress = EgressProxy(config.egress)  # [egress] is read at start only (a restart key)
-    sessions = Sessions(executor=executor, admission=admission, trail=trail, metrics=metrics, egress=egress)
+    sessions = Sessions(executor=executor, admission=admission, trail=trail, metrics=metrics, egress=egress,
+                        instance=daemon.instance)
+    mcp_servers = McpServers(McpDaemon(engine=executor, admission=admission, trail=trail, metrics=metrics,
+                                       egress=egress))
     service = SandboxService(runtime=holder, executor=executor, admission=admission, facts=facts, trail=trail,
-                             hub=hub, metrics=metrics, egress=egress, sessions=sessions)
+                             hub=hub, metrics=metrics, egress=egress, sessions=sessions,
+                             mcp_servers=mcp_servers)
     metrics.set_info(version=__version__, instance=daemon.instance, cgroup_backend=executor.backend_name)
+    watch_pool(metrics.registry, executor.pool_stats)
+    _configure_pool(executor, holder.current)
+    calls = CallClock()
     server = grpc.aio.server(
+        interceptors=[calls],
         options=[
             ("grpc.max_receive_message_length", daemon.max_request_bytes + _TRANSPORT_SLACK_BYTES),
             ("grpc.so_reuseport", 0),
@@ -240,16 +296,23 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
     )
     listening = _bind_unix_socket(server, daemon.socket, daemon.socket_mode, daemon.socket_group)
     stop = _StopSignals()
+    mcp_listener = McpListener(config.mcp, service=service, runtime=holder, tls=daemon.tls)  # off without listen
     metrics_server: MetricsServer | None = None
     watchdog: Watchdog | None = None
+    health_server: grpc.aio.Server | None = None
     try:  # from here on the socket is ours to remove
         if daemon.tcp_listen:
             _add_port(server, daemon.tcp_listen, "daemon.tcp_listen", tls=daemon.tls)
+        if daemon.health_listen:
+            health_server = _health_server(health_servicer, daemon.health_listen)
         if daemon.metrics_listen:
             metrics_server = MetricsServer(metrics)
             host, port = metrics_server.start(daemon.metrics_listen)
             log.info("metrics on http://%s:%d/metrics", host, port)
+        await mcp_listener.start()
         await server.start()
+        if health_server is not None:
+            await health_server.start()
         # Renamed into place only now: whoever sees the socket can use it (no connect-before-listen race).
         os.rename(listening, daemon.socket)
         listening = daemon.socket
@@ -264,6 +327,7 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
                                  "cgroup_base": executor.cgroup_base, "pid": os.getpid()})
         await trail.log.wait_durable(trail.log.last_seq)
         sd_notify.ready(f"serving {len(holder.current.tool_names)} tools")
+        mcp_servers.prefetch(holder.current)
         watchdog = Watchdog.from_env(trail.log.healthy)
         if watchdog is not None:
             watchdog.start()
@@ -273,28 +337,56 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
                 break
             sd_notify.reloading()
             holder.reload()
+            _configure_pool(executor, holder.current)
+            mcp_servers.prefetch(holder.current)
             sd_notify.ready(f"serving {len(holder.current.tool_names)} tools")
         log.info("stopping: refusing new executions, %d running", len(admission))
         sd_notify.stopping(f"draining {len(admission)} executions")
         admission.start_draining()
         await health_servicer.enter_graceful_shutdown()
+        mcp_drained = asyncio.create_task(mcp_servers.drain(daemon.grace_period_ms / 1000))
         await admission.drain(daemon.grace_period_ms / 1000, cancel_all=service.cancel_all, hurry=stop.second)
+        await mcp_drained
         await sessions.close_all(by="daemon-stopping")
+        await mcp_servers.close_all()
+        await mcp_listener.stop()
+        if not await calls.wait_quiet():  # (see sandboxd.server.quiet: a call arriving as it stops is lost)
+            log.warning("calls kept coming while stopping; stopping the server anyway")
         await server.stop(_SERVER_STOP_GRACE_S)
         trail.daemon("stopped", {"executions_total": service.executions_total,
                                  "denied_total": service.denied_total})
     finally:
+        await mcp_listener.stop()
         await sessions.close_all(by="daemon-stopping")
+        await mcp_servers.close_all()
         await egress.close()
         if watchdog is not None:
             watchdog.stop()
         if metrics_server is not None:
             metrics_server.stop()
+        if health_server is not None:  # last: probes see NOT_SERVING while it drains
+            await health_server.stop(None)
         stop.remove()
         with contextlib.suppress(FileNotFoundError):
             listening.unlink()
     log.info("stopped")
     return 0
+
+
+def _health_server(servicer: health.aio.HealthServicer, listen: str) -> grpc.aio.Server:
+    """A plaintext server of grpc.health.v1 alone, sharing the main server's health states, for probes that
+    cannot speak TLS (Kubernetes' grpc probes): it tells whether the daemon serves, and nothing else."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    _add_port(server, listen, "daemon.health_listen")
+    return server
+
+
+def _configure_pool(executor: Executor, runtime: Runtime) -> None:
+    """What the warm pool keeps built: the current tools' sandboxes and raw commands' (a reload releases
+    the sandboxes built from what it changed)."""
+    sandbox = runtime.config.sandbox
+    executor.configure_pool(runtime.registry.pool_specs(), per_spec=sandbox.pool_size, total=sandbox.pool_total)
 
 
 class _StopSignals:

@@ -1,9 +1,10 @@
 """From an ``ExecuteRequest`` to an admitted execution — or to a refusal. Exactly one decision either way.
 
 The order is the order of cost and of trust: who is calling (AUTH_FAILED) → is the daemon taking work
-(DRAINING, AUDIT_UNAVAILABLE) → the request's size against the daemon's bound → the target exists → the
-policy (grant, payload, ceilings, rate) → the params against the tool's schema → a concurrency slot (the
-principal's, then the daemon's). The first refusal ends it; nothing has started.
+(DRAINING, AUDIT_UNAVAILABLE) → the request's size against the daemon's bound → the target exists → a grant of
+it → the params against the tool's schema → the policy (a grant admitting these params, payload, ceilings,
+rate) → the risk assessor, for a role with a risk_threshold → a concurrency slot (the principal's, then the
+daemon's). The first refusal ends it; nothing has started.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from sandboxd.egress.events import ExecutionRules
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.decisions import Decision
+from sandboxd.policy.risk import Observer
 from sandboxd.server.admission import Admission, Admitted
 from sandboxd.server.network_rules import allow_hosts, network_rules
+from sandboxd.server.risk_intake import assess_risk
 from sandboxd.server.runtime import Runtime
 from sandboxd.server.sessions import OpenSession, Sessions
 
@@ -50,15 +53,16 @@ def target_of(request: pb.ExecuteRequest) -> str:
 
 async def accept(
     request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission,
-    sessions: Sessions | None = None,
+    sessions: Sessions | None = None, *, observe_risk: Observer | None = None,
 ) -> Accepted:
     """Decide on ``request``; raises the refusal (a SandboxError with its reason) when there is one.
 
     Every request costs its principal a rate token: the decision takes one, and a refusal before it is
-    charged one here (RATE_LIMITED instead, once the rate is used up)."""
+    charged one here (RATE_LIMITED instead, once the rate is used up). ``observe_risk``: told how each risk
+    assessment went (the metrics)."""
     decided: list[Decision] = []
     try:
-        return await _accept(request, identity, runtime, admission, decided, sessions)
+        return await _accept(request, identity, runtime, admission, decided, sessions, observe_risk)
     except RateLimited:
         raise
     except SandboxError:
@@ -68,7 +72,7 @@ async def accept(
 
 
 async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runtime, admission: Admission,
-                  decided: list[Decision], sessions: Sessions | None) -> Accepted:
+                  decided: list[Decision], sessions: Sessions | None, observe_risk: Observer | None) -> Accepted:
     admission.check_open()
     session = None
     if request.session_id:
@@ -91,14 +95,19 @@ async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runti
             # are not granted is refused as a present one would be (TOOL_NOT_GRANTED), never UNKNOWN_TOOL.
             runtime.policy.check_grant(identity, request.tool)
         tool = registry.get(request.tool)  # UNKNOWN_TOOL
-        decision = runtime.policy.decide(
-            identity, tool=tool.name, requested=requested, tool_limits=tool.limits, payload_bytes=payload_bytes
-        )
-        decided.append(decision)
+        # not granted at all (or its role's conditions unmet): refused before its params are read
+        runtime.policy.check_grant(identity, tool.name, classification=tool.classification)
         if len(request.params_json) > PARAMS_OFF_LOOP_BYTES:  # megabytes of JSON: parse and validate aside
             params = await asyncio.to_thread(registry.check_params, request.tool, request.params_json)
         else:
             params = registry.check_params(request.tool, request.params_json)
+        decision = runtime.policy.decide(  # the grants' params constraints too
+            identity, tool=tool.name, requested=requested, tool_limits=tool.limits, payload_bytes=payload_bytes,
+            params=params, classification=tool.classification,
+        )
+        decided.append(decision)
+        decision = await assess_risk(runtime, identity, decision, params=params, argv=None, labels=request.labels,
+                                     request_id=request.request_id, observe=observe_risk)
         spec = registry.plan_tool(
             request.tool, params=params, stdin=request.stdin, limits=decision.effective_limits,
             labels=request.labels,
@@ -112,6 +121,8 @@ async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runti
             payload_bytes=payload_bytes,
         )
         decided.append(decision)
+        decision = await assess_risk(runtime, identity, decision, params=None, argv=list(request.command.argv),
+                                     labels=request.labels, request_id=request.request_id, observe=observe_risk)
         allow = allow_hosts(list(request.command.allow_hosts))
         profile = request.command.profile or (session.profile if session is not None else "")
         spec = registry.plan_command(

@@ -80,6 +80,19 @@ class Metrics:
         self.audit_fsync_seconds = Histogram(
             "sandboxd_audit_fsync_seconds", "Duration of one fsync of the audit log.",
             buckets=FSYNC_BUCKETS_S, registry=r)
+        self.audit_anchors_total = Counter(
+            "sandboxd_audit_anchors_total", "Shipments of the audit chain's tip to [audit] anchor, by result.",
+            ["result"], registry=r)
+        self.audit_anchored_seq = Gauge(
+            "sandboxd_audit_anchored_seq", "The last audit seq shipped to [audit] anchor.", registry=r)
+        self.risk_assessment_seconds = Histogram(
+            "sandboxd_risk_assessment_seconds",
+            "How long the risk assessor took to answer (or fail: ok, error, timeout).",
+            ["outcome"], buckets=LATENCY_BUCKETS_S, registry=r)
+        self.risk_checks_total = Counter(
+            "sandboxd_risk_checks_total",
+            "Risk checks by result: ok, cached, error, timeout, busy (no slot of max_in_flight in time).",
+            ["result"], registry=r)
         self.info = Info("sandboxd", "The daemon's version, instance and cgroup backend.", registry=r)
         self.start_time_seconds = Gauge(
             "sandboxd_start_time_seconds", "When the daemon started, in seconds since the Unix epoch.", registry=r)
@@ -91,6 +104,18 @@ class Metrics:
     def decision(self, decision: str, reason: str) -> None:
         """A request was ``allowed`` (reason "") or ``denied`` (reason: the refusal's machine reason)."""
         self.decisions_total.labels(decision=decision, reason=reason or ALLOWED_REASON_LABEL).inc()
+
+    def risk_assessed(self, result: str, seconds: float | None) -> None:
+        """A risk check ended with ``result``; ``seconds``: how long the assessor took (None: not asked)."""
+        self.risk_checks_total.labels(result=result).inc()
+        if seconds is not None:
+            self.risk_assessment_seconds.labels(outcome=result).observe(seconds)
+
+    def audit_anchored(self, ok: bool, seq: int) -> None:
+        """A shipment of the audit tip (``seq``) to the anchor went (``ok``) or failed."""
+        self.audit_anchors_total.labels(result="ok" if ok else "failed").inc()
+        if ok:
+            self.audit_anchored_seq.set(seq)
 
     def output_bytes(self, stream: str, count_bytes: int) -> None:
         """``count_bytes`` of ``stream`` (``stdout``/``stderr``) were relayed to the caller."""

@@ -21,6 +21,8 @@ from typing import Any
 import jsonschema
 import jsonschema.exceptions
 import jsonschema.validators
+import referencing
+import referencing.exceptions
 
 from sandboxd.base.echo import ECHO_MAX_CHARS, cut, quote
 from sandboxd.base.errors import ConfigError, InvalidSpec, SandboxError
@@ -79,11 +81,21 @@ def parse_params(params_json: str) -> dict[str, Any]:
     return value
 
 
+class UnresolvableSchema(InvalidParams):
+    """A schema's ``$ref`` points outside it: the params cannot be checked against it."""
+
+
 def validate_params(params: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
     """Raise :class:`InvalidParams` naming the JSON path (``$.lines``) of each of the first few errors."""
     validator_class = jsonschema.validators.validator_for(schema)
-    validator = validator_class(schema)
-    errors = sorted(validator.iter_errors(params), key=jsonschema.exceptions.relevance, reverse=True)
+    # An empty registry: a "$ref" to anything outside the schema fails validation instead of being fetched —
+    # a schema may come from a sandboxed MCP server, which must not make the daemon reach a URL it names.
+    validator = validator_class(schema, registry=referencing.Registry())
+    try:
+        errors = sorted(validator.iter_errors(params), key=jsonschema.exceptions.relevance, reverse=True)
+    except referencing.exceptions.Unresolvable as error:
+        raise UnresolvableSchema(f"the schema refers to {cut(str(error), ECHO_MAX_CHARS)}, which is not "
+                                 "resolved (nothing outside a schema is fetched)") from None
     if not errors:
         return
     # each bounded: jsonschema quotes the failing value, which may be as large as the request
@@ -196,6 +208,14 @@ class ToolRegistry:
         ``limits`` as decided by the policy (the tool's own when ``None``): ceilings are the policy's business,
         applied once there."""
         tool = self.get(name)
+        return self.plan_program(tool, stdin=encode_params_line(params) + stdin, limits=limits, labels=labels)
+
+    def plan_program(
+        self, tool: Tool, *, stdin: bytes = b"", limits: Limits | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> ExecutionSpec:
+        """The spec of ``tool``'s program as configured (argv, environment, profile, binds, door out), run with
+        ``limits`` (the tool's own when ``None``) — a registered tool's call, or a sandboxed MCP server."""
         effective = limits if limits is not None else tool.limits
         bpf = self.profile_bpf(tool.seccomp_profile)
         networked = tool.network_allow is not None
@@ -204,13 +224,19 @@ class ToolRegistry:
             seccomp_bpf=bpf,
             env=tool.env.build(self._host_env) | (proxy_env() if networked else {}),
             egress_listen_port=PROXY_PORT if networked else None,
-            stdin=encode_params_line(params) + stdin,
+            stdin=stdin,
             limits=effective,
             binds=tool.binds,
             seccomp_profile_name=tool.seccomp_profile,
-            tool=name,
+            tool=tool.name,
             labels=dict(labels or {}),
         )
+
+    def pool_specs(self) -> list[ExecutionSpec]:
+        """What the warm pool builds ahead: each tool's sandbox (those without a door out: their network is
+        made per execution) with its own limits, and a raw command's with the defaults and default profile."""
+        specs = [self.plan_program(tool) for tool in self._tools.values() if tool.network_allow is None]
+        return [*specs, self.plan_command(["/bin/true"])]
 
     def plan_command(
         self,

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
 
@@ -29,6 +29,7 @@ from sandboxd.base.errors import SandboxError
 from sandboxd.base.limits import Limits
 from sandboxd.base.refusals import AdminOnly, InvalidRequest, RateLimited, UnknownExecution
 from sandboxd.egress.proxy import EgressProxy
+from sandboxd.engine.pool import PoolStats
 from sandboxd.engine.result import Result, Status
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.caller import identify, peer_of
@@ -37,9 +38,13 @@ from sandboxd.server.admission import Admission
 from sandboxd.server.audit_stream import stream_audit
 from sandboxd.server.audit_trail import AuditTrail, Subject
 from sandboxd.server.execution_stream import EngineLike, record_outcome, stream_execution
+from sandboxd.server.grant_service import GrantKeeper, GrantRpcs
 from sandboxd.server.host_info import DaemonFacts
 from sandboxd.server.intake import accept, target_of
 from sandboxd.server.interactive import ExecuteInputs, InputPump
+from sandboxd.server.mcp_calls import accept_mcp_call, stream_mcp_call
+from sandboxd.server.mcp_servers import McpServers
+from sandboxd.server.mcp_servers_config import McpServerConfig
 from sandboxd.server.metrics import Metrics
 from sandboxd.server.network_rules import network_details
 from sandboxd.server.runtime import Runtime
@@ -82,15 +87,18 @@ class ExecutorLike(EngineLike, Protocol):
     def cgroup_base(self) -> str: ...
     def running(self) -> Sequence[RunningLike]: ...
     def signal(self, execution_id: str, signum: int) -> bool: ...
+    def pool_stats(self) -> PoolStats: ...
 
 
-async def abort(context: grpc.aio.ServicerContext, error: SandboxError) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext, error: SandboxError, *, instance: str = "") -> NoReturn:
+    """End the call with ``error``'s status; ``instance``: name this daemon (a refusal: a client of a fleet
+    retries a temporary one on another daemon)."""
     # bounded: the message travels in trailing metadata, and what a caller sent may be quoted in it
-    await context.abort(status_for(error), cut(error.message), trailing_metadata_for(error))
+    await context.abort(status_for(error), cut(error.message), trailing_metadata_for(error, instance=instance))
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
-class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
+class SandboxService(SessionRpcs, GrantRpcs, pb_grpc.SandboxServicer):
     def __init__(
         self,
         *,
@@ -103,10 +111,12 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
         metrics: Metrics,
         egress: EgressProxy | None = None,
         sessions: Sessions | None = None,
+        mcp_servers: McpServers | None = None,
     ) -> None:
         self._runtime = runtime  # read once per request: a reload never splits one
         self._egress = egress  # serves the network allowlists; None: an execution that has one cannot start
         self._sessions = sessions  # None: this servicer keeps no sessions (unit tests)
+        self._mcp = mcp_servers  # the sandboxed MCP servers, whose tools are NAME__TOOL; None: none served
         self._executor = executor
         self._admission = admission
         self._facts = facts
@@ -114,6 +124,7 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
         self._hub = hub
         self._metrics = metrics
         self._unauthenticated = RateLimiter()
+        self._grant_keeper = GrantKeeper(trail)  # runtime grants: one change at a time, ended at their expiry
         self.started_at = time.time()
         self.executions_total = 0
         self.denied_total = 0
@@ -133,13 +144,19 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
                                       f"{retry_after_s:.3f}s", retry_after_s=retry_after_s)
             await self._deny(context, Subject(), rpc=rpc, error=refusal, peer=peer)
 
+    async def identify_caller(self, context: grpc.aio.ServicerContext, rpc: str) -> Identity:
+        """Who calls through a front door beside gRPC (the MCP listener), from ``context``'s credentials — or
+        the audited, per-peer rate-limited AUTH_FAILED of any RPC (raised through ``context.abort``)."""
+        return await self._identify(context, self._runtime(), rpc)
+
     def _allow(self, subject: Subject, *, rpc: str, role: str = "", limits: Limits | None = None,
                command: Sequence[str] | None = None, clamped: Sequence[str] = (),
-               network: Mapping[str, Sequence[str]] | None = None) -> AuditRecord:
-        """Record the grant and count it."""
+               network: Mapping[str, Sequence[str]] | None = None,
+               policy: Mapping[str, Any] | None = None) -> AuditRecord:
+        """Record the grant and count it. ``policy``: the decision's own facts (its grant, a risk assessment)."""
         self._metrics.decision("allowed", "")
         return self._trail.allowed(subject, rpc=rpc, role=role, limits=limits, command=command, clamped=clamped,
-                                   network=network)
+                                   network=network, policy=policy)
 
     async def _deny(self, context: grpc.aio.ServicerContext, subject: Subject, *, rpc: str,
                     error: SandboxError, peer: str = "") -> NoReturn:
@@ -153,7 +170,7 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
         except SandboxError as audit_error:  # no refusal unrecorded: the caller learns the log is down
             log.error("the refusal could not be recorded: %s", audit_error.message)
             await abort(context, audit_error)
-        await abort(context, error)
+        await abort(context, error, instance=self._facts.instance)
 
     async def _caller(self, context: grpc.aio.ServicerContext, rpc: str, tool: str = "",
                       request_id: str = "", labels: Mapping[str, str] | None = None
@@ -167,6 +184,7 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
             self._trail.request_received(subject, rpc=rpc, peer=peer_of(context), auth_method=identity.method,
                                          labels=labels)
             self._trail.check_writable()  # fail closed: no request the log cannot record
+            await self._grant_keeper.sweep_due(runtime.grants)  # a runtime grant past its expiry: recorded now
         except SandboxError as error:
             await abort(context, error)
         return runtime, identity, subject
@@ -212,8 +230,19 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
         received_at = time.monotonic()
         runtime, identity, subject = await self._caller(context, rpc, target_of(request), request.request_id,
                                                         request.labels)
+        served = None if self._mcp is None or request.WhichOneof("target") != "tool" else (
+            self._mcp.server_of(runtime, request.tool))
+        if served is not None:  # a sandboxed MCP server's tool: a call forwarded, not a sandbox of its own
+            if inputs is not None:
+                await self._deny(context, subject, rpc=rpc, error=InvalidRequest(
+                    f"{request.tool} is an MCP server's tool: it takes no stdin (use Execute)"))
+            async for event in self._execute_mcp(request, context, rpc, runtime, identity, subject, served,
+                                                 received_at):
+                yield event
+            return
         try:
-            accepted = await accept(request, identity, runtime, self._admission, self._sessions)
+            accepted = await accept(request, identity, runtime, self._admission, self._sessions,
+                                    observe_risk=self._metrics.risk_assessed)
         except SandboxError as error:
             await self._deny(context, subject, rpc=rpc, error=error)
         admitted, spec, decision = accepted.admitted, accepted.spec, accepted.decision
@@ -226,7 +255,7 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
             network = accepted.network
             record = self._allow(subject, rpc=rpc, role=decision.role, limits=spec.limits,
                                  command=spec.argv if not admitted.tool else None, clamped=decision.clamped,
-                                 network=network_details(network))
+                                 network=network_details(network), policy=decision.audit_details())
             if inputs is not None:
                 pump = InputPump(inputs, admitted=admitted, engine=self._executor, trail=self._trail,
                                  max_chunk_bytes=runtime.config.daemon.max_request_bytes)
@@ -261,6 +290,30 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
                     log.error("execution %s: its outcome could not be recorded: %s", admitted.execution_id,
                               error.message)
             self._admission.release(admitted.execution_id)
+            self.executions_total += 1
+
+    async def _execute_mcp(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext, rpc: str, runtime: Runtime,
+        identity: Identity, subject: Subject, served: tuple[McpServerConfig, str], received_at: float,
+    ) -> AsyncIterator[pb.ExecuteEvent]:
+        assert self._mcp is not None
+        try:
+            call = await accept_mcp_call(request, identity, runtime, self._admission, self._mcp, *served,
+                                         observe_risk=self._metrics.risk_assessed)
+        except SandboxError as error:
+            await self._deny(context, subject, rpc=rpc, error=error)
+        events = stream_mcp_call(call, rpc=rpc, runtime=runtime, servers=self._mcp, trail=self._trail,
+                                 metrics=self._metrics, received_at=received_at)
+        self._metrics.active_executions.inc()
+        try:
+            async for event in events:
+                yield event
+        except SandboxError as error:  # the audit log failed: the Result cannot be vouched for
+            await abort(context, error)
+        finally:
+            await events.aclose()
+            self._metrics.active_executions.dec()
+            self._admission.release(call.admitted.execution_id)
             self.executions_total += 1
 
     def cancel_all(self) -> int:
@@ -321,8 +374,17 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
         runtime = self._runtime()
         identity = await self._identify(context, runtime, "ListTools")
         tools = {tool.name: tool for tool in runtime.registry.tools()}
-        visible = runtime.policy.visible_tools(identity, list(tools))
-        return pb.ListToolsResponse(tools=[_tool_message(tools[name]) for name in visible])
+        labels = {name: tool.classification for name, tool in tools.items()}
+        visible = runtime.policy.visible_tools(identity, list(tools), labels)
+        messages = [_tool_message(tools[name]) for name in visible]
+        if self._mcp is not None:  # the sandboxed MCP servers' tools this caller may call, as NAME__TOOL
+            messages += await self._mcp.tools(runtime, identity)
+        for message in messages:  # what this caller's grants hold its params to
+            constraint = runtime.policy.params_constraint(identity, message.name,
+                                                          classification=labels.get(message.name))
+            if constraint is not None:
+                message.params_constraint_json = json.dumps(constraint, sort_keys=True)
+        return pb.ListToolsResponse(tools=messages)
 
     async def GetInfo(self, request: pb.GetInfoRequest, context: grpc.aio.ServicerContext) -> pb.GetInfoResponse:
         runtime = self._runtime()
@@ -352,6 +414,7 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
             roles=list(identity.roles),
             config_source=runtime.source_name,
             config_loaded_at=convert.timestamp(runtime.loaded_at),
+            pool=_pool_message(self._executor.pool_stats(), runtime.config.sandbox.pool_size),
         )
 
     async def SubscribeAudit(
@@ -372,6 +435,12 @@ class SandboxService(SessionRpcs, pb_grpc.SandboxServicer):
             await abort(context, error)
 
 
+def _pool_message(stats: PoolStats, size: int) -> pb.PoolInfo:
+    return pb.PoolInfo(size=size, kinds=stats.keys, ready=stats.ready, building=stats.building, hits=stats.hits,
+                       misses=stats.misses, built=stats.built, failed=stats.failed,
+                       build_ms_mean=int(stats.build_seconds_total * 1000 / stats.built) if stats.built else 0)
+
+
 def _tool_message(tool: Tool) -> pb.Tool:
     return pb.Tool(
         name=tool.name,
@@ -382,4 +451,5 @@ def _tool_message(tool: Tool) -> pb.Tool:
         network=tool.network,
         network_allow=[] if tool.network_allow is None else tool.network_allow.texts(),
         binds=[pb.BindInfo(target=str(bind.target), writable=bind.writable) for bind in tool.binds],
+        classification=tool.classification,
     )

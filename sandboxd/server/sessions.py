@@ -19,12 +19,12 @@ import dataclasses
 import logging
 import math
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
+from sandboxd.api.session_ids import new_session_id
 from sandboxd.base.errors import SandboxError
 from sandboxd.base.limits import Limits
 from sandboxd.base.refusals import InvalidRequest, SessionFailed, TooManySessions, UnknownSession
@@ -99,7 +99,8 @@ class OpenSession:
 
 class Sessions:
     def __init__(self, *, executor: Executor, admission: Admission, trail: AuditTrail, metrics: Metrics,
-                 egress: EgressProxy | None) -> None:
+                 egress: EgressProxy | None, instance: str = "default") -> None:
+        self._instance = instance  # named in every session id, so a client of a fleet finds the session here
         self._executor = executor
         self._admission = admission
         self._trail = trail
@@ -161,7 +162,7 @@ class Sessions:
             binds=binds, seccomp_profile_name=registry.default_profile, tool=name, labels=dict(request.labels),
             egress_listen_port=PROXY_PORT if network is not None else None,
         )
-        session_id = uuid.uuid4().hex[:16]
+        session_id = new_session_id(self._instance)
         admitted = Admitted(execution_id=session_id, tool=name, principal=identity.principal,
                             request_id=request.request_id, labels=dict(request.labels))
         started: asyncio.Future[SessionSandbox] = asyncio.get_running_loop().create_future()

@@ -6,6 +6,7 @@ A tool file, with every key (``name`` is the file's stem)::
     argv = ["/usr/bin/python3", "-I", "-S", "/opt/sandboxd/handlers/python_runner.py"]   # never a shell
     seccomp_profile = "python"        # a profile name, looked up in the profile directories
     network = "none"                  # the default: loopback only, nothing leaves — or the table below
+    classification = "internal"       # one of [policy] classifications, for roles' clearance; "" = none
 
     [network]                         # reach these hosts through the daemon's egress proxy (HTTP_PROXY,
     allow = ["api.example.com:443", "*.wikipedia.org:443"]   # HTTPS_PROXY, ALL_PROXY are set); HOST[:PORT],
@@ -32,6 +33,7 @@ The handler reads its params as one line of JSON on stdin (the caller's stdin by
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import re
 from collections.abc import Mapping, Sequence
@@ -118,6 +120,7 @@ class Tool:
     env: EnvPolicy = field(default_factory=EnvPolicy)
     network_allow: Allowlist | None = None  # None: no network at all; else what it may connect to
     source: Path | None = None
+    classification: str = ""  # a label of [policy] classifications, checked against roles' clearance; "" = none
 
     @property
     def network(self) -> str:
@@ -144,6 +147,16 @@ def load_tool(path: Path, *, placeholders: Mapping[str, str], default_limits: Li
     table = TomlTable(read_toml(path), file=path)
     if not _TOOL_NAME.match(name):
         raise ConfigError(f"{path}: the file name must be a tool name: lowercase letters, digits, '_', '-'")
+    tool = tool_from_table(name, table, placeholders=placeholders, default_limits=default_limits)
+    classification = table.take_str("classification", "")  # checked against [policy] classifications at load
+    table.finish()
+    return dataclasses.replace(tool, classification=classification)
+
+
+def tool_from_table(name: str, table: TomlTable, *, placeholders: Mapping[str, str], default_limits: Limits,
+                    params_schema: bool = True) -> Tool:
+    """A tool's keys taken from ``table`` (the caller finishes it: it may hold keys of its own).
+    ``params_schema=False``: the program speaks a protocol of its own (a sandboxed MCP server), no params."""
     description = table.take_str("description", "")
     if not description.strip():
         raise table.error("description", "every tool needs a description (callers choose tools by it)")
@@ -157,9 +170,8 @@ def load_tool(path: Path, *, placeholders: Mapping[str, str], default_limits: Li
     limits = take_limits(table.take_table("limits"), default_limits)
     binds = _binds(table, placeholders)
     env = _env(table.take_table("env"))
-    schema = _schema(table)
-    table.finish()
-    return Tool(name, description.strip(), argv, profile, limits, schema, binds, env, network_allow, path)
+    schema = _schema(table) if params_schema else _NO_PARAMS_SCHEMA
+    return Tool(name, description.strip(), argv, profile, limits, schema, binds, env, network_allow, Path(table.file))
 
 
 def _network(table: TomlTable) -> Allowlist | None:

@@ -202,17 +202,19 @@ def reload_and_wait(daemon: Daemon) -> dict[str, Any]:
 
 
 def write_config(root: Path, *, tools: dict[str, str], ids: IdRange, limits: dict[str, str] | None = None,
-                 extra: str = "", **daemon_keys: Any) -> Path:
-    """The daemon's TOML: ``[daemon]`` keys, ``[sandbox.limits]``, the audit log in ``root/audit``, then
-    ``extra`` (more tables: ``[roles.x]``, ``[auth]`` …; an ``[audit]`` there replaces ours)."""
+                 extra: str = "", top: str = "", pool_size: int = 0, **daemon_keys: Any) -> Path:
+    """The daemon's TOML: ``top`` (top-level keys), ``[daemon]`` keys, ``[sandbox.limits]``, the audit log in
+    ``root/audit``, then ``extra`` (more tables: ``[roles.x]``, ``[auth]`` …; an ``[audit]`` there replaces
+    ours). ``pool_size``: the warm pool's (off unless a test is about it: a pooled sandbox is a process of a
+    sandbox uid and a cgroup leaf standing by, which tests of what is left must not meet)."""
     (root / "tools").mkdir()
     (root / "profiles").mkdir()
     (root / "profiles" / "kill-ptrace.json").write_text(KILL_PTRACE_PROFILE)
     for name, text in tools.items():
         (root / "tools" / f"{name}.toml").write_text(text)
-    lines = [f'tools_dir = "{root / "tools"}"', f'profiles_dir = "{root / "profiles"}"', "[daemon]"]
+    lines = [top, f'tools_dir = "{root / "tools"}"', f'profiles_dir = "{root / "profiles"}"', "[daemon]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in daemon_keys.items()]
-    lines += ["[sandbox]", f'ids = "{ids}"']
+    lines += ["[sandbox]", f'ids = "{ids}"', "[sandbox.pool]", f"size = {pool_size}"]
     lines += ["[sandbox.limits]"] + [f"{key} = {json.dumps(value)}" for key, value in (limits or {}).items()]
     if "[audit]" not in extra:
         lines += ["[audit]", f'path = "{root / "audit" / "audit.log"}"']
@@ -222,12 +224,14 @@ def write_config(root: Path, *, tools: dict[str, str], ids: IdRange, limits: dic
 
 
 def make_daemon(tmp_path: Path, *, tools: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                limits: dict[str, str] | None = None, extra: str = "", **daemon_keys: Any) -> Daemon:
+                limits: dict[str, str] | None = None, extra: str = "", top: str = "", pool_size: int = 0,
+                **daemon_keys: Any) -> Daemon:
     """A daemon (not started) with test tools, a test profile, [sandbox.limits], [daemon] keys and ``extra``."""
     root = tmp_path / f"d-{uuid.uuid4().hex[:6]}"
     root.mkdir()
     ids = fresh_ids()
-    config = write_config(root, tools=tools or {}, ids=ids, limits=limits, extra=extra, **daemon_keys)
+    config = write_config(root, tools=tools or {}, ids=ids, limits=limits, extra=extra, top=top,
+                          pool_size=pool_size, **daemon_keys)
     return Daemon(root, f"test-d-{uuid.uuid4().hex[:8]}", config, {**os.environ, **(env or {})}, ids)
 
 

@@ -124,7 +124,7 @@ def test_health_and_reflection(daemon: Daemon) -> None:
         assert descriptor.package == "sandboxd.v1"
         assert [method.name for method in descriptor.service[0].method] == [
             "Execute", "Cancel", "ListExecutions", "ListTools", "GetInfo", "SubscribeAudit", "ExecuteInteractive",
-            "CreateSession", "CloseSession", "ListSessions", "PutFile", "GetFile"]
+            "CreateSession", "CloseSession", "ListSessions", "PutFile", "GetFile", "Grant", "Revoke", "ListGrants"]
     done = daemon.ctl("health")
     assert (done.returncode, done.stdout) == (0, b"SERVING\n")
 

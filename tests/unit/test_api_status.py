@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from sandboxd.api.status import (
+    INSTANCE_METADATA_KEY,
     REASON_METADATA_KEY,
     RETRY_AFTER_METADATA_KEY,
     STATUS_BY_REASON,
@@ -68,6 +69,28 @@ def test_reason_travels_in_trailing_metadata() -> None:
     assert reason_from_metadata(metadata) == "TOO_MANY_EXECUTIONS"
     assert reason_from_metadata(None) == ""
     assert reason_from_metadata((("other", "x"),)) == ""
+
+
+def test_a_refusal_names_the_daemon_and_the_client_reads_it_back() -> None:
+    from sandboxd.cli.errors import SandboxdError
+
+    metadata = trailing_metadata_for(refusals.RateLimited("slow down", retry_after_s=0.25), instance="node-a")
+    assert (INSTANCE_METADATA_KEY, "node-a") in metadata
+    assert INSTANCE_METADATA_KEY not in dict(trailing_metadata_for(refusals.Draining("x")))
+
+    class Refused(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return C.RESOURCE_EXHAUSTED
+
+        def details(self) -> str:
+            return "slow down"
+
+        def trailing_metadata(self) -> object:
+            return metadata
+
+    error = SandboxdError.from_rpc_error(Refused())
+    assert (error.reason, error.temporary, error.instance, error.retry_after_s) == ("RATE_LIMITED", True, "node-a",
+                                                                                    0.25)
 
 
 def test_rate_limited_says_when_to_retry_rounded_up_to_the_millisecond() -> None:

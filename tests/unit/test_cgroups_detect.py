@@ -8,7 +8,7 @@ import pytest
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.engine.cgroups import detect_backend
-from sandboxd.engine.cgroups.detect import parse_mountinfo, parse_proc_cgroup
+from sandboxd.engine.cgroups.detect import is_host_root, parse_mountinfo, parse_proc_cgroup
 from sandboxd.engine.cgroups.v1 import V1Backend
 from sandboxd.engine.cgroups.v2 import V2Backend
 
@@ -106,6 +106,18 @@ def test_v2_in_root_cgroup_is_detected_and_prepare_refuses(tmp_path: Path) -> No
     assert isinstance(backend, V2Backend)
     with pytest.raises(CgroupError, match="root cgroup"):
         backend.prepare()
+
+
+def test_the_root_of_a_private_cgroup_namespace_is_delegated_not_the_hosts(tmp_path: Path) -> None:
+    # A container's cgroup namespace: /proc/self/cgroup says 0::/ and the cgroup2 mount shows the namespace's
+    # root — the container's own cgroup, which has the files of a non-root cgroup (the host's root has none).
+    own = make_v2_own(tmp_path, "", "cpu memory pids")
+    assert is_host_root("/", own)
+    (own / "cgroup.type").write_text("domain\n")
+    assert not is_host_root("/", own) and not is_host_root("/kubepods/pod1/c1", own)
+    backend = detect(tmp_path, V2_MOUNTINFO, "0::/\n")
+    assert isinstance(backend, V2Backend) and backend.base == str(own)
+    assert not backend._is_root  # prepare() takes it as delegated (tests/integration/v2: for real)
 
 
 def test_v1_missing_freezer_is_an_error_with_the_remedy(tmp_path: Path) -> None:

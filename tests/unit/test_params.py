@@ -100,3 +100,11 @@ def test_several_errors_are_reported() -> None:
     with pytest.raises(InvalidParams) as caught:
         validate_params({"a": 1, "b": "x"}, schema)
     assert "$.a" in caught.value.message and "$.b" in caught.value.message
+
+
+def test_a_schema_refering_outside_itself_is_not_fetched() -> None:
+    """A "$ref" to a URL fails the check instead of making the daemon fetch it (a sandboxed MCP server's
+    inputSchema must not steer the daemon's own network)."""
+    schema = {"type": "object", "properties": {"a": {"$ref": "http://127.0.0.1:9/definitions.json"}}}
+    with pytest.raises(InvalidParams, match="not resolved"):
+        validate_params({"a": 1}, schema)

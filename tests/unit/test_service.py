@@ -21,6 +21,7 @@ from sandboxd.audit.writer import AuditLog
 from sandboxd.base.errors import SpawnerError
 from sandboxd.base.limits import Limits
 from sandboxd.cli.client import SandboxClient, SandboxdError, pb
+from sandboxd.engine.pool import PoolStats
 from sandboxd.engine.result import Event, Output, Result, Started, Status, Stream
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.policy.auth import Authenticator
@@ -115,6 +116,9 @@ class FakeExecutor:
             return False
         gate.set()
         return True
+
+    def pool_stats(self) -> PoolStats:
+        return PoolStats()
 
     def signal(self, execution_id: str, signum: int) -> bool:
         if execution_id not in self.running_ids:

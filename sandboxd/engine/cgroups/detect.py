@@ -1,6 +1,7 @@
 """Choose the cgroup backend once, at start, from mountinfo and /proc/self/cgroup.
 
-v2 when the unified hierarchy offers memory, cpu and pids in our cgroup; else v1 when memory, cpu, cpuacct,
+v2 when the unified hierarchy offers memory, cpu and pids in our cgroup (which may be the root of a cgroup
+namespace delegated to us — a container's — but not the host's root cgroup); else v1 when memory, cpu, cpuacct,
 pids and freezer v1 hierarchies are mounted (separately, or co-mounted like ``cpu,cpuacct``); else an error
 with the remedy. Mount points are read relative to ``/sys/fs/cgroup`` and re-rooted at ``root``, so unit
 tests run on a temp dir with fixture mountinfo and /proc/self/cgroup files.
@@ -8,6 +9,7 @@ tests run on a temp dir with fixture mountinfo and /proc/self/cgroup files.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -105,7 +107,16 @@ def _try_v2(mounts: list[Mount], members: list[Membership], root: Path) -> v2.V2
     missing = [c for c in v2.REQUIRED_CONTROLLERS if c not in available]
     if missing:
         return f"the unified hierarchy at {own} does not offer {', '.join(missing)}"
-    return v2.V2Backend(own, is_root_cgroup=unified.path == "/")
+    return v2.V2Backend(own, is_root_cgroup=is_host_root(unified.path, own))
+
+
+def is_host_root(cgroup_path: str, own: Path) -> bool:
+    """Whether our cgroup is the root of the whole hierarchy — the host's, which is no one's to manage.
+
+    In a private cgroup namespace (a container's) /proc/self/cgroup says ``0::/`` too, but that root is the
+    container's own cgroup, delegated to it: a non-root cgroup, with the files only those have
+    (``cgroup.type``, ``cgroup.events``; see the kernel's cgroup-v2.rst, "Core Interface Files")."""
+    return cgroup_path == "/" and not os.path.lexists(own / "cgroup.type")
 
 
 def _try_v1(mounts: list[Mount], members: list[Membership], root: Path, instance: str) -> v1.V1Backend | str:

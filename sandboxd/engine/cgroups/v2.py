@@ -27,7 +27,7 @@ CPU_PERIOD_USEC = 100_000
 SUPERVISOR = "supervisor"
 REMEDY = (
     "run sandboxd under systemd with Delegate=yes, or start it in a cgroup of its own with memory, cpu "
-    "and pids available"
+    "and pids available (in a container: a private cgroup namespace with /sys/fs/cgroup writable)"
 )
 
 
@@ -108,7 +108,7 @@ class V2Backend:
         self,
         own_dir: Path,
         *,
-        is_root_cgroup: bool = False,
+        is_root_cgroup: bool = False,  # the host's root cgroup (not a cgroup namespace's root)
         self_pid: int | None = None,
         dir_ops: fsutil.DirOps | None = None,
         swaps_path: Path = Path("/proc/swaps"),
@@ -127,7 +127,8 @@ class V2Backend:
     def prepare(self) -> None:
         own = self._own
         if self._is_root:
-            raise CgroupError(f"sandboxd runs in the root cgroup ({own}), which it must not manage; {REMEDY}")
+            raise CgroupError(f"sandboxd runs in the root cgroup ({own}) of the host, which it must not manage; "
+                              f"{REMEDY}")
         available = fsutil.read_text(own / "cgroup.controllers").split()
         missing = [c for c in REQUIRED_CONTROLLERS if c not in available]
         if missing:

@@ -6,7 +6,8 @@ privileges → close the error pipe → :func:`init.serve`.
 
 Pid 2 (the handler-to-be): pdeathsig → signals to default, mask empty → stdio on 0-2 and nothing else →
 rlimits (on the final descriptors) → bounding set → groups, gid, uid → capabilities → no_new_privs → umask →
-chdir → find the handler → seccomp (last: nothing of ours runs under the filter) → execve.
+chdir → [a pooled sandbox: wait at the gate for the argv and environment of the execution that takes it] →
+find the handler → seccomp (last: nothing of ours runs under the filter) → execve.
 
 Any failure is reported on the error pipe (:mod:`report`) and the process exits 127: there is no "continue
 anyway" path. The error pipe reaches EOF only once both have closed it — the init after its own privileges
@@ -15,7 +16,9 @@ are gone, the handler by ``execve`` — so "started" means the whole sandbox sta
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import os
 import signal
 from typing import NoReturn
@@ -54,7 +57,7 @@ class _Steps:
 
 
 def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joined: int,
-                report_fd: int) -> NoReturn:
+                report_fd: int, gate: int = -1) -> NoReturn:
     """Pid 1 of the new pid namespace: build the sandbox, start the handler as pid 2, become its init."""
     step = _Steps(errpipe)
     handler_pid = 0
@@ -77,7 +80,7 @@ def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joine
         handler_pid = os.fork()
         if handler_pid == 0:
             os.close(report_fd)
-            run_handler(plan, stdio, errpipe)
+            run_handler(plan, stdio, errpipe, gate)
         for fd in stdio:
             os.close(fd)
         os.write(report_fd, b"forked\n")
@@ -121,15 +124,15 @@ def run_call(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joined: 
     run_handler(plan, stdio, errpipe)
 
 
-def run_handler(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> NoReturn:
-    """Pid 2: drop everything, then become the handler. Never returns."""
+def run_handler(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, gate: int = -1) -> NoReturn:
+    """Pid 2: drop everything, then become the handler. Never returns. ``gate``: a pooled sandbox's."""
     step = _Steps(errpipe)
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
         step("signals")
         creds.reset_signals()
         step("stdio")
-        step.errpipe = fds.install_stdio(stdio, errpipe)
+        step.errpipe = fds.install_stdio(stdio, errpipe, gate)
         step("rlimits")
         creds.set_rlimits(plan.rlimits)
         step("bounding set")
@@ -143,6 +146,9 @@ def run_handler(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> No
         os.umask(HANDLER_UMASK)
         step("chdir")
         os.chdir(plan.root.workdir)
+        if plan.gated:
+            step("pooled")
+            plan = _through_gate(plan)
         step("find handler")
         path = _resolve(plan.argv[0], plan.env.get("PATH", DEFAULT_PATH))
         step("seccomp")
@@ -152,6 +158,25 @@ def run_handler(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int) -> No
     except BaseException as e:  # anything at all must be reported, never run on
         step.failed(e)
     os._exit(127)
+
+
+GATE_MAX_BYTES = 1 << 20
+
+
+def _through_gate(plan: JailPlan) -> JailPlan:
+    """Wait at the gate for ``{"argv": [...], "env": {...}}`` and the gate's end; EOF alone means the pool let
+    this sandbox go unused."""
+    data = b""
+    while chunk := os.read(fds.GATE_FD, 65536):
+        data += chunk
+        if len(data) > GATE_MAX_BYTES:
+            raise SetupError("pooled", errno.E2BIG, "pooled: the execution's argv and environment are too large")
+    os.close(fds.GATE_FD)
+    if not data:
+        raise SetupError("pooled", 0, "pooled: the sandbox was released unused")
+    taken = json.loads(data)
+    return dataclasses.replace(plan, argv=tuple(str(a) for a in taken["argv"]),
+                               env={str(k): str(v) for k, v in taken["env"].items()})
 
 
 def _resolve(program: str, search_path: str) -> str:

@@ -59,7 +59,7 @@ _SIGSYS_KEPT = 1024
 
 
 def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
-               spawner_pid: int, join: int = -1) -> NoReturn:
+               spawner_pid: int, join: int = -1, gate: int = -1) -> NoReturn:
     """The spawner's direct child. Never returns. ``join``: a network namespace made beforehand
     (:mod:`sandboxd.engine.netns`) to join instead of a fresh one — or, for a call in a session
     (``plan.join_pid``), a pidfd of the session's process, whose namespaces and root the call joins."""
@@ -69,7 +69,7 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         if os.getppid() != spawner_pid:  # the spawner died before pdeathsig was armed
             os._exit(1)
         stage = "close inherited descriptors"
-        sc.close_all_except({*stdio, errpipe, status_pipe, join} - {-1})
+        sc.close_all_except({*stdio, errpipe, status_pipe, join, gate} - {-1})
         netns = join
         if plan.join_pid:
             _call_waiter(plan, stdio, errpipe, status_pipe, join)
@@ -101,8 +101,8 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
     if pid == 0:
         for fd in (status_pipe, joined_w, init_r, proc_fd, *procs_fds):
             os.close(fd)
-        run_sandbox(plan, stdio, errpipe, joined_r, init_w)
-    for fd in (joined_r, init_w, *stdio):
+        run_sandbox(plan, stdio, errpipe, joined_r, init_w, gate)
+    for fd in (joined_r, init_w, *stdio, *((gate,) if gate >= 0 else ())):
         os.close(fd)
     traced = _seize_and_place(pid, procs_fds, joined_w, errpipe)
     watch = _Watch(pid, status_pipe, proc_fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from daemon_harness import cgroup_dirs, fresh_ids, sandbox_processes  # tests/in
 from sandboxd.base.limits import Limits
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.executor import Executor
-from sandboxd.engine.result import Output, Result, Started, Stream
+from sandboxd.engine.pool import pool_key
+from sandboxd.engine.result import Output, Result, Started, Status, Stream
 from sandboxd.engine.seccomp.profile import ProfileCache
 from sandboxd.engine.spec import ExecutionSpec
 
@@ -26,6 +28,7 @@ PROFILES = REPO / "seccomp-profiles"
 SHARED_SECCOMP = Path(os.environ.get("SANDBOXD_SHARED_DATA", REPO.parent / "shared" / "data")) / "seccomp"
 
 pytestmark = pytest.mark.root
+POOL_READY_TIMEOUT_S = 30.0
 T = TypeVar("T")
 
 
@@ -39,11 +42,13 @@ class Run:
 
 
 class Engine:
-    """Runs specs on a fresh executor per call (each test gets its own event loop)."""
+    """Runs specs on a fresh executor per call (each test gets its own event loop). ``pooled``: each spec of
+    :meth:`run` runs in a sandbox the warm pool built ahead (a poolable spec must hit the pool)."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, *, pooled: bool = False) -> None:
         self.config = config
         self.profiles = ProfileCache()
+        self.pooled = pooled
 
     def bpf(self, profile: str | Path = "default") -> bytes:
         path = profile if isinstance(profile, Path) else PROFILES / f"{profile}.json"
@@ -62,7 +67,7 @@ class Engine:
         """Run ``specs`` at the same time on one executor; their Runs in the same order."""
 
         async def all_of(executor: Executor) -> list[Run]:
-            return list(await asyncio.gather(*(self._one(executor, spec, None, None) for spec in specs)))
+            return list(await asyncio.gather(*(self._fresh_or_pooled(executor, spec, None, None) for spec in specs)))
 
         return asyncio.run(self._with_executor(all_of))
 
@@ -73,9 +78,25 @@ class Engine:
         finally:
             await executor.close()
 
-    @staticmethod
-    async def _one(executor: Executor, spec: ExecutionSpec, cancel_after_s: float | None,
+    async def _one(self, executor: Executor, spec: ExecutionSpec, cancel_after_s: float | None,
                    on_started: Callable[[Started], None] | None) -> Run:
+        if not self.pooled or pool_key(spec) is None:
+            return await self._fresh_or_pooled(executor, spec, cancel_after_s, on_started)
+        executor.configure_pool([spec], per_spec=1, total=1)
+        deadline = time.monotonic() + POOL_READY_TIMEOUT_S
+        while executor.pool_stats().ready < 1 and executor.pool_stats().failed == 0:
+            assert time.monotonic() < deadline, "the pool built no sandbox in time"
+            await asyncio.sleep(0.01)
+        run = await self._fresh_or_pooled(executor, spec, cancel_after_s, on_started)
+        if executor.pool_stats().failed:  # a sandbox that cannot be built ahead cannot be built fresh either
+            assert run.result.status is Status.SETUP_FAILED, (run.result, "the pool failed where a fresh one ran")
+        else:
+            assert executor.pool_stats().hits == 1, "the execution did not run in the pooled sandbox"
+        return run
+
+    @staticmethod
+    async def _fresh_or_pooled(executor: Executor, spec: ExecutionSpec, cancel_after_s: float | None,
+                               on_started: Callable[[Started], None] | None) -> Run:
         started = None
         out, err, events = bytearray(), bytearray(), []
         async for event in executor.execute(spec):
@@ -99,14 +120,15 @@ def status_fields(text: str) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
+@pytest.fixture(params=["fresh", "pooled"])
+def engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Every engine test runs twice: in a sandbox built for it, and in one the warm pool built ahead."""
     if os.geteuid() != 0:
         pytest.skip("the engine's integration tests need root")
     instance = f"test-{uuid.uuid4().hex[:8]}"
     config = EngineConfig(state_dir=tmp_path / "state", instance=instance, sandbox_ids=fresh_ids())
     mounts_before = Path("/proc/self/mountinfo").read_text()
-    yield Engine(config)
+    yield Engine(config, pooled=request.param == "pooled")
     leftovers = [d for d in cgroup_dirs(instance) if d.exists()]
     assert not leftovers, f"cgroups left behind: {leftovers} holding {[list(d.iterdir()) for d in leftovers]}"
     assert Path("/proc/self/mountinfo").read_text() == mounts_before, "a mount leaked into the host"

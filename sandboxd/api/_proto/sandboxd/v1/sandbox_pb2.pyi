@@ -475,7 +475,7 @@ class BindInfo(_message.Message):
     def __init__(self, target: _Optional[str] = ..., writable: _Optional[bool] = ...) -> None: ...
 
 class Tool(_message.Message):
-    __slots__ = ("name", "description", "params_schema_json", "limits", "seccomp_profile", "network", "binds", "network_allow", "mcp_server")
+    __slots__ = ("name", "description", "params_schema_json", "limits", "seccomp_profile", "network", "binds", "network_allow", "mcp_server", "params_constraint_json", "classification")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PARAMS_SCHEMA_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -485,6 +485,8 @@ class Tool(_message.Message):
     BINDS_FIELD_NUMBER: _ClassVar[int]
     NETWORK_ALLOW_FIELD_NUMBER: _ClassVar[int]
     MCP_SERVER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_CONSTRAINT_JSON_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     params_schema_json: str
@@ -494,7 +496,9 @@ class Tool(_message.Message):
     binds: _containers.RepeatedCompositeFieldContainer[BindInfo]
     network_allow: _containers.RepeatedScalarFieldContainer[str]
     mcp_server: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params_schema_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., seccomp_profile: _Optional[str] = ..., network: _Optional[str] = ..., binds: _Optional[_Iterable[_Union[BindInfo, _Mapping]]] = ..., network_allow: _Optional[_Iterable[str]] = ..., mcp_server: _Optional[str] = ...) -> None: ...
+    params_constraint_json: str
+    classification: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., params_schema_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., seccomp_profile: _Optional[str] = ..., network: _Optional[str] = ..., binds: _Optional[_Iterable[_Union[BindInfo, _Mapping]]] = ..., network_allow: _Optional[_Iterable[str]] = ..., mcp_server: _Optional[str] = ..., params_constraint_json: _Optional[str] = ..., classification: _Optional[str] = ...) -> None: ...
 
 class ListToolsResponse(_message.Message):
     __slots__ = ("tools",)
@@ -507,7 +511,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("version", "instance", "cgroup_backend", "cgroup_mode", "cgroup_base", "kernel_release", "kernel_features", "default_limits", "max_concurrent_executions", "running_executions", "max_request_bytes", "draining", "started_at", "uptime_ms", "executions_total", "denied_total", "audit_log", "audit_last_seq", "principal", "roles", "config_source", "config_loaded_at")
+    __slots__ = ("version", "instance", "cgroup_backend", "cgroup_mode", "cgroup_base", "kernel_release", "kernel_features", "default_limits", "max_concurrent_executions", "running_executions", "max_request_bytes", "draining", "started_at", "uptime_ms", "executions_total", "denied_total", "audit_log", "audit_last_seq", "principal", "roles", "config_source", "config_loaded_at", "pool")
     class KernelFeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -537,6 +541,7 @@ class GetInfoResponse(_message.Message):
     ROLES_FIELD_NUMBER: _ClassVar[int]
     CONFIG_SOURCE_FIELD_NUMBER: _ClassVar[int]
     CONFIG_LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
     version: str
     instance: str
     cgroup_backend: str
@@ -559,4 +564,93 @@ class GetInfoResponse(_message.Message):
     roles: _containers.RepeatedScalarFieldContainer[str]
     config_source: str
     config_loaded_at: _timestamp_pb2.Timestamp
-    def __init__(self, version: _Optional[str] = ..., instance: _Optional[str] = ..., cgroup_backend: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., cgroup_base: _Optional[str] = ..., kernel_release: _Optional[str] = ..., kernel_features: _Optional[_Mapping[str, bool]] = ..., default_limits: _Optional[_Union[Limits, _Mapping]] = ..., max_concurrent_executions: _Optional[int] = ..., running_executions: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., draining: _Optional[bool] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_ms: _Optional[int] = ..., executions_total: _Optional[int] = ..., denied_total: _Optional[int] = ..., audit_log: _Optional[str] = ..., audit_last_seq: _Optional[int] = ..., principal: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., config_source: _Optional[str] = ..., config_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    pool: PoolInfo
+    def __init__(self, version: _Optional[str] = ..., instance: _Optional[str] = ..., cgroup_backend: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., cgroup_base: _Optional[str] = ..., kernel_release: _Optional[str] = ..., kernel_features: _Optional[_Mapping[str, bool]] = ..., default_limits: _Optional[_Union[Limits, _Mapping]] = ..., max_concurrent_executions: _Optional[int] = ..., running_executions: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., draining: _Optional[bool] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime_ms: _Optional[int] = ..., executions_total: _Optional[int] = ..., denied_total: _Optional[int] = ..., audit_log: _Optional[str] = ..., audit_last_seq: _Optional[int] = ..., principal: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., config_source: _Optional[str] = ..., config_loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pool: _Optional[_Union[PoolInfo, _Mapping]] = ...) -> None: ...
+
+class PoolInfo(_message.Message):
+    __slots__ = ("size", "kinds", "ready", "building", "hits", "misses", "built", "failed", "build_ms_mean")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    BUILDING_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    BUILT_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    BUILD_MS_MEAN_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    kinds: int
+    ready: int
+    building: int
+    hits: int
+    misses: int
+    built: int
+    failed: int
+    build_ms_mean: int
+    def __init__(self, size: _Optional[int] = ..., kinds: _Optional[int] = ..., ready: _Optional[int] = ..., building: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., built: _Optional[int] = ..., failed: _Optional[int] = ..., build_ms_mean: _Optional[int] = ...) -> None: ...
+
+class GrantRequest(_message.Message):
+    __slots__ = ("principal", "tool", "params_constraint_json", "expires_at", "ttl_ms", "reason", "request_id")
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_CONSTRAINT_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    principal: str
+    tool: str
+    params_constraint_json: str
+    expires_at: _timestamp_pb2.Timestamp
+    ttl_ms: int
+    reason: str
+    request_id: str
+    def __init__(self, principal: _Optional[str] = ..., tool: _Optional[str] = ..., params_constraint_json: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ttl_ms: _Optional[int] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RuntimeGrant(_message.Message):
+    __slots__ = ("grant_id", "principal", "tool", "params_constraint_json", "expires_at", "created_at", "created_by", "reason")
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_CONSTRAINT_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    principal: str
+    tool: str
+    params_constraint_json: str
+    expires_at: _timestamp_pb2.Timestamp
+    created_at: _timestamp_pb2.Timestamp
+    created_by: str
+    reason: str
+    def __init__(self, grant_id: _Optional[str] = ..., principal: _Optional[str] = ..., tool: _Optional[str] = ..., params_constraint_json: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeRequest(_message.Message):
+    __slots__ = ("grant_id", "reason", "request_id")
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    reason: str
+    request_id: str
+    def __init__(self, grant_id: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RevokeResponse(_message.Message):
+    __slots__ = ("grant",)
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    grant: RuntimeGrant
+    def __init__(self, grant: _Optional[_Union[RuntimeGrant, _Mapping]] = ...) -> None: ...
+
+class ListGrantsRequest(_message.Message):
+    __slots__ = ("principal",)
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    principal: str
+    def __init__(self, principal: _Optional[str] = ...) -> None: ...
+
+class ListGrantsResponse(_message.Message):
+    __slots__ = ("grants",)
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    grants: _containers.RepeatedCompositeFieldContainer[RuntimeGrant]
+    def __init__(self, grants: _Optional[_Iterable[_Union[RuntimeGrant, _Mapping]]] = ...) -> None: ...

@@ -95,6 +95,21 @@ class SandboxStub:
                 request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.GetFileRequest.SerializeToString,
                 response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.FileChunk.FromString,
                 _registered_method=True)
+        self.Grant = channel.unary_unary(
+                '/sandboxd.v1.Sandbox/Grant',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.GrantRequest.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.RuntimeGrant.FromString,
+                _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/sandboxd.v1.Sandbox/Revoke',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.RevokeRequest.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.RevokeResponse.FromString,
+                _registered_method=True)
+        self.ListGrants = channel.unary_unary(
+                '/sandboxd.v1.Sandbox/ListGrants',
+                request_serializer=sandboxd_dot_v1_dot_sandbox__pb2.ListGrantsRequest.SerializeToString,
+                response_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.ListGrantsResponse.FromString,
+                _registered_method=True)
 
 
 class SandboxServicer:
@@ -187,6 +202,28 @@ class SandboxServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Grant(self, request, context):
+        """Runtime grants (Grant and Revoke: admin only): let a principal run a tool (or a glob of tools), optionally
+        only for params a JSON Schema admits, until an expiry that is required and bounded by [policy.grants]
+        max_ttl. Kept in the state directory across restarts; each grant, revoke and expiry is an audit record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revoke(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGrants(self, request, context):
+        """admin: all; others: their own
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SandboxServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +286,21 @@ def add_SandboxServicer_to_server(servicer, server):
                     servicer.GetFile,
                     request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.GetFileRequest.FromString,
                     response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.FileChunk.SerializeToString,
+            ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.GrantRequest.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.RuntimeGrant.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.RevokeRequest.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.RevokeResponse.SerializeToString,
+            ),
+            'ListGrants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGrants,
+                    request_deserializer=sandboxd_dot_v1_dot_sandbox__pb2.ListGrantsRequest.FromString,
+                    response_serializer=sandboxd_dot_v1_dot_sandbox__pb2.ListGrantsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -575,6 +627,87 @@ class Sandbox:
             '/sandboxd.v1.Sandbox/GetFile',
             sandboxd_dot_v1_dot_sandbox__pb2.GetFileRequest.SerializeToString,
             sandboxd_dot_v1_dot_sandbox__pb2.FileChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandboxd.v1.Sandbox/Grant',
+            sandboxd_dot_v1_dot_sandbox__pb2.GrantRequest.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.RuntimeGrant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandboxd.v1.Sandbox/Revoke',
+            sandboxd_dot_v1_dot_sandbox__pb2.RevokeRequest.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGrants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sandboxd.v1.Sandbox/ListGrants',
+            sandboxd_dot_v1_dot_sandbox__pb2.ListGrantsRequest.SerializeToString,
+            sandboxd_dot_v1_dot_sandbox__pb2.ListGrantsResponse.FromString,
             options,
             channel_credentials,
             insecure,
