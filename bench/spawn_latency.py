@@ -45,7 +45,8 @@ def summarize(latencies_s: list[float], elapsed_s: float) -> dict[str, float]:
             "per_s": len(ordered) / elapsed_s}
 
 
-async def bench_sandboxd(runs: int, loops: int, bpf: bytes, state: Path, *, pool: int = 0) -> dict[str, float]:
+async def bench_sandboxd(runs: int, loops: int, bpf: bytes, state: Path, *, pool: int = 0,
+                         pace_s: float = 0.0) -> dict[str, float]:
     """``pool``: sandboxes the warm pool keeps built ahead (0: each execution builds its own)."""
     executor = await Executor.create(EngineConfig(state_dir=state, instance=f"bench-{uuid.uuid4().hex[:8]}"))
     spec = ExecutionSpec(argv=("/bin/true",), seccomp_bpf=bpf, limits=Limits())
@@ -54,6 +55,7 @@ async def bench_sandboxd(runs: int, loops: int, bpf: bytes, state: Path, *, pool
 
     async def loop(n: int) -> None:
         for _ in range(n):
+            await asyncio.sleep(pace_s)
             t0 = time.perf_counter()
             result = None
             async for event in executor.execute(spec):
@@ -71,8 +73,9 @@ async def bench_sandboxd(runs: int, loops: int, bpf: bytes, state: Path, *, pool
         await executor.close()
 
 
-def bench_bwrap(runs: int, loops: int) -> dict[str, float]:
+def bench_bwrap(runs: int, loops: int, pace_s: float = 0.0) -> dict[str, float]:
     def one() -> float:
+        time.sleep(pace_s)
         t0 = time.perf_counter()
         subprocess.run(BWRAP, check=True)
         return time.perf_counter() - t0
@@ -88,18 +91,23 @@ def bench_bwrap(runs: int, loops: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="executions per configuration")
+    parser.add_argument("--pace-ms", type=float, default=0.0,
+                        help="a pause before each execution (requests arriving apart, as an agent's do: the pool "
+                             "refills between them); throughput then counts the pauses")
     args = parser.parse_args()
+    pace_s = args.pace_ms / 1000
     if shutil.which("bwrap") is None:
         raise SystemExit("bwrap is not installed: apt-get install bubblewrap (bash .ci/setup does)")
     bpf = ProfileCache().get(REPO / "seccomp-profiles" / "default.json").bpf
-    print(f"/bin/true, {args.runs} executions per row\n")
+    print(f"/bin/true, {args.runs} executions per row, {args.pace_ms:g} ms apart\n")
     header = ("loops", "runner", "p50 ms", "p99 ms", "exec/s", "p50 ratio", "exec/s ratio")
     print("{:>5} {:>9} {:>8} {:>8} {:>8}   {:>9} {:>12}".format(*header))
     with tempfile.TemporaryDirectory(prefix="sandboxd-bench-") as tmp:
         for loops in (1, 2):
-            ours = asyncio.run(bench_sandboxd(args.runs, loops, bpf, Path(tmp) / f"state{loops}"))
-            pooled = asyncio.run(bench_sandboxd(args.runs, loops, bpf, Path(tmp) / f"pool{loops}", pool=POOL_SIZE))
-            ref = bench_bwrap(args.runs, loops)
+            ours = asyncio.run(bench_sandboxd(args.runs, loops, bpf, Path(tmp) / f"state{loops}", pace_s=pace_s))
+            pooled = asyncio.run(bench_sandboxd(args.runs, loops, bpf, Path(tmp) / f"pool{loops}", pool=POOL_SIZE,
+                                                pace_s=pace_s))
+            ref = bench_bwrap(args.runs, loops, pace_s)
             for name, row in (("bwrap", ref), ("sandboxd", ours), ("pooled", pooled)):
                 ratios = ""
                 if name != "bwrap":

@@ -120,9 +120,21 @@ def status_fields(text: str) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
-@pytest.fixture(params=["fresh", "pooled"])
+# Modules whose executions never take a pooled sandbox (concurrent runs, sessions): run once, fresh.
+FRESH_ONLY = frozenset({"test_concurrency", "test_session", "test_pool"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every engine test runs twice — in a sandbox built for it, and in one the warm pool built ahead — but
+    those of :data:`FRESH_ONLY`."""
+    if "engine" in metafunc.fixturenames:
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        metafunc.parametrize("engine", ["fresh"] if module in FRESH_ONLY else ["fresh", "pooled"], indirect=True)
+
+
+@pytest.fixture
 def engine(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Engine]:
-    """Every engine test runs twice: in a sandbox built for it, and in one the warm pool built ahead."""
+    """A real executor on this host; ``request.param`` "pooled": each run takes a sandbox of the warm pool."""
     if os.geteuid() != 0:
         pytest.skip("the engine's integration tests need root")
     instance = f"test-{uuid.uuid4().hex[:8]}"
