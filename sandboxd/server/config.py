@@ -40,8 +40,8 @@ the dotted key and the reason. The full file, with the defaults::
     default_profile = "default"              # seccomp profile of raw commands that name none
 
     [sandbox.pool]                           # sandboxes built ahead of the request, each used once: per tool
-    size = 2                                 # without a door out, and for raw commands of the default profile
-    total = 16                               # and limits; size = 0 turns the pool off
+    size = 0                                 # without a door out, and for raw commands of the default profile
+    total = 16                               # and limits; off (0) unless set, e.g. size = 2
 
     [sandbox.limits]                         # defaults of every tool; ceilings of raw commands
     memory = "256M"
@@ -142,8 +142,8 @@ class SandboxConfig:
     setup_timeout_ms: int = 60_000
     default_profile: str = "default"
     limits: Limits = field(default_factory=Limits)
-    pool_size: int = 2  # sandboxes built ahead per pooled kind (each tool without a door out, raw commands)
-    pool_total: int = 16  # built ahead in all; 0 (or pool_size = 0) turns the pool off
+    pool_size: int = 0  # sandboxes built ahead per pooled kind (each tool without a door out, raw commands); 0: off
+    pool_total: int = 16  # built ahead in all
 
 
 @dataclass(frozen=True)

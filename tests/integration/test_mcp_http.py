@@ -16,7 +16,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,17 +32,9 @@ from mcp import ClientSession, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-
-from sandboxd.cli.client import pb
+from mcp_scenarios import MEMORY_HOG, SHIPPED, SLOW, WAIT_S, list_executions, records, run, text_of
 
 pytestmark = pytest.mark.root
-
-SLOW = """
-description = "sleep far past its wall time"
-argv = ["/bin/sleep", "60"]
-[limits]
-wall_time = "1s"
-"""
 
 ADMIN_TOKEN = "mcp-http-admin-token"
 ANALYST_TOKEN = "mcp-http-analyst-token"
@@ -74,28 +66,6 @@ max_sessions = 3
 """
 
 daemon = daemon_fixture(tools={"slow": SLOW}, extra=POLICY + MCP)
-
-SCENARIO_TIMEOUT_S = 120
-WAIT_S = 30
-SHIPPED = {"python", "sqlite_query", "file_processor", "http_fetch"}
-# 512 MiB in 8 MiB pieces, each page written: far beyond the python tool's 256M
-MEMORY_HOG = """
-pieces = []
-for _ in range(64):
-    piece = bytearray(8 << 20)
-    piece[::4096] = b"x" * (len(piece) // 4096)
-    pieces.append(piece)
-print("not limited")
-"""
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with anyio.fail_after(SCENARIO_TIMEOUT_S):
-            await scenario()
-
-    anyio.run(bounded)
-
 
 def endpoint(daemon: Daemon) -> str:
     """The URL the daemon logged (it listens on a free port)."""
@@ -131,20 +101,6 @@ async def mcp_session(daemon: Daemon, token: str | None = ADMIN_TOKEN,
         assert initialized.server_info.name == "sandboxd"
         assert initialized.capabilities.tools is not None
         yield session
-
-
-def text_of(result: types.CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
-
-
-def list_executions(daemon: Daemon) -> list[pb.RunningExecution]:
-    with daemon.client() as client:
-        return client.list_executions()
-
-
-def records(daemon: Daemon, event: str, execution_id: str = "") -> list[dict[str, Any]]:
-    return [record for record in daemon.audit_records()
-            if record["event"] == event and (not execution_id or record["execution_id"] == execution_id)]
 
 
 def test_lists_the_tools_and_calls_each(daemon: Daemon) -> None:

@@ -15,15 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 from daemon_harness import SANDBOXCTL, Daemon, make_daemon, running
-from mcp import ClientSession, types
+from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp_scenarios import run, text_of
 from upstream import Upstream
 
 pytestmark = [pytest.mark.root, pytest.mark.netns]
@@ -33,7 +33,6 @@ SERVERS_VENV = CHECKOUT / ".venv-mcp-servers"
 FIXTURES = Path(__file__).resolve().parent / "mcp_fixtures"
 API = "api.example.test"
 TIMER_TOKEN = "mcp-timer-token"
-SCENARIO_TIMEOUT_S = 120
 EUROPE_ONLY = '{ properties = { timezone = { pattern = "^Europe/" } } }'  # a grant's constraint on the arguments
 
 
@@ -103,14 +102,6 @@ def daemon(web: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield made
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with anyio.fail_after(SCENARIO_TIMEOUT_S):
-            await scenario()
-
-    anyio.run(bounded)
-
-
 @asynccontextmanager
 async def mcp_session(daemon: Daemon, *, token: str | None = None) -> AsyncIterator[ClientSession]:
     server = StdioServerParameters(command=str(SANDBOXCTL), args=["--socket", str(daemon.socket), "mcp"],
@@ -118,10 +109,6 @@ async def mcp_session(daemon: Daemon, *, token: str | None = None) -> AsyncItera
     async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         yield session
-
-
-def text_of(result: types.CallToolResult) -> str:
-    return "\n".join(item.text for item in result.content if isinstance(item, types.TextContent))
 
 
 def test_servers_tools_are_listed_beside_sandboxds_and_answer(daemon: Daemon) -> None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -20,17 +19,9 @@ import pytest
 from daemon_harness import SANDBOXCTL, Daemon, daemon_fixture, sandbox_processes, wait_for
 from mcp import ClientSession, types
 from mcp.client.stdio import StdioServerParameters, stdio_client
-
-from sandboxd.cli.client import pb
+from mcp_scenarios import MEMORY_HOG, SHIPPED, SLOW, WAIT_S, list_executions, records, run, text_of
 
 pytestmark = pytest.mark.root
-
-SLOW = """
-description = "sleep far past its wall time"
-argv = ["/bin/sleep", "60"]
-[limits]
-wall_time = "1s"
-"""
 
 ANALYST_TOKEN = "mcp-analyst-token"
 # [principals] replaces the embedded ones whole: the socket's local-admin is restated; the embedded roles stay
@@ -43,28 +34,6 @@ token_sha256 = ["{hashlib.sha256(ANALYST_TOKEN.encode()).hexdigest()}"]
 """
 
 daemon = daemon_fixture(tools={"slow": SLOW}, extra=POLICY)
-
-SCENARIO_TIMEOUT_S = 120
-WAIT_S = 30
-SHIPPED = {"python", "sqlite_query", "file_processor", "http_fetch"}
-# 512 MiB in 8 MiB pieces, each page written: far beyond the python tool's 256M
-MEMORY_HOG = """
-pieces = []
-for _ in range(64):
-    piece = bytearray(8 << 20)
-    piece[::4096] = b"x" * (len(piece) // 4096)
-    pieces.append(piece)
-print("not limited")
-"""
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with anyio.fail_after(SCENARIO_TIMEOUT_S):
-            await scenario()
-
-    anyio.run(bounded)
-
 
 @asynccontextmanager
 async def mcp_session(daemon: Daemon, tmp_path: Path, *, token: str | None = None) -> AsyncIterator[ClientSession]:
@@ -87,20 +56,6 @@ async def mcp_session(daemon: Daemon, tmp_path: Path, *, token: str | None = Non
             assert initialized.capabilities.tools is not None
             yield session
     assert not unparsed, f"not a protocol message on stdout: {unparsed}; stderr:\n{stderr_path.read_text()}"
-
-
-def text_of(result: types.CallToolResult) -> str:
-    return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
-
-
-def list_executions(daemon: Daemon) -> list[pb.RunningExecution]:
-    with daemon.client() as client:
-        return client.list_executions()
-
-
-def records(daemon: Daemon, event: str, execution_id: str) -> list[dict[str, Any]]:
-    return [record for record in daemon.audit_records()
-            if record["event"] == event and record["execution_id"] == execution_id]
 
 
 def test_lists_the_tools_and_calls_them(daemon: Daemon, tmp_path: Path) -> None:
