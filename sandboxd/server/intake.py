@@ -46,6 +46,15 @@ class Accepted:
 
 
 
+def checked_payload_bytes(request: pb.ExecuteRequest, runtime: Runtime) -> int:
+    """The request's size, or PAYLOAD_TOO_LARGE past ``daemon.max_request_bytes``."""
+    payload_bytes = request.ByteSize()
+    limit_bytes = runtime.config.daemon.max_request_bytes
+    if payload_bytes > limit_bytes:
+        raise PayloadTooLarge(f"request of {payload_bytes} bytes exceeds daemon.max_request_bytes = {limit_bytes}")
+    return payload_bytes
+
+
 def target_of(request: pb.ExecuteRequest) -> str:
     """The tool name, or ``""`` for a raw command (as records and metrics name it)."""
     return request.tool if request.WhichOneof("target") == "tool" else ""
@@ -80,12 +89,7 @@ async def _accept(request: pb.ExecuteRequest, identity: Identity, runtime: Runti
             raise UnknownSession("this daemon keeps no sessions")
         session = sessions.get(request.session_id, identity, runtime)
         check_session_target(request, session)
-    daemon = runtime.config.daemon
-    payload_bytes = request.ByteSize()
-    if payload_bytes > daemon.max_request_bytes:
-        raise PayloadTooLarge(
-            f"request of {payload_bytes} bytes exceeds daemon.max_request_bytes = {daemon.max_request_bytes}"
-        )
+    payload_bytes = checked_payload_bytes(request, runtime)
     requested = convert.limits_from_proto(request.limits)
     target = request.WhichOneof("target")
     registry = runtime.registry

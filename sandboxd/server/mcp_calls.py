@@ -33,7 +33,7 @@ from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api.mcp_gateway import SESSION_LABEL
 from sandboxd.base.errors import SandboxError
-from sandboxd.base.refusals import InvalidRequest, PayloadTooLarge, RateLimited, UnknownTool
+from sandboxd.base.refusals import InvalidRequest, RateLimited, UnknownTool
 from sandboxd.engine.result import Output, Result, Status, Stream
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.decisions import Decision
@@ -41,6 +41,7 @@ from sandboxd.policy.risk import Observer
 from sandboxd.server.admission import Admission, Admitted
 from sandboxd.server.audit_trail import AuditTrail, Subject
 from sandboxd.server.execution_stream import record_outcome
+from sandboxd.server.intake import checked_payload_bytes
 from sandboxd.server.mcp_instance import InstanceKey, ServerGone
 from sandboxd.server.mcp_servers import McpServers
 from sandboxd.server.mcp_servers_config import McpServerConfig
@@ -78,10 +79,7 @@ async def accept_mcp_call(request: pb.ExecuteRequest, identity: Identity, runtim
         if request.session_id or request.stdin or request.limits.ByteSize():
             raise InvalidRequest(f"{request.tool} is a tool of MCP server {config.name!r}: its sandbox, limits and "
                                  "input are the server's; send params only")
-        payload_bytes = request.ByteSize()
-        if payload_bytes > runtime.config.daemon.max_request_bytes:
-            raise PayloadTooLarge(f"request of {payload_bytes} bytes exceeds daemon.max_request_bytes = "
-                                  f"{runtime.config.daemon.max_request_bytes}")
+        payload_bytes = checked_payload_bytes(request, runtime)
         runtime.policy.check_grant(identity, request.tool, classification=UNCLASSIFIED)
         arguments = parse_params(request.params_json)
         listed = {item.name: item for item in await servers.catalog(runtime, config)}
