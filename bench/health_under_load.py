@@ -1,5 +1,7 @@
 """Health latency while many executions run: start a daemon, launch N `sleep` executions through it, and
-time `grpc.health.v1` checks while they run. Prints p50 / p99 / max and how many executions ran.
+time `grpc.health.v1` checks while they run. Prints p50 / p99 / max, how many executions ran, and the peak
+resident memory of the daemon and its spawner (the processes that serve them all; each sandbox's own
+processes are the sandbox's) sampled while they run.
 
     sudo .venv/bin/python bench/health_under_load.py --executions 500 --checks 400
 """
@@ -19,6 +21,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from daemon_harness import UNMETERED_POLICY, make_daemon, running
 
 from sandboxd.cli.client import SandboxClient
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def spawner_pid(daemon_pid: int) -> int:
+    """The daemon's child that is its spawner (named ``sandboxd-spawn``)."""
+    for task in Path(f"/proc/{daemon_pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if Path(f"/proc/{child}/comm").read_text().strip() == "sandboxd-spawn":
+                return int(child)
+    raise SystemExit("the daemon has no spawner")
 
 
 def main() -> None:
@@ -48,10 +67,13 @@ def main() -> None:
             while client.info().running_executions < args.executions * 0.9 and any(t.is_alive() for t in threads):
                 time.sleep(0.05)
             running_now = client.info().running_executions
+            serving = (daemon.process.pid, spawner_pid(daemon.process.pid))
+            peak_rss = 0
             for _ in range(args.checks):
                 t0 = time.perf_counter()
                 client.health()
                 latencies_ms.append((time.perf_counter() - t0) * 1000)
+                peak_rss = max(peak_rss, sum(rss_bytes(pid) for pid in serving))
                 time.sleep(0.005)
         for thread in threads:
             thread.join()
@@ -62,6 +84,7 @@ def main() -> None:
     for message in sorted(set(failures))[:3]:
         print("  not OK:", message)
     print(f"health p50 {statistics.median(latencies_ms):.1f} ms  p99 {p99:.1f} ms  max {latencies_ms[-1]:.1f} ms")
+    print(f"daemon + spawner resident memory, peak while they ran: {peak_rss / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ in ``sandboxd.v1.Status``, so the mapping is by name and a new status cannot be 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -102,5 +103,5 @@ def audit_event(record: AuditRecord) -> pb.AuditEvent:
         details_json=json.dumps(details, sort_keys=True, separators=(",", ":")),
         record_json=record.to_line().rstrip("\n"),
     )
-    message.time.FromJsonString(record.time)
+    message.time.FromDatetime(datetime.fromisoformat(record.time))  # not FromJsonString: strptime is slow
     return message

@@ -13,6 +13,7 @@ write the file still cannot compute a hash that verifies.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -152,6 +153,10 @@ class AuditRecord:
         return {name: getattr(self, name) for name in FIELDS}
 
     def to_line(self) -> str:
+        return self._line
+
+    @functools.cached_property
+    def _line(self) -> str:  # a record is written, streamed and published: spelled once
         return canonical_json(self.fields()) + "\n"
 
     def hash_matches(self, key: bytes | None) -> bool:

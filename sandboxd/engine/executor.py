@@ -33,7 +33,7 @@ from sandboxd.engine.kmsg import find_seccomp_kill
 from sandboxd.engine.netns import PreparedNetwork, prepare_network
 from sandboxd.engine.plan import bind_order, build_plan
 from sandboxd.engine.pool import Pooled, PoolStats, WarmPool, go_message
-from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output
+from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output, widen_pipe
 from sandboxd.engine.result import Event, NetworkReady, Result, SeccompViolation, Started, Status
 from sandboxd.engine.seccomp.names import describe_kill, syscall_name
 from sandboxd.engine.spawnclient import ExitReport, SetupFailure, SpawnerClient, SpawnHandle, close_quietly
@@ -419,6 +419,8 @@ class Executor:
         try:
             for _ in range(3):
                 read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                if theirs:  # stdout, stderr
+                    widen_pipe(read_end)
                 ours.append(write_end if not theirs else read_end)
                 theirs.append(read_end if not theirs else write_end)
             spawner = await self._live_spawner()

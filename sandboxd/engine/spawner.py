@@ -75,6 +75,7 @@ class _Child:
     error: bytes = b""
     error_done: bool = False
     announced: bool = False
+    finished: bool = False  # "exited" sent
     status_buf: bytes = b""
     fds_open: set[int] = field(default_factory=set)
 
@@ -164,9 +165,15 @@ class Spawner:
                 first = child.status_buf.split(b"\n", 1)[0].split()
                 child.handler_pid = int(first[1])
         self._maybe_announce(child)
-        if fd == child.status_pipe and not data:
-            self._close(child, fd)
+        if fd != child.status_pipe:
+            return
+        if not child.finished and (not data or _has_exit_line(child.status_buf)):
+            # The waiter's "exit" line is its last word, written once everything of the sandbox is gone:
+            # reported at once, not after the waiter's own exit (its namespaces' teardown).
             self._finish(child)
+        if not data:
+            self._close(child, fd)
+            os.waitpid(child.waiter_pid, 0)
 
     def _maybe_announce(self, child: _Child) -> None:
         if child.announced or not child.error_done:
@@ -182,13 +189,13 @@ class Spawner:
         child.announced = True
 
     def _finish(self, child: _Child) -> None:
-        if child.errpipe in child.fds_open:  # drain: every writer is gone once the waiter has exited
+        child.finished = True
+        if child.errpipe in child.fds_open:  # drain: every writer is gone once the sandbox has ended
             os.set_blocking(child.errpipe, True)
             while chunk := os.read(child.errpipe, 65536):
                 child.error += chunk
             child.error_done = True
             self._close(child, child.errpipe)
-        os.waitpid(child.waiter_pid, 0)
         self._maybe_announce(child)  # the error pipe's EOF may only have been read just now
         if not child.announced and not child.error:
             child.error = b"spawn\x000\x00the sandbox's setup process died before reporting"
@@ -214,6 +221,11 @@ class Spawner:
         os.close(fd)
         child.fds_open.discard(fd)
         del self._children[fd]
+
+
+def _has_exit_line(status: bytes) -> bool:
+    """Whether the waiter's last line, ``exit …``, is in: one write below PIPE_BUF, so whole when there."""
+    return status.startswith(b"exit ") or b"\nexit " in status
 
 
 def _prepare_process() -> None:

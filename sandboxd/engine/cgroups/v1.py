@@ -190,7 +190,9 @@ class V1ExecCgroup:
                                proc=self._dir_ops.proc)
 
     def remove(self) -> None:
-        if any(os.path.isdir(d) for d in self._dirs()):
+        # The freeze-kill-thaw only when something is left: an empty cgroup stays empty (only we move tasks in),
+        # and an execution's usually is by now — its init's end took every process of its pid namespace along.
+        if self.pids():
             self.kill()  # the freezer freezes the cgroups below too
         for d in self._dirs():
             for nested in fsutil.nested_leaves(d):

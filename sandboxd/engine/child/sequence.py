@@ -2,7 +2,8 @@
 
 Pid 1 (then the init): pdeathsig → rootfs + pivot_root (:mod:`rootfs`, /proc masked) → wait until in the
 cgroup → unshare(cgroup) → loopback up → hostname → audit login uid → fork the handler → drop its own
-privileges → close the error pipe → :func:`init.serve`.
+privileges → close the error pipe → :func:`init.serve`. A pooled sandbox is built at niceness 19 (a build
+ahead never takes the CPU from a running request) and back at 0 before the handler is forked.
 
 Pid 2 (the handler-to-be): pdeathsig → signals to default, mask empty → stdio on 0-2 and nothing else →
 rlimits (on the final descriptors) → bounding set → groups, gid, uid → capabilities → no_new_privs → umask →
@@ -35,6 +36,7 @@ from sandboxd.engine.seccomp.install import install_bpf
 # Files the handler creates are group-writable: in a writable bind owned by the sandboxes' shared group
 # (setgid), the next execution — another uid — may change them.
 HANDLER_UMASK = 0o007
+BUILD_AHEAD_NICE = 19
 
 
 class _Steps:
@@ -63,6 +65,8 @@ def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joine
     handler_pid = 0
     try:
         prctl.set_pdeathsig(signal.SIGKILL)
+        if plan.gated:  # built ahead: at the lowest priority, so it never takes the CPU from a running request
+            os.setpriority(os.PRIO_PROCESS, 0, BUILD_AHEAD_NICE)
         build_and_pivot(plan.root)
         step("join cgroup")
         if os.read(joined, 1) != b"1":  # the waiter reports why on the error pipe
@@ -76,6 +80,8 @@ def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joine
         sc.sethostname(plan.hostname)
         step("loginuid")
         creds.set_loginuid(plan.root.uid)
+        if plan.gated:  # the init and the handler run at the priority of any execution
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
         step("fork handler")
         handler_pid = os.fork()
         if handler_pid == 0:

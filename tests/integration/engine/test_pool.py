@@ -118,3 +118,22 @@ def test_a_pool_refills_and_releases_what_it_no_longer_wants(engine: Engine) -> 
     outputs, hits, built = asyncio.run(engine._with_executor(body))
     assert outputs == [b"pooled\n"] * 3
     assert hits == 3 and built == 4
+
+
+def test_a_pooled_handler_runs_at_the_priority_of_a_fresh_one(engine: Engine) -> None:
+    """The pool builds at the lowest CPU priority (a build never takes the CPU from a running request); what
+    runs the tool does not keep it: the handler and its init are at niceness 0, as in a fresh sandbox."""
+    spec = engine.spec("/bin/sh", "-c", "/usr/bin/nice; cut -d' ' -f19 /proc/1/stat")
+
+    async def body(executor: Executor) -> tuple[Run, Run, int]:
+        executor.configure_pool([spec], per_spec=1, total=1)
+        await _ready(executor, 1)
+        pooled = await engine._fresh_or_pooled(executor, spec, None, None)
+        executor.configure_pool([], per_spec=1, total=1)
+        fresh = await engine._fresh_or_pooled(executor, spec, None, None)
+        return pooled, fresh, executor.pool_stats().hits
+
+    pooled, fresh, hits = asyncio.run(engine._with_executor(body))
+    assert hits == 1
+    assert pooled.result.status is Status.OK, (pooled.result, pooled.stderr)
+    assert pooled.stdout == fresh.stdout == b"0\n0\n"  # the handler's niceness, then its init's
