@@ -31,13 +31,12 @@ from pydantic import ValidationError
 
 from sandboxd import __version__
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
+from sandboxd.api.mcp_labels import REQUEST_LABEL, SESSION_LABEL
 
 __all__ = ["REQUEST_LABEL", "SESSION_LABEL", "Refused", "ToolSource", "build_server", "mcp_tool", "verdict_text"]
 
 log = logging.getLogger("sandboxd.mcp")
 
-REQUEST_LABEL = "mcp_request_id"  # the execution's label (and its request_id): the MCP request that ran it
-SESSION_LABEL = "mcp_session_id"  # the MCP session it came in: a sandboxed MCP server is kept per such session
 INSTRUCTIONS = ("Each tool runs in a sandbox of its own, under the limits its sandboxd sets (memory, CPU and wall "
                 "time, output). A result with isError names the verdict (TIMEOUT, MEMORY_LIMIT, NONZERO_EXIT …) "
                 "or the refusal (INVALID_PARAMS, TOOL_NOT_GRANTED, RATE_LIMITED …) and carries the tool's stderr.")

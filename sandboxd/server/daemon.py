@@ -28,6 +28,7 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -58,8 +59,7 @@ from sandboxd.server.config import (
 )
 from sandboxd.server.host_info import DaemonFacts
 from sandboxd.server.logs import configure_logging
-from sandboxd.server.mcp_http import McpListener
-from sandboxd.server.mcp_instance import Daemon as McpDaemon
+from sandboxd.server.mcp_instance_types import Daemon as McpDaemon
 from sandboxd.server.mcp_servers import McpServers
 from sandboxd.server.metrics import Metrics, MetricsServer
 from sandboxd.server.notify import Watchdog
@@ -69,6 +69,9 @@ from sandboxd.server.runtime import Runtime, build_runtime
 from sandboxd.server.service import SandboxService
 from sandboxd.server.sessions import Sessions
 from sandboxd.server.state_dir import StateDir, prepare_state_dir
+
+if TYPE_CHECKING:
+    from sandboxd.server.mcp_http import McpListener
 
 log = logging.getLogger("sandboxd")
 
@@ -296,7 +299,11 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
     )
     listening = _bind_unix_socket(server, daemon.socket, daemon.socket_mode, daemon.socket_group)
     stop = _StopSignals()
-    mcp_listener = McpListener(config.mcp, service=service, runtime=holder, tls=daemon.tls)  # off without listen
+    mcp_listener: McpListener | None = None
+    if config.mcp.listen is not None:  # the MCP SDK and its web stack are loaded only to serve MCP over HTTP
+        from sandboxd.server.mcp_http import McpListener
+
+        mcp_listener = McpListener(config.mcp, service=service, runtime=holder, tls=daemon.tls)
     metrics_server: MetricsServer | None = None
     watchdog: Watchdog | None = None
     health_server: grpc.aio.Server | None = None
@@ -309,7 +316,8 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
             metrics_server = MetricsServer(metrics)
             host, port = metrics_server.start(daemon.metrics_listen)
             log.info("metrics on http://%s:%d/metrics", host, port)
-        await mcp_listener.start()
+        if mcp_listener is not None:
+            await mcp_listener.start()
         await server.start()
         if health_server is not None:
             await health_server.start()
@@ -349,14 +357,16 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
         await mcp_drained
         await sessions.close_all(by="daemon-stopping")
         await mcp_servers.close_all()
-        await mcp_listener.stop()
+        if mcp_listener is not None:
+            await mcp_listener.stop()
         if not await calls.wait_quiet():  # (see sandboxd.server.quiet: a call arriving as it stops is lost)
             log.warning("calls kept coming while stopping; stopping the server anyway")
         await server.stop(_SERVER_STOP_GRACE_S)
         trail.daemon("stopped", {"executions_total": service.executions_total,
                                  "denied_total": service.denied_total})
     finally:
-        await mcp_listener.stop()
+        if mcp_listener is not None:
+            await mcp_listener.stop()
         await sessions.close_all(by="daemon-stopping")
         await mcp_servers.close_all()
         await egress.close()

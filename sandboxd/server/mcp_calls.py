@@ -24,14 +24,13 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
-from mcp import types
 
 from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
-from sandboxd.api.mcp_gateway import SESSION_LABEL
+from sandboxd.api.mcp_labels import SESSION_LABEL
 from sandboxd.base.errors import SandboxError
 from sandboxd.base.refusals import InvalidRequest, RateLimited, UnknownTool
 from sandboxd.engine.result import Output, Result, Status, Stream
@@ -42,12 +41,15 @@ from sandboxd.server.admission import Admission, Admitted
 from sandboxd.server.audit_trail import AuditTrail, Subject
 from sandboxd.server.execution_stream import record_outcome
 from sandboxd.server.intake import checked_payload_bytes
-from sandboxd.server.mcp_instance import InstanceKey, ServerGone
+from sandboxd.server.mcp_instance_types import InstanceKey, ServerGone
 from sandboxd.server.mcp_servers import McpServers
 from sandboxd.server.mcp_servers_config import McpServerConfig
 from sandboxd.server.metrics import Metrics
 from sandboxd.server.registry import UnresolvableSchema, parse_params, validate_params
 from sandboxd.server.risk_intake import assess_risk
+
+if TYPE_CHECKING:
+    from mcp import types
 from sandboxd.server.runtime import Runtime
 
 OUTPUT_CHUNK_BYTES = 64 * 1024

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -24,17 +23,16 @@ from mcp import ClientSession, types
 from mcp.shared.exceptions import MCPError
 
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
-from sandboxd.api.mcp_gateway import SESSION_LABEL
+from sandboxd.api.mcp_labels import SESSION_LABEL
 from sandboxd.base.refusals import SessionFailed
 from sandboxd.egress.events import ExecutionRules
-from sandboxd.egress.proxy import EgressProxy
 from sandboxd.engine.spec import ExecutionSpec
-from sandboxd.server.admission import Admission, Admitted
-from sandboxd.server.audit_trail import AuditTrail, Subject
-from sandboxd.server.execution_stream import EngineLike, stream_execution
+from sandboxd.server.admission import Admitted
+from sandboxd.server.audit_trail import Subject
+from sandboxd.server.execution_stream import stream_execution
+from sandboxd.server.mcp_instance_types import Daemon, InstanceKey, ServerGone
 from sandboxd.server.mcp_link import MessageTooLarge, StdioLink
 from sandboxd.server.mcp_servers_config import McpServerConfig
-from sandboxd.server.metrics import Metrics
 from sandboxd.server.network_rules import network_details
 
 log = logging.getLogger("sandboxd.mcp")
@@ -43,35 +41,6 @@ SERVER_LABEL = "mcp_server"
 STDERR_KEPT_BYTES = 4096  # the end of a server's stderr, quoted when it fails to start or dies
 _END_WAIT_S = 10.0  # after a kill: how long its Result may take
 _TOOL_PAGES_MAX = 64  # of tools/list: a server cannot keep the daemon listing for ever
-
-
-@dataclass(frozen=True)
-class InstanceKey:
-    """Who a server's sandbox is kept for: a principal, and (scope "session") one MCP session of theirs."""
-
-    server: str
-    principal: str
-    mcp_session: str = ""
-
-
-@dataclass(frozen=True)
-class Daemon:
-    """What running a server needs of the daemon."""
-
-    engine: EngineLike
-    admission: Admission
-    trail: AuditTrail
-    metrics: Metrics
-    egress: EgressProxy | None
-
-
-class ServerGone(Exception):
-    """The server ended (or never answered): ``status`` and ``message`` say how, for the calls it leaves."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class McpInstance:

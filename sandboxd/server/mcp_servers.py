@@ -19,8 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-
-from mcp import types
+from typing import TYPE_CHECKING
 
 from sandboxd.api import convert
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
@@ -28,10 +27,15 @@ from sandboxd.base.errors import SandboxError
 from sandboxd.base.refusals import SessionFailed, TooManySessions
 from sandboxd.policy.auth import Identity
 from sandboxd.policy.decisions import Decision
-from sandboxd.server.mcp_instance import Daemon, InstanceKey, McpInstance
+from sandboxd.server.mcp_instance_types import Daemon, InstanceKey
 from sandboxd.server.mcp_servers_config import McpServerConfig, split_tool_name
 from sandboxd.server.network_rules import network_rules
 from sandboxd.server.runtime import Runtime
+
+if TYPE_CHECKING:  # the SDK is loaded once a server starts (_new), not with the daemon
+    from mcp import types
+
+    from sandboxd.server.mcp_instance import McpInstance
 
 log = logging.getLogger("sandboxd.mcp")
 
@@ -154,6 +158,8 @@ class McpServers:
             spec = runtime.registry.plan_program(config.sandbox, limits=decision.effective_limits, labels=labels)
         except SandboxError as error:
             raise SessionFailed(f"MCP server {config.name!r} cannot be planned: {error.message}") from None
+        from sandboxd.server.mcp_instance import McpInstance
+
         return McpInstance(config, key, spec=spec, network=network_rules(config.sandbox.network_allow, decision),
                            role=decision.role, daemon=self._daemon)
 
