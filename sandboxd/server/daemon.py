@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_files_limit()
     try:
         config = configure(args)
-        return asyncio.run(serve(config, args))
+        return uvloop.run(serve(config, args))
     except ConfigError as error:
         log.error("configuration: %s", error.message)
         return EXIT_CONFIG

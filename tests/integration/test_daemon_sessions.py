@@ -141,7 +141,9 @@ def test_an_idle_session_expires(daemon: Daemon) -> None:
         session = Session.create(client, tool="python", idle_timeout_ms=500)
         session.run({"code": "print(1)"})
         wait_for(lambda: list_sessions(client) == [], 10, "the idle session to expire")
-    assert events_of(daemon, session.session_id)[-1] == "session.expired"
+    # recorded before it is unlisted, on disk by the audit log's next group commit
+    wait_for(lambda: events_of(daemon, session.session_id)[-1] == "session.expired", 10,
+             "the expiry to be recorded as the session's last event")
     expired = next(r for r in daemon.audit_records() if r["event"] == "session.expired")
     assert expired["details"]["by"] == "idle"
 

@@ -186,8 +186,13 @@ class V1ExecCgroup:
         def thaw() -> None:
             freezer.state = "THAWED"
 
-        procs.freeze_kill_thaw(freeze, lambda: freezer.state == "FROZEN", thaw, self.pids, self.name,
-                               proc=self._dir_ops.proc)
+        try:
+            procs.freeze_kill_thaw(freeze, lambda: freezer.state == "FROZEN", thaw, self.pids, self.name,
+                                   proc=self._dir_ops.proc)
+        except CgroupError:
+            if os.path.isdir(self._leaves["freezer"].dir):
+                raise
+            # removed meanwhile (an empty leaf's release, racing a kill at shutdown): nothing left to kill
 
     def remove(self) -> None:
         # The freeze-kill-thaw only when something is left: an empty cgroup stays empty (only we move tasks in),
