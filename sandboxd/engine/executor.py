@@ -44,6 +44,9 @@ from sandboxd.engine.verdict import Facts, decide
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.05
+# After a pooled execution's release: the Result's way out (its audit commit, the caller's last messages) goes
+# first, then the pool builds its replacement (measured: 1 ms of a 14 ms Execute when built at once).
+POOL_REFILL_DELAY_S = 0.02
 # After a kill: how long the sandbox may take to be reported gone before we carry on without the report.
 EXIT_REPORT_TIMEOUT_S = 10.0
 _EMPTY_STATS = CgroupStats(0, 0, 0, 0)
@@ -383,8 +386,9 @@ class Executor:
             # Shielded: a second cancellation (a stop during the release) must not skip the kill, the closes
             # or the rmdir; the release then goes on by itself.
             release = asyncio.ensure_future(self._release(run, handle, tasks, stdin_w, tuple(ours), network))
-            if pooled is not None:  # refilled once this one is gone, not while it runs
-                release.add_done_callback(lambda _: self._pool.refill(spec))
+            if pooled is not None:  # refilled once this one is gone and answered, not while it runs
+                release.add_done_callback(
+                    lambda _: asyncio.get_running_loop().call_later(POOL_REFILL_DELAY_S, self._pool.refill, spec))
             try:
                 await asyncio.shield(release)
             except asyncio.CancelledError:
