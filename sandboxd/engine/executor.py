@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
 from sandboxd.base.limits import Limits
-from sandboxd.engine.cgroups import Backend, CgroupLimits, CgroupStats, ExecCgroup, detect_backend
+from sandboxd.engine.cgroups import Backend, CgroupLimits, CgroupStats, CgroupUsage, ExecCgroup, detect_backend
 from sandboxd.engine.child.init import INIT_COMM
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.hostcheck import check_host
@@ -543,16 +543,16 @@ class Executor:
         while self._accounted:
             await asyncio.sleep(POLL_INTERVAL_S)
             runs = [run for run in self._accounted if run.kill_reason is None]
-            for run, stats in zip(runs, await asyncio.to_thread(_read_stats, runs), strict=True):
+            for run, usage in zip(runs, await asyncio.to_thread(_read_usage, runs), strict=True):
                 limits = run.spec.limits
                 reason: Status | None = None
-                if isinstance(stats, CgroupError):
-                    run.kill_message = (f"ended: the cgroup's accounting could not be read ({stats.message}), so its "
+                if isinstance(usage, CgroupError):
+                    run.kill_message = (f"ended: the cgroup's accounting could not be read ({usage.message}), so its "
                                         "CPU time and memory limits could no longer be enforced")
                     reason = Status.CANCELLED
-                elif limits.cpu_time_ms is not None and stats.cpu_usec >= limits.cpu_time_ms * 1000:
+                elif limits.cpu_time_ms is not None and usage.cpu_usec >= limits.cpu_time_ms * 1000:
                     reason = Status.CPU_LIMIT
-                elif run.cgroup.oom_group_emulated and stats.oom_kill_count > 0:
+                elif run.cgroup.oom_group_emulated and usage.oom_kill_count > 0:
                     reason = Status.MEMORY_LIMIT  # v1 killed one task: kill all
                 if reason is not None:
                     self._accounted.discard(run)
@@ -631,11 +631,11 @@ def _open_pidfd(pid: int, execution_id: str) -> OwnedFd | None:
         return None
 
 
-def _read_stats(runs: list[_Run]) -> list[CgroupStats | CgroupError]:
-    results: list[CgroupStats | CgroupError] = []
+def _read_usage(runs: list[_Run]) -> list[CgroupUsage | CgroupError]:
+    results: list[CgroupUsage | CgroupError] = []
     for run in runs:
         try:
-            results.append(run.cgroup.stats())
+            results.append(run.cgroup.usage())
         except CgroupError as e:
             results.append(e)
     return results

@@ -244,6 +244,9 @@ def _prepare_process() -> None:
 
 
 def main() -> None:
+    # Back at the niceness of any process: the daemon serves above it (sandboxd.server.daemon.DAEMON_NICE), its
+    # sandboxes must not, and each inherits ours.
+    os.setpriority(os.PRIO_PROCESS, 0, 0)
     _prepare_process()
     control = socket.socket(fileno=int(sys.argv[1]))
     control.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)

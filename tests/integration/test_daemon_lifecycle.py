@@ -205,3 +205,18 @@ def test_invalid_config_fails_the_start(tmp_path: Path) -> None:
     done = subprocess.run(broken.command(), capture_output=True, timeout=30)
     assert done.returncode == 78
     assert f"{broken.config_path}: daemon.max_request_bytes: ".encode() in done.stderr
+
+
+def test_the_daemon_serves_above_its_sandboxes_priority(daemon: Daemon) -> None:
+    """The daemon answers at niceness -5 (health checks and Results are not held up by a machine full of
+    sandboxes); what it runs does not inherit that: its spawner and every sandbox are at niceness 0."""
+    assert daemon.process is not None
+    serving = psutil.Process(daemon.process.pid)
+    threads_nice = {psutil.Process(thread.id).nice() for thread in serving.threads()}
+    spawner = next(child for child in serving.children() if child.name() == "sandboxd-spawn")
+    with daemon.client() as client:
+        outcome = client.run_command(["/bin/sh", "-c", "/usr/bin/nice; cut -d' ' -f19 /proc/1/stat"])
+    assert outcome.status_name == "OK", outcome.result
+    assert threads_nice == {-5}
+    assert spawner.nice() == 0
+    assert outcome.stdout == b"0\n0\n"  # the handler's niceness, then its init's

@@ -29,7 +29,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
     },
     "cpu": {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "-1"},
-    "cpuacct": {"cpuacct.usage_user": "0", "cpuacct.usage_sys": "0", "cpuacct.stat": "user 0\nsystem 0\n"},
+    "cpuacct": {"cpuacct.usage": "0", "cpuacct.usage_user": "0", "cpuacct.usage_sys": "0",
+                "cpuacct.stat": "user 0\nsystem 0\n"},
     "pids": {"pids.max": "max"},
     "freezer": {"freezer.state": "THAWED"},
 }
@@ -233,6 +234,16 @@ def test_stats_are_parsed(kernel: FakeKernel, swaps: Path) -> None:
     stats = cg.stats()
     assert (stats.memory_peak_bytes, stats.oom_kill_count) == (33554432, 2)
     assert (stats.cpu_user_usec, stats.cpu_system_usec, stats.cpu_usec) == (1500, 2, 1502)
+
+
+def test_usage_reads_cpu_time_and_oom_kills_alone(kernel: FakeKernel, swaps: Path) -> None:
+    """What the accounting sweep reads of every running execution: two files, not stats' four."""
+    cg = make_backend(kernel, swaps).create("a1", LIMITS)
+    set_fixture(kernel.root / OWN_MEMORY / "sandboxd-test/exec-a1", "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
+    set_fixture(kernel.root / "cpuacct/sandboxd-test/exec-a1", "cpuacct.usage", "1502999\n")
+    usage = cg.usage()
+    assert (usage.cpu_usec, usage.oom_kill_count) == (1502, 3)
 
 
 def test_stats_fall_back_to_cpuacct_stat_ticks_and_old_oom_control(kernel: FakeKernel, swaps: Path) -> None:

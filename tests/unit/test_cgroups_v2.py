@@ -170,6 +170,15 @@ def test_stats_are_parsed(own: Path, kernel: FakeKernel) -> None:
     assert (stats.cpu_user_usec, stats.cpu_system_usec, stats.cpu_usec) == (2000, 1000, 3000)
 
 
+def test_usage_reads_cpu_time_and_oom_kills_alone(own: Path, kernel: FakeKernel) -> None:
+    cg = make_backend(own, kernel).create("a1", LIMITS)
+    leaf = own / "exec-a1"
+    set_fixture(leaf, "memory.events", "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 1\n")
+    set_fixture(leaf, "cpu.stat", "usage_usec 3000\nuser_usec 2000\nsystem_usec 1000\nnr_periods 4\n")
+    usage = cg.usage()
+    assert (usage.cpu_usec, usage.oom_kill_count) == (3000, 1)
+
+
 def test_stats_fall_back_to_memory_current(own: Path, kernel: FakeKernel) -> None:
     del kernel.template["memory.peak"]
     kernel.template["memory.current"] = "123456\n"

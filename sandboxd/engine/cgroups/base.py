@@ -30,6 +30,12 @@ class CgroupStats:
         return self.cpu_user_usec + self.cpu_system_usec
 
 
+@dataclass(frozen=True)
+class CgroupUsage:
+    cpu_usec: int  # user + system
+    oom_kill_count: int
+
+
 class ExecCgroup(Protocol):
     """The cgroup(s) of one execution: one leaf on v2, one leaf per controller hierarchy on v1."""
 
@@ -46,6 +52,9 @@ class ExecCgroup(Protocol):
         """True when the kernel kills only one process on OOM (v1), so the caller must kill the group."""
 
     def stats(self) -> CgroupStats: ...
+
+    def usage(self) -> CgroupUsage:
+        """What a running execution's limits are checked against, often: fewer files than :meth:`stats`."""
 
     def pids(self) -> list[int]:
         """Pids in the leaf and the cgroups below it (host pid namespace)."""

@@ -37,7 +37,7 @@ from cgroupspy.nodes import Node
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.engine.cgroups import fsutil, procs
-from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats
+from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats, CgroupUsage
 
 CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")  # also the order the child joins them in
 CFS_PERIOD_USEC = 100_000
@@ -161,6 +161,12 @@ class V1ExecCgroup:
             cpu_user_usec=user_usec,
             cpu_system_usec=system_usec,
         )
+
+    def usage(self) -> CgroupUsage:
+        mem, acct = self._leaves["memory"].dir, self._leaves["cpuacct"].dir
+        oom = fsutil.parse_keyed(fsutil.read_text(os.path.join(mem, "memory.oom_control")))
+        usage_nsec = int(fsutil.read_text(os.path.join(acct, "cpuacct.usage")))
+        return CgroupUsage(usage_nsec // _NSEC_PER_USEC, oom.get("oom_kill", 0))
 
     def pids(self) -> list[int]:
         """Its processes and those of the cgroups below it (a session's calls), in every hierarchy."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.engine.cgroups import fsutil, procs
-from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats
+from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats, CgroupUsage
 
 REQUIRED_CONTROLLERS = ("memory", "cpu", "pids")
 CPU_PERIOD_USEC = 100_000
@@ -69,6 +69,11 @@ class V2ExecCgroup:
             cpu_user_usec=cpu.get("user_usec", 0),
             cpu_system_usec=cpu.get("system_usec", 0),
         )
+
+    def usage(self) -> CgroupUsage:
+        cpu = fsutil.parse_keyed(self._read("cpu.stat"))
+        return CgroupUsage(cpu.get("usage_usec", 0),
+                           fsutil.parse_keyed(self._read("memory.events")).get("oom_kill", 0))
 
     def pids(self) -> list[int]:
         """Its processes and those of the cgroups below it (a session's calls)."""

@@ -51,8 +51,8 @@ def test_unreadable_accounting_ends_the_execution_with_a_clear_message(engine: E
     def unreadable(_cgroup: object) -> None:
         raise CgroupError("cannot read cpu.stat: Input/output error")
 
-    monkeypatch.setattr(V1ExecCgroup, "stats", unreadable)
-    monkeypatch.setattr(V2ExecCgroup, "stats", unreadable)
+    monkeypatch.setattr(V1ExecCgroup, "usage", unreadable)  # what the sweep reads while it runs
+    monkeypatch.setattr(V2ExecCgroup, "usage", unreadable)
     run = engine.run(engine.spec("/bin/sleep", "30", limits=Limits(cpu_time_ms=5000, wall_time_ms=20_000)))
     assert run.result.status is Status.CANCELLED, run.result
     assert "accounting could not be read" in run.result.message
