@@ -186,3 +186,32 @@ def ptrace_syscall_arch(pid: int) -> int:
     result = _libc.ptrace(_PTRACE_GET_SYSCALL_INFO, pid, ctypes.c_void_p(ctypes.sizeof(info)), ctypes.byref(info))
     _check(result, f"ptrace(GET_SYSCALL_INFO, {pid})")
     return int(info.arch)
+
+
+_SYS_CLONE3 = 435
+CLONE_INTO_CGROUP = 0x200000000
+# The GIL stays held through the call, as os.fork holds it: the child resumes in a consistent interpreter.
+_pylibc = ctypes.PyDLL(None, use_errno=True)
+_pylibc.syscall.restype = ctypes.c_long
+
+
+class _CloneArgs(ctypes.Structure):
+    """``struct clone_args`` up to ``cgroup`` (CLONE_ARGS_SIZE_VER2, Linux 5.7)."""
+
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size", "tls", "set_tid",
+        "set_tid_size", "cgroup")]
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """``fork()`` whose child is born in the cgroup v2 directory ``cgroup_fd`` (``clone3`` with
+    ``CLONE_INTO_CGROUP``): no migration afterwards, so no wait for the RCU grace period a first
+    ``cgroup.procs`` write after a quiet spell costs. 0 in the child, its pid in the parent; OSError where the
+    kernel cannot (before 5.7: ENOSYS; a v1 directory: EBADF) — the caller forks and writes instead.
+
+    The child is a process as os.fork makes one, without Python's after-fork hooks: for a single-threaded
+    caller whose child never returns to the code that forked it (the spawner's waiter)."""
+    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=17, cgroup=cgroup_fd)  # SIGCHLD
+    result = _pylibc.syscall(ctypes.c_long(_SYS_CLONE3), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    _check(result, f"clone3(CLONE_INTO_CGROUP, cgroup fd {cgroup_fd})")
+    return int(result)

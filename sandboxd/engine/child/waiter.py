@@ -94,7 +94,13 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         stage = "fork pid 1"
         joined_r, joined_w = os.pipe2(os.O_CLOEXEC)
         init_r, init_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        pid = _fork_placed(plan.cgroup_procs)
+        if pid > 0:  # born in its cgroup: nothing left to write
+            for fd in procs_fds:
+                os.close(fd)
+            procs_fds = []
+        elif pid < 0:
+            pid = os.fork()
     except OSError as e:
         report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
         os._exit(127)
@@ -159,6 +165,23 @@ def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, stat
     os.write(status_pipe, (f"exit {watch.init_status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
                            f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
     os._exit(0)
+
+
+def _fork_placed(cgroup_procs: tuple[str, ...]) -> int:
+    """Pid 1 forked straight into its cgroup on v2 (one hierarchy): its pid, or 0 in pid 1 itself; -1 when
+    that cannot be done here (v1, a kernel before 5.7) and pid 1 is forked and then moved."""
+    if len(cgroup_procs) != 1:
+        return -1
+    try:
+        cgroup_fd = os.open(os.path.dirname(cgroup_procs[0]), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        return sc.fork_into_cgroup(cgroup_fd)
+    except OSError:
+        return -1
+    finally:
+        os.close(cgroup_fd)
 
 
 def _seize_and_place(pid: int, procs_fds: list[int], joined_w: int, errpipe: int) -> bool:
