@@ -90,17 +90,12 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         # Opened now: pid 1's pivot_root moves the root of this process too (same mount namespace), after
         # which "/proc" is the sandbox's. The host's /proc stays reachable through proc_fd.
         procs_fds = [os.open(p, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC) for p in plan.cgroup_procs]
+        leaf_fd = open_v2_leaf(plan.cgroup_procs)
         proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         stage = "fork pid 1"
         joined_r, joined_w = os.pipe2(os.O_CLOEXEC)
         init_r, init_w = os.pipe2(os.O_CLOEXEC)
-        pid = _fork_placed(plan.cgroup_procs)
-        if pid > 0:  # born in its cgroup: nothing left to write
-            for fd in procs_fds:
-                os.close(fd)
-            procs_fds = []
-        elif pid < 0:
-            pid = os.fork()
+        pid, procs_fds = _fork_into(leaf_fd, procs_fds)
     except OSError as e:
         report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
         os._exit(127)
@@ -133,6 +128,7 @@ def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, stat
     stage = "open cgroup"
     try:
         procs_fds = [os.open(p, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC) for p in plan.cgroup_procs]
+        leaf_fd = open_v2_leaf(plan.cgroup_procs)  # before the chroot below: these are the host's paths
         proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         stage = "join session"
         root_fd = os.open(f"/proc/{plan.join_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -144,7 +140,7 @@ def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, stat
         os.close(root_fd)
         stage = "fork call"
         joined_r, joined_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
+        pid, procs_fds = _fork_into(leaf_fd, procs_fds)
     except OSError as e:
         report(errpipe, stage, e.errno or 0, f"{stage}: {e.strerror or e}")
         os._exit(127)
@@ -167,21 +163,32 @@ def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, stat
     os._exit(0)
 
 
-def _fork_placed(cgroup_procs: tuple[str, ...]) -> int:
-    """Pid 1 forked straight into its cgroup on v2 (one hierarchy): its pid, or 0 in pid 1 itself; -1 when
-    that cannot be done here (v1, a kernel before 5.7) and pid 1 is forked and then moved."""
+def open_v2_leaf(cgroup_procs: tuple[str, ...]) -> int:
+    """The leaf directory to fork into on v2 (one hierarchy), or -1: v1's leaves are joined by moving."""
     if len(cgroup_procs) != 1:
         return -1
     try:
-        cgroup_fd = os.open(os.path.dirname(cgroup_procs[0]), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return os.open(os.path.dirname(cgroup_procs[0]), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return -1
-    try:
-        return sc.fork_into_cgroup(cgroup_fd)
-    except OSError:
-        return -1
-    finally:
-        os.close(cgroup_fd)
+
+
+def _fork_into(leaf_fd: int, procs_fds: list[int]) -> tuple[int, list[int]]:
+    """Fork the sandbox's first process: into its leaf when it can be born there (``leaf_fd``, v2, Linux ≥
+    5.7) — then none of ``procs_fds`` is written, and they are closed — else by ``os.fork``, to be moved by
+    writing them (:func:`_seize_and_place`). Returns the pid (0 in the child) and what is left to write."""
+    pid = -1
+    if leaf_fd >= 0:
+        try:
+            pid = sc.fork_into_cgroup(leaf_fd)
+        except OSError:
+            pid = -1  # e.g. a call in a session, whose cgroup namespace puts its leaf out of reach: moved
+        os.close(leaf_fd)
+    if pid < 0:
+        return os.fork(), procs_fds
+    for fd in procs_fds:
+        os.close(fd)
+    return pid, []
 
 
 def _seize_and_place(pid: int, procs_fds: list[int], joined_w: int, errpipe: int) -> bool:
