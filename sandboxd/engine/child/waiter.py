@@ -10,10 +10,11 @@ watches it until its init has ended.
                                     └─fork──▶ pid 2: the handler
 
 The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, ``memory.oom.group``) must not
-take the one process that reports the outcome with it. It moves pid 1 into the cgroup while pid 1 builds its
-root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5-15 ms), so the two
-overlap — and pid 1 blocks on the waiter's ack before it creates its cgroup namespace and before anything of
-the tool runs: nothing the tool does escapes accounting.
+take the one process that reports the outcome with it. On v2 it forks pid 1 straight into the leaf (``clone3``
+with ``CLONE_INTO_CGROUP``); on v1 (or a kernel without it) it moves pid 1 into the cgroup while pid 1 builds
+its root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5-15 ms), so the two
+overlap. Pid 1 blocks on the waiter's ack before it creates its cgroup namespace and before anything of the
+tool runs: nothing the tool does escapes accounting.
 
 The waiter seizes pid 1 with ``PTRACE_O_TRACEFORK|VFORK|CLONE`` before that ack, so every process and thread
 of the sandbox is traced from its birth, and with ``PTRACE_O_TRACEEXIT``, so each one's exit stops where its
