@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 from daemon_harness import UNMETERED_POLICY, make_daemon, running
@@ -23,21 +25,13 @@ from daemon_harness import UNMETERED_POLICY, make_daemon, running
 from sandboxd.cli.client import SandboxClient
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def spawner_pid(daemon_pid: int) -> int:
-    """The daemon's child that is its spawner (named ``sandboxd-spawn``)."""
-    for task in Path(f"/proc/{daemon_pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if Path(f"/proc/{child}/comm").read_text().strip() == "sandboxd-spawn":
-                return int(child)
-    raise SystemExit("the daemon has no spawner")
+def serving_processes(daemon_pid: int) -> list[psutil.Process]:
+    """The daemon and its spawner (its child named ``sandboxd-spawn``)."""
+    daemon = psutil.Process(daemon_pid)
+    spawners = [child for child in daemon.children() if child.name() == "sandboxd-spawn"]
+    if not spawners:
+        raise SystemExit("the daemon has no spawner")
+    return [daemon, spawners[0]]
 
 
 def main() -> None:
@@ -67,13 +61,13 @@ def main() -> None:
             while client.info().running_executions < args.executions * 0.9 and any(t.is_alive() for t in threads):
                 time.sleep(0.05)
             running_now = client.info().running_executions
-            serving = (daemon.process.pid, spawner_pid(daemon.process.pid))
+            serving = serving_processes(daemon.process.pid)
             peak_rss = 0
             for _ in range(args.checks):
                 t0 = time.perf_counter()
                 client.health()
                 latencies_ms.append((time.perf_counter() - t0) * 1000)
-                peak_rss = max(peak_rss, sum(rss_bytes(pid) for pid in serving))
+                peak_rss = max(peak_rss, sum(process.memory_info().rss for process in serving))
                 time.sleep(0.005)
         for thread in threads:
             thread.join()

@@ -82,7 +82,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Sandbox"].full_name
 _TRANSPORT_SLACK_BYTES = 64 * 1024
 _SERVER_STOP_GRACE_S = 2.0
 _ANCHOR_FLUSH_TIMEOUT_S = 10.0
-# The daemon's niceness: with 500 sandboxes starting on 2 cores, health p99 6-16 ms against 25-73 ms at 0
+# The daemon's niceness: with 500 sandboxes starting on 2 cores, health p99 6-42 ms against 25-73 ms at 0
 # (bench/health_under_load.py). The sandboxes run at 0 (a pool builds its own at 19).
 DAEMON_NICE = -5
 # Exits a restart cannot fix, each named in the unit's RestartPreventExitStatus= so systemd does not loop:

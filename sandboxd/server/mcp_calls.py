@@ -47,10 +47,10 @@ from sandboxd.server.mcp_servers_config import McpServerConfig
 from sandboxd.server.metrics import Metrics
 from sandboxd.server.registry import UnresolvableSchema, parse_params, validate_params
 from sandboxd.server.risk_intake import assess_risk
-
-if TYPE_CHECKING:
-    from mcp import types
 from sandboxd.server.runtime import Runtime
+
+if TYPE_CHECKING:  # the SDK is loaded once a server starts, not with the daemon
+    from mcp import types
 
 OUTPUT_CHUNK_BYTES = 64 * 1024
 UNCLASSIFIED = ""  # a server's tools carry no classification label ([policy] unclassified says what that is)

@@ -163,9 +163,9 @@ class V1ExecCgroup:
         )
 
     def usage(self) -> CgroupUsage:
-        mem, acct = self._leaves["memory"].dir, self._leaves["cpuacct"].dir
-        oom = fsutil.parse_keyed(fsutil.read_text(os.path.join(mem, "memory.oom_control")))
-        usage_nsec = int(fsutil.read_text(os.path.join(acct, "cpuacct.usage")))
+        mem, acct = _ctl(self._leaves["memory"]), _ctl(self._leaves["cpuacct"])
+        oom = fsutil.parse_keyed(mem.get_property("memory.oom_control"))
+        usage_nsec = int(acct.get_property("cpuacct.usage"))
         return CgroupUsage(usage_nsec // _NSEC_PER_USEC, oom.get("oom_kill", 0))
 
     def pids(self) -> list[int]:

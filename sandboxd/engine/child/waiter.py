@@ -183,7 +183,7 @@ def _fork_into(leaf_fd: int, procs_fds: list[int]) -> tuple[int, list[int]]:
         try:
             pid = sc.fork_into_cgroup(leaf_fd)
         except OSError:
-            pid = -1  # e.g. a call in a session, whose cgroup namespace puts its leaf out of reach: moved
+            pid = -1  # refused (a kernel or a namespace that does not allow it): forked and moved instead
         os.close(leaf_fd)
     if pid < 0:
         return os.fork(), procs_fds
