@@ -64,6 +64,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default of 5 overflows under a test's hundreds of concurrent connections: the kernel
+    # then drops SYNs and the proxy's connects wait out retransmission back-offs of seconds
+    request_queue_size = 1024
     upstream: Upstream
 
 
