@@ -123,6 +123,11 @@ def _ctl(node: _Node) -> Any:
     return node.controller
 
 
+def _oom_kills(memory: Any) -> int:
+    """How many of the leaf's tasks the kernel OOM-killed (the line exists from kernel 4.13)."""
+    return fsutil.parse_keyed(memory.get_property("memory.oom_control")).get("oom_kill", 0)
+
+
 class V1ExecCgroup:
     """One execution's leaf in every hierarchy; the child joins each (``procs_files``)."""
 
@@ -146,7 +151,6 @@ class V1ExecCgroup:
 
     def stats(self) -> CgroupStats:
         mem, acct = _ctl(self._leaves["memory"]), _ctl(self._leaves["cpuacct"])
-        oom = fsutil.parse_keyed(mem.get_property("memory.oom_control"))
         if acct.exists("cpuacct.usage_user"):
             user_usec = acct.usage_user_nsec // _NSEC_PER_USEC
             system_usec = acct.usage_sys_nsec // _NSEC_PER_USEC
@@ -157,16 +161,15 @@ class V1ExecCgroup:
             system_usec = ticks.get("system", 0) * usec_per_tick
         return CgroupStats(
             memory_peak_bytes=int(mem.max_usage_in_bytes),
-            oom_kill_count=oom.get("oom_kill", 0),  # the line exists from kernel 4.13
+            oom_kill_count=_oom_kills(mem),
             cpu_user_usec=user_usec,
             cpu_system_usec=system_usec,
         )
 
     def usage(self) -> CgroupUsage:
         mem, acct = _ctl(self._leaves["memory"]), _ctl(self._leaves["cpuacct"])
-        oom = fsutil.parse_keyed(mem.get_property("memory.oom_control"))
         usage_nsec = int(acct.get_property("cpuacct.usage"))
-        return CgroupUsage(usage_nsec // _NSEC_PER_USEC, oom.get("oom_kill", 0))
+        return CgroupUsage(usage_nsec // _NSEC_PER_USEC, _oom_kills(mem))
 
     def pids(self) -> list[int]:
         """Its processes and those of the cgroups below it (a session's calls), in every hierarchy."""
