@@ -15,27 +15,34 @@ import dataclasses
 import errno
 import logging
 import os
-import re
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 
 from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
 from sandboxd.base.limits import Limits
-from sandboxd.engine.cgroups import Backend, CgroupLimits, CgroupStats, CgroupUsage, ExecCgroup, detect_backend
-from sandboxd.engine.child.init import INIT_COMM
+from sandboxd.engine.cgroups import Backend, CgroupLimits, ExecCgroup, detect_backend
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.hostcheck import check_host
 from sandboxd.engine.ids import IdPool, IdsExhausted
 from sandboxd.engine.kmsg import find_seccomp_kill
 from sandboxd.engine.netns import PreparedNetwork, prepare_network
-from sandboxd.engine.plan import bind_order, build_plan
+from sandboxd.engine.plan import build_plan
 from sandboxd.engine.pool import Pooled, PoolStats, WarmPool, go_message
 from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output, widen_pipe
-from sandboxd.engine.result import Event, NetworkReady, Result, SeccompViolation, Started, Status
-from sandboxd.engine.seccomp.names import describe_kill, syscall_name
+from sandboxd.engine.result import Event, NetworkReady, Result, Started, Status
+from sandboxd.engine.run import (
+    Run,
+    RunningExecution,
+    SessionSandbox,
+    cgroup_pids_max,
+    hung_stage,
+    open_pidfd,
+    read_usage,
+    violation,
+)
+from sandboxd.engine.seccomp.names import syscall_name
 from sandboxd.engine.spawnclient import ExitReport, SetupFailure, SpawnerClient, SpawnHandle, close_quietly
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.engine.stop import stop_reason
@@ -49,82 +56,10 @@ POLL_INTERVAL_S = 0.05
 POOL_REFILL_DELAY_S = 0.02
 # After a kill: how long the sandbox may take to be reported gone before we carry on without the report.
 EXIT_REPORT_TIMEOUT_S = 10.0
-_EMPTY_STATS = CgroupStats(0, 0, 0, 0)
 # What a caller may send the handler (Executor.signal): asking it to stop, one way or another; nothing that
 # stops, continues or otherwise steers it.
 SIGNALS_ACCEPTED = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL, signal.SIGQUIT})
 KEEPER_LEAF = "keeper"  # a session's own sandbox, in exec-keeper below the session's cgroup
-
-
-@dataclass(frozen=True)
-class RunningExecution:
-    execution_id: str
-    tool: str
-    labels: Mapping[str, str]
-    started_at: float  # unix seconds
-    pid: int
-    cpu_usec: int
-    memory_peak_bytes: int
-
-
-@dataclass
-class SessionSandbox:
-    """A sandbox that outlives its calls (a session): built once by an execution that keeps it (see
-    :meth:`Executor.execute`'s ``opens_session``); each call joins its namespaces and root through a pidfd of
-    its keeper, runs as its uid, in a cgroup below the session's — whose limits cover them all."""
-
-    session_id: str  # the execution id of its keeper
-    uid: int
-    cgroup: ExecCgroup
-    pid: int  # host pid of the keeper (pid 2 of the session's pid namespace)
-    pidfd: int  # the keeper's execution's own (closed by its release, once the session is unlisted)
-
-
-class _Run:
-    """Mutable state of one execution, shared by its stream, its monitor and ``cancel``."""
-
-    def __init__(self, execution_id: str, spec: ExecutionSpec, cgroup: ExecCgroup, cancel: asyncio.Event,
-                 uid: int, *, procs_files: tuple[str, ...] | None = None,
-                 session: SessionSandbox | None = None) -> None:
-        self.execution_id = execution_id
-        self.uid = uid
-        self.procs_files = cgroup.procs_files if procs_files is None else procs_files  # where the sandbox joins
-        self.session = session  # the session it is a call in
-        self.cancel = cancel  # set by whoever cancels (Executor.cancel, or the caller's own token)
-        self.spec = spec
-        self.cgroup = cgroup
-        self.started_at = time.time()
-        self.pid = 0
-        self.pidfd: OwnedFd | None = None  # the handler's, from its Started to the release: signals reach it alone
-        self.kill_reason: Status | None = None
-        self.kill_message: str | None = None  # why, when the status alone does not say
-        self.kills: list[asyncio.Future[None]] = []  # kills under way in worker threads: the release waits
-        self.stdout_bytes = 0
-        self.stderr_bytes = 0
-        self.output_truncated = False
-
-    def kill_aside(self, reason: Status) -> asyncio.Future[None]:
-        """Kill in a worker thread (a v1 kill polls the freezer); the release waits for it before removing the
-        cgroup, even when whoever asked was cancelled meanwhile."""
-        future = asyncio.ensure_future(asyncio.to_thread(self.kill, reason))
-        self.kills.append(future)
-        return future
-
-    def kill(self, reason: Status) -> None:
-        """Kill the whole cgroup; the first reason is the one reported."""
-        if self.kill_reason is None:
-            self.kill_reason = reason
-        try:
-            self.cgroup.kill()
-        except CgroupError as e:  # remove() kills again and retries; say so loudly
-            log.error("execution %s: kill failed: %s", self.execution_id, e)
-
-    def stats(self) -> CgroupStats:
-        try:
-            return self.cgroup.stats()
-        except CgroupError as e:
-            log.warning("execution %s: cannot read accounting: %s", self.execution_id, e)
-            return _EMPTY_STATS
 
 
 class Executor:
@@ -134,11 +69,11 @@ class Executor:
         self._config = config
         self._backend = backend
         self._spawner = spawner
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, Run] = {}
         self._ids = IdPool(config.sandbox_ids)
         self._background: set[asyncio.Future[None]] = set()  # releases and undos that outlived a cancellation
         self._spawner_lock = asyncio.Lock()
-        self._accounted: set[_Run] = set()  # executions whose CPU time (or v1 OOM) the sweep watches
+        self._accounted: set[Run] = set()  # executions whose CPU time (or v1 OOM) the sweep watches
         self._sweeper: asyncio.Task[None] | None = None
         self._sessions: dict[str, SessionSandbox] = {}  # by keeper execution id, while the keeper runs
         self._pool = WarmPool(self._build_pooled, self._discard_pooled)
@@ -242,7 +177,7 @@ class Executor:
                 log.warning("pool: %s", e)
                 return None
             raise
-        run = _Run(pool_id, spec, cgroup, asyncio.Event(), uid, procs_files=procs_files)
+        run = Run(pool_id, spec, cgroup, asyncio.Event(), uid, procs_files=procs_files)
         ours: list[int] = []
         gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -333,7 +268,7 @@ class Executor:
                 if session is None:
                     self._ids.release(uid)
                 raise
-            run = _Run(eid, spec, cgroup, cancel, uid, procs_files=procs_files, session=session)
+            run = Run(eid, spec, cgroup, cancel, uid, procs_files=procs_files, session=session)
         self._runs[eid] = run
         # From here one try/finally holds everything: the release runs whatever fails or is cancelled.
         stdin_w = OwnedFd(-1)
@@ -372,7 +307,7 @@ class Executor:
                     final = await self._setup_failed(run, handle, started, t0)
                 else:
                     run.pid = started
-                    run.pidfd = _open_pidfd(started, eid)
+                    run.pidfd = open_pidfd(started, eid)
                     if run.kill_reason is not None:  # killed while it was being set up: kill what joined since
                         await run.kill_aside(run.kill_reason)
                     tasks.append(asyncio.create_task(self._monitor(run, t0)))
@@ -415,7 +350,7 @@ class Executor:
             os.close(pooled.gate_w)
         return pooled
 
-    async def _spawn(self, run: _Run, network: PreparedNetwork | None, ours: list[int],
+    async def _spawn(self, run: Run, network: PreparedNetwork | None, ours: list[int],
                      gate: int | None = None) -> SpawnHandle | Result:
         """The stdio pipes, then the spawn — or why not. ``ours`` collects our ends (stdin's first), which the
         release closes; the sandbox's ends are closed here once the spawner has its own."""
@@ -487,7 +422,7 @@ class Executor:
         except CgroupError as e:
             log.error("%s", e)
 
-    async def _release(self, run: _Run, handle: SpawnHandle | None, tasks: list[asyncio.Task[None]],
+    async def _release(self, run: Run, handle: SpawnHandle | None, tasks: list[asyncio.Task[None]],
                        stdin: OwnedFd, fds: tuple[int, ...], network: PreparedNetwork | None) -> None:
         """Kill what is left, close our pipe ends and the network's door, remove the cgroup. Runs exactly once
         per execution."""
@@ -516,14 +451,14 @@ class Executor:
                 self._ids.release(run.uid)
         self._runs.pop(run.execution_id, None)  # a pooled sandbox released unused was never listed
 
-    async def _watch_cancel(self, run: _Run) -> None:
+    async def _watch_cancel(self, run: Run) -> None:
         await run.cancel.wait()
         reason, message = stop_reason(run.cancel)
         if run.kill_reason is None and message is not None:
             run.kill_message = message
         await run.kill_aside(reason)
 
-    async def _monitor(self, run: _Run, t0: float) -> None:
+    async def _monitor(self, run: Run, t0: float) -> None:
         """Wall time by a timer (no polling); CPU time and v1's group OOM by the one accounting sweep."""
         if run.spec.limits.cpu_time_ms is not None or run.cgroup.oom_group_emulated:
             self._accounted.add(run)
@@ -543,7 +478,7 @@ class Executor:
         while self._accounted:
             await asyncio.sleep(POLL_INTERVAL_S)
             runs = [run for run in self._accounted if run.kill_reason is None]
-            for run, usage in zip(runs, await asyncio.to_thread(_read_usage, runs), strict=True):
+            for run, usage in zip(runs, await asyncio.to_thread(read_usage, runs), strict=True):
                 limits = run.spec.limits
                 reason: Status | None = None
                 if isinstance(usage, CgroupError):
@@ -558,7 +493,7 @@ class Executor:
                     self._accounted.discard(run)
                     run.kill_aside(reason)
 
-    async def _await_started(self, run: _Run, handle: SpawnHandle) -> int | SetupFailure:
+    async def _await_started(self, run: Run, handle: SpawnHandle) -> int | SetupFailure:
         """The handler's pid once it has passed ``execve``, or why not — a setup that hangs (a FIFO, a dead
         network mount) is ended after ``setup_timeout_ms``, naming the stage it hung in."""
         timeout_ms = self._config.setup_timeout_ms
@@ -571,7 +506,7 @@ class Executor:
         return SetupFailure(stage, errno.ETIMEDOUT,
                             f"{stage}: the sandbox's setup did not finish within {timeout_ms} ms")
 
-    async def _setup_failed(self, run: _Run, handle: SpawnHandle, failure: SetupFailure, t0: float) -> Result:
+    async def _setup_failed(self, run: Run, handle: SpawnHandle, failure: SetupFailure, t0: float) -> Result:
         try:
             await asyncio.wait_for(asyncio.shield(handle.exited), EXIT_REPORT_TIMEOUT_S)
         except (TimeoutError, SpawnerError) as e:
@@ -584,10 +519,10 @@ class Executor:
                       setup_errno=failure.errno, wall_time_ms=int((time.monotonic() - t0) * 1000),
                       memory_peak_bytes=stats.memory_peak_bytes)
 
-    async def _finish(self, run: _Run, report: ExitReport, t0: float) -> Result:
+    async def _finish(self, run: Run, report: ExitReport, t0: float) -> Result:
         wall_time_ms = int((time.monotonic() - t0) * 1000)
         stats = run.stats()
-        violations = tuple(_violation(pid, arch, nr) for pid, arch, nr in report.seccomp_kills)
+        violations = tuple(violation(pid, arch, nr) for pid, arch, nr in report.seccomp_kills)
         own = next((v for v in violations if v.pid == run.pid), None)
         handler_killed = True if own is not None else (False if report.traced else None)
         verdict = decide(Facts(run.kill_reason, report.wait_status, stats, run.spec.limits, handler_killed))
@@ -617,57 +552,3 @@ class Executor:
             memory_peak_bytes=stats.memory_peak_bytes or report.maxrss_bytes,
             stdout_bytes=run.stdout_bytes, stderr_bytes=run.stderr_bytes, output_truncated=run.output_truncated,
             seccomp_syscall_nr=syscall_nr, seccomp_syscall_name=syscall, seccomp_violations=violations)
-
-
-def _open_pidfd(pid: int, execution_id: str) -> OwnedFd | None:
-    """A pidfd of the handler, opened as soon as it is reported started (:meth:`Executor.signal` checks that
-    it still names a process of the execution before each signal)."""
-    try:
-        return OwnedFd(os.pidfd_open(pid))
-    except ProcessLookupError:  # it has already ended (a quick one): nothing left to signal
-        return None
-    except OSError as e:  # no descriptor left (EMFILE): it runs, but cannot be signalled
-        log.warning("execution %s: no pidfd for handler pid %d: %s", execution_id, pid, e.strerror or e)
-        return None
-
-
-def _read_usage(runs: list[_Run]) -> list[CgroupUsage | CgroupError]:
-    results: list[CgroupUsage | CgroupError] = []
-    for run in runs:
-        try:
-            results.append(run.cgroup.usage())
-        except CgroupError as e:
-            results.append(e)
-    return results
-
-
-def cgroup_pids_max(pids_max: int | None) -> int | None:
-    """The leaf's ``pids.max``: the handler's processes plus the sandbox's init, which is ours, not the tool's."""
-    return None if pids_max is None else pids_max + 1
-
-
-def _violation(pid: int, arch: int, nr: int) -> SeccompViolation:
-    abi, name = describe_kill(arch, nr)
-    return SeccompViolation(pid, abi, nr, name)
-
-
-def hung_stage(pids: Sequence[int], spec: ExecutionSpec) -> str:
-    """The setup stage a hung sandbox is in, from the ``comm`` its processes named it by (the handler-to-be's
-    when it exists: it is the later one); a bind is named with its source and target."""
-    stages = []
-    for pid in sorted(pids):
-        try:
-            with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
-                stages.append(f.read().strip())
-        except OSError:
-            continue
-    stages = [stage for stage in stages if stage != INIT_COMM]
-    if not stages:
-        return "spawn"
-    stage = stages[-1]
-    match = re.match(r"bind (\d+)", stage)
-    binds = bind_order(spec.binds)
-    if match and int(match.group(1)) < len(binds):
-        bind = binds[int(match.group(1))]
-        return f"bind {match.group(1)}: {bind.source} -> {bind.target}"
-    return stage

@@ -23,9 +23,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sandboxd.engine.child.plan import DEFAULT_PATH
+from sandboxd.engine.run import Run
+from sandboxd.engine.spawnclient import SpawnHandle
 from sandboxd.engine.spec import ExecutionSpec
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ def go_message(spec: ExecutionSpec) -> bytes | None:
 class Pooled:
     """One sandbox standing ready: the executor's run state and handle, our ends of its pipes, its gate."""
 
-    run: Any  # the executor's _Run
-    handle: Any  # its SpawnHandle
+    run: Run
+    handle: SpawnHandle
     stdin_w: int
     stdout_r: int
     stderr_r: int

@@ -26,8 +26,8 @@ from sandboxd.audit.record import AuditRecord
 from sandboxd.audit.writer import AuditUnavailable
 from sandboxd.egress.events import ExecutionRules
 from sandboxd.egress.proxy import EgressProxy, ExecutionEgress
-from sandboxd.engine.executor import SessionSandbox
 from sandboxd.engine.result import Event, NetworkReady, Output, Result, Started, Status
+from sandboxd.engine.run import SessionSandbox
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.server.admission import Admitted
 from sandboxd.server.audit_trail import AuditTrail, Subject

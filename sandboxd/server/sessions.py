@@ -1,7 +1,7 @@
 """Sessions: sandboxes that live across calls, as the daemon keeps them.
 
 A session is one execution that keeps a sandbox standing — its *keeper*, ``/bin/sleep infinity`` under its
-init, with the session's limits on the session's cgroup (see :class:`~sandboxd.engine.executor.SessionSandbox`)
+init, with the session's limits on the session's cgroup (see :class:`~sandboxd.engine.run.SessionSandbox`)
 — and the calls that join it: each an ``Execute`` with the session's id, decided, admitted, limited and
 audited like any other, run in the session's root, ``/work``, network and uid, in a cgroup of its own below
 the session's. Its owner (and admins) may use it; nobody else learns it exists.
@@ -31,8 +31,9 @@ from sandboxd.base.refusals import InvalidRequest, SessionFailed, TooManySession
 from sandboxd.egress.events import ExecutionRules
 from sandboxd.egress.proxy import EgressProxy, ExecutionEgress
 from sandboxd.egress.settings import PROXY_PORT
-from sandboxd.engine.executor import Executor, SessionSandbox
+from sandboxd.engine.executor import Executor
 from sandboxd.engine.result import NetworkReady, Result, Started, Status
+from sandboxd.engine.run import SessionSandbox
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.policy.auth import Identity
 from sandboxd.server.admission import Admission, Admitted

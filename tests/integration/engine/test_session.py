@@ -10,8 +10,9 @@ from typing import TypeVar
 import pytest
 
 from sandboxd.base.limits import Limits
-from sandboxd.engine.executor import Executor, SessionSandbox
+from sandboxd.engine.executor import Executor
 from sandboxd.engine.result import Output, Result, Started, Status
+from sandboxd.engine.run import SessionSandbox
 from sandboxd.engine.spec import ExecutionSpec
 
 from .conftest import Engine, Run
