@@ -26,7 +26,7 @@ from sandboxd.engine.spec import ExecutionSpec
 
 log = logging.getLogger(__name__)
 
-EMPTY_STATS = CgroupStats(0, 0, 0, 0)
+_EMPTY_STATS = CgroupStats(0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Run:
             return self.cgroup.stats()
         except CgroupError as e:
             log.warning("execution %s: cannot read accounting: %s", self.execution_id, e)
-            return EMPTY_STATS
+            return _EMPTY_STATS
 
 
 def open_pidfd(pid: int, execution_id: str) -> OwnedFd | None:
