@@ -4,8 +4,9 @@ A pooled sandbox is a whole execution set up to its last step — uid taken, cgr
 and joined, every namespace made, the root built and pivoted, the init running, the handler-to-be with its
 stdio installed, its rlimits, groups, uid and capabilities dropped and ``no_new_privs`` set — waiting at its
 *gate* (a pipe) for the one thing a request brings: the argv and environment (stdin follows through its pipe).
-On the request path only what must be per call remains: read the gate, find the handler, install seccomp,
-``execve``. Then it is an execution like any other (limits, verdict, release); nothing of it is reused.
+On the request path only what must be per call remains, done by ``sandbox-exec`` — a small native program, the
+handler-to-be once its privileges are gone —: read the gate, find the handler, install seccomp, ``execve``.
+Then it is an execution like any other (limits, verdict, release); nothing of it is reused.
 
 Sandboxes are pooled per *key* — everything their building depends on: the seccomp filter, the limits, the
 binds, the working directory, the hostname. A spec of another key (another tool's binds, a role's lower
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
+from sandboxd.engine.child.launch import encode_launch
 from sandboxd.engine.child.plan import DEFAULT_PATH
 from sandboxd.engine.run import Run
 from sandboxd.engine.spawnclient import SpawnHandle
@@ -45,10 +46,11 @@ def pool_key(spec: ExecutionSpec) -> Hashable | None:
 
 
 def go_message(spec: ExecutionSpec) -> bytes | None:
-    """The gate's message for ``spec``; None when it is too large for the gate (the execution is built fresh)."""
+    """The gate's message for ``spec`` (:mod:`~sandboxd.engine.child.launch`); None when it is too large for the
+    gate (the execution is built fresh)."""
     env = dict(spec.env)
-    env.setdefault("PATH", DEFAULT_PATH)
-    data = json.dumps({"argv": list(spec.argv), "env": env}).encode()
+    env.setdefault("PATH", DEFAULT_PATH)  # as build_plan does for a sandbox built on the request
+    data = encode_launch(spec.argv, env)  # a valid spec holds nothing execve cannot pass
     return data if len(data) <= GO_MAX_BYTES else None
 
 

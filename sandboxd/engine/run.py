@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.engine.cgroups import CgroupStats, CgroupUsage, ExecCgroup
-from sandboxd.engine.child.init import INIT_COMM
+from sandboxd.engine.child.helpers import INIT_NAME
 from sandboxd.engine.plan import bind_order
 from sandboxd.engine.relay import OwnedFd
 from sandboxd.engine.result import SeccompViolation, Status
@@ -142,7 +142,7 @@ def hung_stage(pids: Sequence[int], spec: ExecutionSpec) -> str:
                 stages.append(f.read().strip())
         except OSError:
             continue
-    stages = [stage for stage in stages if stage != INIT_COMM]
+    stages = [stage for stage in stages if stage != INIT_NAME]
     if not stages:
         return "spawn"
     stage = stages[-1]

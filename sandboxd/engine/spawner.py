@@ -58,6 +58,8 @@ from typing import Any
 
 import prctl
 
+from sandboxd.base.errors import ConfigError
+from sandboxd.engine.child.helpers import Helpers, open_helpers
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.waiter import run_waiter
 
@@ -81,8 +83,9 @@ class _Child:
 
 
 class Spawner:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, helpers: Helpers) -> None:
         self._control = control
+        self._helpers = helpers  # opened once: every sandbox runs these very files
         self._selector = selectors.DefaultSelector()
         self._children: dict[int, _Child] = {}  # by pipe fd
 
@@ -141,7 +144,7 @@ class Spawner:
                 self._control.close()
                 os.close(err_r)
                 os.close(status_r)
-                run_waiter(plan, stdio, err_w, status_w, os.getppid(), join, gate)
+                run_waiter(plan, stdio, err_w, status_w, os.getppid(), self._helpers, join, gate)
             finally:
                 os._exit(127)
         for fd in (*inherited, err_w, status_w):
@@ -253,7 +256,11 @@ def main() -> None:
     prctl.set_pdeathsig(signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the daemon, which stops us by EOF
     prctl.set_name("sandboxd-spawn")
-    Spawner(control).serve()
+    try:
+        helpers = open_helpers()
+    except ConfigError as e:
+        raise SystemExit(f"spawner: {e}") from None
+    Spawner(control, helpers).serve()
 
 
 if __name__ == "__main__":

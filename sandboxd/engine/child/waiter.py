@@ -6,8 +6,9 @@ watches it until its init has ended.
     spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; traces the sandbox)
                         │ close what the spawner held ; unshare(pid, mount, net, ipc, uts) ; mounts rprivate
                         │ ; moves pid 1 into the cgroup
-                        └─fork──▶ pid 1: builds the sandbox (:mod:`sequence`), then its init (:mod:`init`)
-                                    └─fork──▶ pid 2: the handler
+                        └─fork──▶ pid 1: builds the sandbox (:mod:`sequence`), then runs its init
+                                    │         (``sandbox-init``, :mod:`helpers`)
+                                    └─fork──▶ pid 2: the handler (through ``sandbox-exec``)
 
 The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, ``memory.oom.group``) must not
 take the one process that reports the outcome with it. On v2 it forks pid 1 straight into the leaf (``clone3``
@@ -41,6 +42,7 @@ from typing import NoReturn
 import prctl
 
 from sandboxd.engine.child import syscalls as sc
+from sandboxd.engine.child.helpers import Helpers
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.report import report
 from sandboxd.engine.child.sequence import run_call, run_sandbox
@@ -60,7 +62,7 @@ _SIGSYS_KEPT = 1024
 
 
 def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
-               spawner_pid: int, join: int = -1, gate: int = -1) -> NoReturn:
+               spawner_pid: int, helpers: Helpers, join: int = -1, gate: int = -1) -> NoReturn:
     """The spawner's direct child. Never returns. ``join``: a network namespace made beforehand
     (:mod:`sandboxd.engine.netns`) to join instead of a fresh one — or, for a call in a session
     (``plan.join_pid``), a pidfd of the session's process, whose namespaces and root the call joins."""
@@ -70,10 +72,10 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
         if os.getppid() != spawner_pid:  # the spawner died before pdeathsig was armed
             os._exit(1)
         stage = "close inherited descriptors"
-        sc.close_all_except({*stdio, errpipe, status_pipe, join, gate} - {-1})
+        sc.close_all_except({*stdio, errpipe, status_pipe, join, gate, *helpers.fds()} - {-1})
         netns = join
         if plan.join_pid:
-            _call_waiter(plan, stdio, errpipe, status_pipe, join)
+            _call_waiter(plan, stdio, errpipe, status_pipe, join, helpers)
         if netns >= 0:
             stage = "join network namespace"
             sc.setns(netns, sc.CLONE_NEWNET)
@@ -103,7 +105,7 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
     if pid == 0:
         for fd in (status_pipe, joined_w, init_r, proc_fd, *procs_fds):
             os.close(fd)
-        run_sandbox(plan, stdio, errpipe, joined_r, init_w, gate)
+        run_sandbox(plan, stdio, errpipe, joined_r, init_w, helpers, gate)
     for fd in (joined_r, init_w, *stdio, *((gate,) if gate >= 0 else ())):
         os.close(fd)
     traced = _seize_and_place(pid, procs_fds, joined_w, errpipe)
@@ -122,7 +124,7 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
 
 
 def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
-                 pidfd: int) -> NoReturn:
+                 pidfd: int, helpers: Helpers) -> NoReturn:
     """A call in a session: enter the session (its namespaces by its pidfd, its root by its /proc/PID/root,
     checked to be that process's through the pidfd), fork the call's handler there, put it in the call's
     cgroup, watch it as :func:`run_waiter` watches a sandbox's init."""
@@ -148,7 +150,7 @@ def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, stat
     if pid == 0:
         for fd in (status_pipe, joined_w, proc_fd, *procs_fds):
             os.close(fd)
-        run_call(plan, stdio, errpipe, joined_r)
+        run_call(plan, stdio, errpipe, joined_r, helpers)
     for fd in (joined_r, *stdio):
         os.close(fd)
     traced = _seize_and_place(pid, procs_fds, joined_w, errpipe)

@@ -1,7 +1,9 @@
 """Inside the sandbox: a uid of its own, no capabilities at all, no_new_privs, a seccomp filter, an init as
-pid 1 and the handler as pid 2, signals as on a normal host."""
+pid 1 — as unprivileged and closed to the handler — and the handler as pid 2, signals as on a normal host."""
 
 from __future__ import annotations
+
+import json
 
 from sandboxd.engine.result import Status
 
@@ -31,6 +33,34 @@ def test_an_init_is_pid_one_and_the_handler_pid_two(engine: Engine) -> None:
     pid, ppid, hostname, init_comm, pids = run.stdout.decode().split(" ", 4)
     assert (pid, ppid, hostname, init_comm) == ("2", "1", "toolbox", "sandbox-init")
     assert pids.strip() == "[1, 2]"  # the init and the handler: nothing of the host, nothing else
+
+
+INIT_STATUS = r"""
+import errno, json
+fields = dict(line.split(':', 1) for line in open('/proc/1/status').read().splitlines())
+opened = {}
+for name in ('mem', 'environ'):
+    try:
+        open(f'/proc/1/{name}', 'rb').close()
+        opened[name] = 'opened'
+    except OSError as e:
+        opened[name] = errno.errorcode[e.errno]
+print(json.dumps([{k: v.strip() for k, v in fields.items()}, opened]))
+"""
+
+
+def test_the_init_holds_no_privilege_and_is_closed_to_the_handler(engine: Engine) -> None:
+    run = engine.run(engine.spec("/usr/bin/python3", "-c", INIT_STATUS))
+    assert run.result.status is Status.OK, run.result
+    fields, opened = json.loads(run.stdout)
+    assert run.started is not None
+    assert fields["Name"] == "sandbox-init"
+    assert fields["Uid"].split() == [str(run.started.uid)] * 4
+    for capset in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(fields[capset], 16) == 0, f"the init's {capset} is {fields[capset]}"
+    assert fields["NoNewPrivs"] == "1"
+    # Not dumpable: the handler, of the same uid, can neither write its memory nor read its environment.
+    assert opened == {"mem": "EACCES", "environ": "EACCES"}
 
 
 def test_no_other_process_is_visible(engine: Engine) -> None:

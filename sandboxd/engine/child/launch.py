@@ -1,0 +1,26 @@
+"""What ``sandbox-exec`` (``native/exec.c``) reads to start the handler: the search path, the argv and the
+environment, as NUL-terminated strings — ``PATH\\0ARGC\\0ARG…\\0KEY=VALUE…\\0`` — so the native side parses
+nothing but counts. The daemon writes it to a pooled sandbox's gate; a sandbox built on the request writes it
+for itself."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sandboxd.engine.child.plan import DEFAULT_PATH
+
+
+def encode_launch(argv: Sequence[str], env: Mapping[str, str]) -> bytes:
+    """The launch message; ValueError naming the string that cannot be passed to ``execve`` (a NUL byte, an
+    empty argv, a variable name that is empty or holds ``=``)."""
+    if not argv:
+        raise ValueError("the argv is empty")
+    strings = [env.get("PATH", DEFAULT_PATH), str(len(argv)), *argv]
+    for key, value in env.items():
+        if not key or "=" in key:
+            raise ValueError(f"environment variable name {key!r} is empty or holds '='")
+        strings.append(f"{key}={value}")
+    for string in strings:
+        if "\0" in string:
+            raise ValueError(f"{string[:64]!r} holds a NUL byte, which execve cannot pass")
+    return b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in strings)

@@ -1,0 +1,162 @@
+/* sandbox-exec: the handler's last steps before its execve, in a process without an interpreter.
+ *
+ * The handler-to-be (sequence.run_handler) runs it in its own place (execveat of a descriptor the spawner
+ * opened) once its privileges are gone — uid, groups, capabilities, no_new_privs, rlimits, working
+ * directory — with:
+ *
+ *   fd 0-2  the execution's stdio            fd 4  what to run (launch.py's format), read to its end
+ *   fd 3    the error pipe (report.h)        fd 5  the seccomp filter: struct sock_filter[], read to its end
+ *
+ * With argv[1] "gated" (a pooled sandbox) fd 4 is the sandbox's gate: the wait there is for the execution
+ * that takes it, and an end with nothing read means the pool let it go unused. Then: find the handler on the
+ * search path, install the filter — last, so nothing of ours runs under it but the execve and the report of
+ * its failure — and execve. Any failure: one report on fd 3, exit 127, nothing run.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "report.h"
+
+enum { ERRPIPE_FD = 3, LAUNCH_FD = 4, FILTER_FD = 5 };
+#define LAUNCH_MAX_BYTES (16u << 20) /* above any argv and environment execve accepts (ARG_MAX) */
+#define FILTER_MAX_BYTES (4096u * sizeof(struct sock_filter)) /* BPF_MAXINSNS */
+
+static const char *stage = "launch";
+
+__attribute__((noreturn)) static void fail_errno(int err) {
+    fail(ERRPIPE_FD, stage, err, "%s: %s", stage, strerror(err));
+}
+
+/* All of `fd` up to its end; `*length` bytes, NUL-terminated. */
+static char *read_all(int fd, size_t max_bytes, size_t *length, const char *too_large) {
+    size_t size = 0, capacity = 65536;
+    char *data = malloc(capacity + 1);
+    if (data == NULL)
+        fail_errno(ENOMEM);
+    for (;;) {
+        if (size == capacity) {
+            capacity *= 2;
+            if ((data = realloc(data, capacity + 1)) == NULL)
+                fail_errno(ENOMEM);
+        }
+        ssize_t got = read(fd, data + size, capacity - size);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            fail_errno(errno);
+        if (got == 0)
+            break;
+        size += (size_t)got;
+        if (size > max_bytes)
+            fail(ERRPIPE_FD, stage, E2BIG, "%s: %s", stage, too_large);
+    }
+    close(fd);
+    data[size] = '\0';
+    *length = size;
+    return data;
+}
+
+/* The NUL-terminated strings of data[0:length] into `out` (NULL-terminated); their number. */
+static size_t split(char *data, size_t length, char ***out) {
+    size_t count = 0;
+    for (size_t i = 0; i < length; i++)
+        count += data[i] == '\0';
+    char **strings = calloc(count + 2, sizeof *strings); /* one more: the argv's NULL, made in main */
+    if (strings == NULL)
+        fail_errno(ENOMEM);
+    for (size_t i = 0, at = 0; i < count; i++) {
+        strings[i] = data + at;
+        at += strlen(data + at) + 1;
+    }
+    *out = strings;
+    return count;
+}
+
+static int executable_file(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+/* `program` itself when it holds a slash, else the first executable file of that name on `search_path`
+ * (as sequence.py's resolution did: empty entries skipped). */
+static const char *resolve(const char *program, const char *search_path) {
+    if (strchr(program, '/') != NULL) {
+        if (executable_file(program))
+            return program;
+        fail(ERRPIPE_FD, stage, ENOENT, "handler not found or not executable: %s", program);
+    }
+    size_t program_len = strlen(program);
+    for (const char *dir = search_path; *dir != '\0';) {
+        size_t dir_len = strcspn(dir, ":");
+        if (dir_len > 0) {
+            char *candidate = malloc(dir_len + program_len + 2);
+            if (candidate == NULL)
+                fail_errno(ENOMEM);
+            memcpy(candidate, dir, dir_len);
+            size_t at = dir_len;
+            if (candidate[at - 1] != '/')
+                candidate[at++] = '/';
+            memcpy(candidate + at, program, program_len + 1);
+            if (executable_file(candidate))
+                return candidate;
+            free(candidate);
+        }
+        dir += dir_len + (dir[dir_len] == ':');
+    }
+    fail(ERRPIPE_FD, stage, ENOENT, "handler not found or not executable: %s (searched PATH=%s)", program,
+         search_path);
+}
+
+int main(int argc, char **argv) {
+    int gated = argc > 1 && strcmp(argv[1], "gated") == 0;
+    if (fcntl(ERRPIPE_FD, F_SETFD, FD_CLOEXEC) < 0) /* reaches EOF when the handler's execve succeeds */
+        _exit(127);
+    stage = gated ? "pooled" : "launch";
+    enter(stage);
+    size_t length;
+    char *launch = read_all(LAUNCH_FD, LAUNCH_MAX_BYTES, &length,
+                            "the execution's argv and environment are too large");
+    if (length == 0 && gated)
+        fail(ERRPIPE_FD, stage, 0, "%s: the sandbox was released unused", stage);
+    char **strings;
+    size_t count = split(launch, length, &strings);
+    char *end = NULL;
+    unsigned long handler_argc = count >= 2 ? strtoul(strings[1], &end, 10) : 0;
+    if (length == 0 || launch[length - 1] != '\0' || end == NULL || *end != '\0' || handler_argc == 0 ||
+        handler_argc > count - 2)
+        fail(ERRPIPE_FD, stage, EINVAL, "%s: malformed argv and environment (%zu bytes)", stage, length);
+    const char *search_path = strings[0];
+    char **handler_argv = strings + 2;
+    char **handler_env = handler_argv + handler_argc + 1; /* past the argv's NULL, made just below */
+    memmove(handler_env, handler_argv + handler_argc, (count - 2 - handler_argc + 1) * sizeof *strings);
+    handler_argv[handler_argc] = NULL;
+
+    size_t filter_bytes;
+    char *filter = read_all(FILTER_FD, FILTER_MAX_BYTES, &filter_bytes, "the seccomp filter is too long");
+
+    stage = "find handler";
+    enter(stage);
+    const char *path = resolve(handler_argv[0], search_path);
+
+    stage = "seccomp";
+    enter(stage);
+    if (filter_bytes == 0 || filter_bytes % sizeof(struct sock_filter) != 0)
+        fail(ERRPIPE_FD, stage, EINVAL, "seccomp: %zu bytes are not a non-empty array of 8-byte instructions",
+             filter_bytes);
+    struct sock_fprog program = {(unsigned short)(filter_bytes / sizeof(struct sock_filter)),
+                                 (struct sock_filter *)filter};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) != 0)
+        fail(ERRPIPE_FD, stage, errno, "seccomp: prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER): %s", strerror(errno));
+
+    stage = "execve";
+    execve(path, handler_argv, handler_env);
+    fail_errno(errno);
+}

@@ -1,0 +1,134 @@
+/* sandbox-init: pid 1 of a sandbox, as bubblewrap's and tini's — tiny, unprivileged, and there only to be a
+ * real init.
+ *
+ * The handler runs as pid 2, so it behaves as on any host: a signal it sends itself without a handler kills it
+ * (the kernel drops such signals for a namespace's init), and orphans are reaped instead of piling up as
+ * zombies against pids.max. The init forwards the signals a supervisor sends (TERM, INT, HUP, …) to the
+ * handler, reaps every child, and once the handler has ended kills what is left of the sandbox, reaps it, and
+ * writes the handler's own wait status to the waiter ("status W\n"): the verdict stays the handler's.
+ *
+ *   sandbox-init ERRPIPE REPORT HANDLER_PID UID GID [GROUP...]
+ *
+ * Pid 1 (sequence.run_sandbox) runs it in its own place once it has forked the handler, still privileged, so
+ * that the init drops its privileges itself, before anything else and after the execve — not dumpable first
+ * (an execve makes a process dumpable again: the handler, of the same uid, must never open its /proc/1/mem),
+ * then an empty bounding set, the groups and ids, no capability left, no_new_privs. A failure is reported on
+ * ERRPIPE (report.h) and kills the handler; the error pipe is closed once all of it is done.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "report.h"
+
+#define STAGE "init privileges"
+#define MAX_GROUPS 64
+
+/* What a supervisor or a terminal sends to stop, interrupt or poke a process: passed on to the handler. */
+static const int forwarded_signals[] = {SIGTERM, SIGINT,  SIGHUP,  SIGQUIT, SIGUSR1,
+                                        SIGUSR2, SIGWINCH, SIGALRM, SIGCONT, SIGTSTP};
+#define FORWARDED_COUNT (sizeof forwarded_signals / sizeof forwarded_signals[0])
+
+static pid_t handler_pid;
+static int errpipe = -1;
+
+static long number(const char *text) {
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || value < 0)
+        fail(errpipe, STAGE, EINVAL, STAGE ": bad argument %s", text);
+    return value;
+}
+
+__attribute__((noreturn)) static void drop_failed(const char *what) {
+    int err = errno;
+    kill(handler_pid, SIGKILL);
+    fail(errpipe, STAGE, err, STAGE ": %s: %s", what, strerror(err));
+}
+
+static void drop_privileges(uid_t uid, gid_t gid, size_t group_count, const gid_t *groups) {
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        drop_failed("prctl(PR_SET_DUMPABLE)");
+    for (unsigned long cap = 0;; cap++) { /* up to the kernel's last capability: EINVAL past it */
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
+            continue;
+        if (errno == EINVAL && cap > 0)
+            break;
+        drop_failed("prctl(PR_CAPBSET_DROP)");
+    }
+    if (setgroups(group_count, groups) != 0)
+        drop_failed("setgroups");
+    if (setresgid(gid, gid, gid) != 0)
+        drop_failed("setresgid");
+    if (setresuid(uid, uid, uid) != 0)
+        drop_failed("setresuid");
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2] = {{0, 0, 0}, {0, 0, 0}};
+    if (syscall(SYS_capset, &header, data) != 0)
+        drop_failed("capset(0)");
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+        drop_failed("prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        drop_failed("prctl(PR_SET_NO_NEW_PRIVS)");
+}
+
+static void forward(int sig) {
+    int saved = errno;
+    kill(handler_pid, sig);
+    errno = saved;
+}
+
+static void set_forwarding(void (*disposition)(int)) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = disposition;
+    sigemptyset(&action.sa_mask);
+    for (size_t i = 0; i < FORWARDED_COUNT; i++)
+        sigaction(forwarded_signals[i], &action, NULL);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 6 || argc - 6 > MAX_GROUPS)
+        _exit(127);
+    errpipe = (int)number(argv[1]);
+    int report = (int)number(argv[2]);
+    handler_pid = (pid_t)number(argv[3]);
+    uid_t uid = (uid_t)number(argv[4]);
+    gid_t gid = (gid_t)number(argv[5]);
+    gid_t groups[MAX_GROUPS];
+    size_t group_count = (size_t)argc - 6;
+    for (size_t i = 0; i < group_count; i++)
+        groups[i] = (gid_t)number(argv[6 + i]);
+    drop_privileges(uid, gid, group_count, groups);
+    close(errpipe); /* the whole sandbox stands: "started" may be reported once the handler has exec'd */
+
+    set_forwarding(forward);
+    int handler_status = 0, handler_ended = 0;
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, 0);
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            break; /* ECHILD: nothing is left */
+        }
+        if (pid == handler_pid) {
+            handler_status = status;
+            handler_ended = 1;
+            set_forwarding(SIG_IGN);
+            kill(-1, SIGKILL); /* everything of the sandbox but us goes with the handler */
+        }
+    }
+    if (handler_ended)
+        dprintf(report, "status %d\n", handler_status);
+    _exit(0);
+}
