@@ -18,7 +18,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
 from sandboxd.base.limits import Limits
@@ -72,7 +72,8 @@ class Executor:
         self._spawner = spawner
         self._runs: dict[str, Run] = {}
         self._ids = IdPool(config.sandbox_ids)
-        self._background: set[asyncio.Future[None]] = set()  # releases and undos that outlived a cancellation
+        # releases, undos and recordings that outlived a cancellation
+        self._background: set[asyncio.Future[None]] = set()
         self._spawner_lock = asyncio.Lock()
         self._accounted: set[Run] = set()  # executions whose CPU time (or v1 OOM) the sweep watches
         self._sweeper: asyncio.Task[None] | None = None
@@ -220,6 +221,7 @@ class Executor:
         self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None,
         session: SessionSandbox | None = None, opens_session: bool = False,
         stdin_stream: AsyncIterator[bytes] | None = None,
+        record: Callable[[Result], Awaitable[None]] | None = None,
     ) -> AsyncIterator[Event]:
         """Run ``spec``; yield ``NetworkReady`` (when the spec has a door out), ``Started``, ``Output``… and
         always exactly one ``Result`` last.
@@ -231,6 +233,10 @@ class Executor:
         ``stdin_stream``: more of the handler's stdin after ``spec.stdin``, each chunk written as it comes (the
         next taken only once the pipe has room); its end closes the handler's stdin. Without it, stdin is
         ``spec.stdin`` alone. While it runs, :meth:`signal` reaches the handler.
+
+        ``record``: called with the Result as soon as it is decided, while the sandbox is being released — what
+        the caller must write down (its audit records) need not wait for the cgroup's removal. The Result is
+        yielded once both are done; what ``record`` raises is raised then.
 
         ``opens_session``: this execution keeps a session — its cgroup holds the session's limits and, below
         it, its own leaf and its calls'; from its Started until its Result, :meth:`session` returns the
@@ -323,15 +329,19 @@ class Executor:
             # Shielded: a second cancellation (a stop during the release) must not skip the kill, the closes
             # or the rmdir; the release then goes on by itself.
             release = asyncio.ensure_future(self._release(run, handle, tasks, stdin_w, tuple(ours), network))
+            recording = asyncio.ensure_future(record(final)) if record is not None and final is not None else None
             if pooled is not None:  # refilled once this one is gone and answered, not while it runs
                 release.add_done_callback(
                     lambda _: asyncio.get_running_loop().call_later(POOL_REFILL_DELAY_S, self._pool.refill, spec))
             try:
                 await asyncio.shield(release)
             except asyncio.CancelledError:
-                self._background.add(release)
-                release.add_done_callback(self._background.discard)
+                for work in (release, recording):
+                    if work is not None:
+                        self._keep_going(work)
                 raise
+        if recording is not None:
+            await recording
         # Yielded only after the release: a caller that stops at the Result finds nothing of it left.
         if final is not None:
             yield final
@@ -408,10 +418,14 @@ class Executor:
         try:
             return await asyncio.shield(creating)
         except asyncio.CancelledError:
-            undo = asyncio.ensure_future(self._undo_create(creating))
-            self._background.add(undo)
-            undo.add_done_callback(self._background.discard)
+            self._keep_going(asyncio.ensure_future(self._undo_create(creating)))
             raise
+
+    def _keep_going(self, work: asyncio.Future[None]) -> None:
+        """Let ``work`` finish after its caller was cancelled (awaited by :meth:`close`); a failure is logged."""
+        self._background.add(work)
+        work.add_done_callback(self._background.discard)
+        work.add_done_callback(_log_failure)
 
     @staticmethod
     async def _undo_create(creating: asyncio.Future[tuple[ExecCgroup, tuple[str, ...]]]) -> None:
@@ -554,3 +568,8 @@ class Executor:
             memory_peak_bytes=stats.memory_peak_bytes or report.maxrss_bytes,
             stdout_bytes=run.stdout_bytes, stderr_bytes=run.stderr_bytes, output_truncated=run.output_truncated,
             seccomp_syscall_nr=syscall_nr, seccomp_syscall_name=syscall, seccomp_violations=violations)
+
+
+def _log_failure(work: asyncio.Future[None]) -> None:
+    if not work.cancelled() and work.exception() is not None:
+        log.error("work left to finish in the background failed: %r", work.exception())

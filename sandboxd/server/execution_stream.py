@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from sandboxd.api import convert
@@ -42,6 +42,7 @@ class EngineLike(Protocol):
     def execute(
         self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None,
         stdin_stream: AsyncIterator[bytes] | None = None, session: SessionSandbox | None = None,
+        record: Callable[[Result], Awaitable[None]] | None = None,
     ) -> AsyncIterator[Event]: ...
 
 
@@ -86,14 +87,27 @@ async def stream_execution(
     egress: ExecutionEgress | None = None
     spawn_requested_at = time.monotonic()
     metrics.queue_seconds.observe(spawn_requested_at - received_at)
+    records: list[AuditRecord] = []
+
+    async def record_while_released(decided: Result) -> None:
+        """The outcome written down and fsynced while the engine removes the sandbox — but for one with a door
+        out, whose connections are counted once it is gone."""
+        nonlocal records
+        if egress is None:
+            records = record_outcome(admitted, decided, trail)
+            await trail.durable(records[-1])
+
     if session is not None:
         session.call_started()
     events = engine.execute(spec, execution_id=execution_id, cancel=admitted.cancel_token, stdin_stream=stdin_stream,
-                            session=None if session is None else session.sandbox)
+                            session=None if session is None else session.sandbox, record=record_while_released)
+    # The engine sets the sandbox going (a pooled one is let through its gate) while the decision goes out.
+    first_event = asyncio.ensure_future(anext(events, None))
     try:
         # inside the try: a caller that leaves at the very first event still gets its outcome recorded
         yield pb.ExecuteEvent(audit=convert.audit_event(decision_record))
-        async for event in events:
+        event = await first_event
+        while event is not None:
             if isinstance(event, Result):
                 result = event
                 if egress is not None:  # the sandbox is gone: end its connections before they are counted
@@ -120,6 +134,7 @@ async def stream_execution(
             elif isinstance(event, Output):
                 metrics.output_bytes(event.stream.name.lower(), len(event.data))
                 yield convert.output_event(event)
+            event = await anext(events, None)
     except AuditUnavailable:  # the log, not the engine, failed: the service answers AUDIT_UNAVAILABLE
         raise
     except Exception as error:  # not BaseException: a caller that left (cancellation) passes through
@@ -137,10 +152,12 @@ async def stream_execution(
         try:
             if egress is not None:
                 result = with_network_usage(result, egress)
-            records = record_outcome(admitted, result, trail)
+            if not admitted.outcome_recorded:
+                records = record_outcome(admitted, result, trail)
             metrics.execution_finished(admitted.tool, result, seconds=time.monotonic() - received_at)
         finally:
             try:
+                await _settle(first_event, execution_id)  # the engine's generator runs in it: done before closing
                 aclose = getattr(events, "aclose", None)
                 if aclose is not None:
                     await aclose()
@@ -153,3 +170,19 @@ async def stream_execution(
     for audit_event in _audit_events(records):
         yield audit_event
     yield convert.result_event(result)
+
+
+async def _settle(first_event: asyncio.Future[Event | None], execution_id: str) -> None:
+    """The wait for the engine's first event, over: cancelled if the caller left before it came."""
+    if first_event.done():
+        if not first_event.cancelled():
+            first_event.exception()  # taken by the stream, or the caller left: retrieved either way
+        return
+    first_event.cancel()
+    try:
+        await first_event
+    except asyncio.CancelledError:
+        if not first_event.cancelled():  # it was us who was cancelled, not the wait
+            raise
+    except Exception:
+        log.exception("execution %s: the engine failed as the caller left", execution_id)
