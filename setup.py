@@ -1,4 +1,4 @@
-"""The package's native part: the sandbox's two helpers (``sandboxd/engine/child/native``, see
+"""The package's native part: the sandbox's helpers (``sandboxd/engine/child/native``, see
 ``sandboxd.engine.child.helpers``), compiled as part of ``build`` — into the wheel, or next to their sources
 for an editable install — static, so that they need nothing inside a sandbox's root. The rest of the project's
 metadata is in ``pyproject.toml``."""
@@ -16,7 +16,7 @@ from setuptools.command.build import build
 from setuptools.dist import Distribution
 
 NATIVE = Path("sandboxd/engine/child/native")
-HELPERS = {"sandbox-init": "init.c", "sandbox-exec": "exec.c"}  # output: source
+HELPERS = {"sandbox-init": "init.c", "sandbox-exec": "exec.c", "sandbox-watch": "watch.c"}  # output: source
 CFLAGS = ["-std=gnu11", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-fstack-protector-strong",
           "-D_FORTIFY_SOURCE=2"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from sandboxd.base.errors import ConfigError
 from sandboxd.engine.child import helpers
-from sandboxd.engine.child.helpers import EXEC_NAME, INIT_NAME, check_helpers, open_helpers
+from sandboxd.engine.child.helpers import EXEC_NAME, INIT_NAME, WATCH_NAME, check_helpers, open_helpers
 
 
 def test_the_installed_helpers_open_as_executable_files() -> None:
@@ -33,7 +33,7 @@ def test_a_missing_helper_names_itself_and_the_remedy(tmp_path: Path, monkeypatc
 
 
 def test_a_helper_the_sandboxes_cannot_execute_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (INIT_NAME, EXEC_NAME):
+    for name in (INIT_NAME, EXEC_NAME, WATCH_NAME):
         (tmp_path / name).write_bytes(b"")
         (tmp_path / name).chmod(0o700)  # root's alone: a sandbox's uid could not run it
     monkeypatch.setattr(helpers, "NATIVE_DIR", tmp_path)

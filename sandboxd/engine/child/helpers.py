@@ -1,15 +1,17 @@
-"""The sandbox's two native helpers, compiled with the package (``setup.py``) from ``native/``:
+"""The sandbox's native helpers, compiled with the package (``setup.py``) from ``native/``:
 
 - ``sandbox-init`` — pid 1's init: drops its own privileges, forwards a supervisor's signals to the handler,
   reaps, and reports the handler's wait status (``native/init.c``);
 - ``sandbox-exec`` — the handler's last steps: its gate (a pooled sandbox), the search for the handler, the
-  seccomp filter, ``execve`` (``native/exec.c``).
+  seccomp filter, ``execve`` (``native/exec.c``);
+- ``sandbox-watch`` — the waiter once it has put the sandbox in its cgroup: traces it, records its seccomp
+  kills and reports its end (``native/watch.c``).
 
-Both are small static programs: a sandbox's processes leave the Python interpreter they were forked with as
-soon as it has built them, so neither the wait at the gate nor the init's lifetime carries an interpreter's
-memory and wake-ups. The spawner opens them once (``O_PATH``) and the sandbox runs them by descriptor
-(``execveat``): after ``pivot_root`` their host paths are out of reach, and an upgrade that replaces the files
-does not mix the spawner's code with newer helpers.
+All are small static programs: a sandbox's processes leave the Python interpreter they were forked with as soon as
+it has built them, so neither the wait at the gate, the init nor the watch carries an interpreter's memory and
+wake-ups (nor keeps the spawner's pages shared, which its own writes would then copy). The spawner opens them once
+(``O_PATH``) and the sandbox runs them by descriptor (``execveat``): after ``pivot_root`` their host paths are out
+of reach, and an upgrade that replaces the files does not mix the spawner's code with newer helpers.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from sandboxd.base.errors import ConfigError
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 INIT_NAME = "sandbox-init"  # its comm too, which the hung-setup report skips (run.hung_stage)
 EXEC_NAME = "sandbox-exec"
+WATCH_NAME = "sandbox-watch"
 
 
 @dataclass(frozen=True)
 class Helpers:
     init_fd: int
     exec_fd: int
+    watch_fd: int
 
     def fds(self) -> set[int]:
-        return {self.init_fd, self.exec_fd}
+        return {self.init_fd, self.exec_fd, self.watch_fd}
 
 
 def helper_path(name: str) -> Path:
@@ -51,11 +55,11 @@ def helper_path(name: str) -> Path:
 
 
 def check_helpers() -> None:
-    for name in (INIT_NAME, EXEC_NAME):
+    for name in (INIT_NAME, EXEC_NAME, WATCH_NAME):
         helper_path(name)
 
 
 def open_helpers() -> Helpers:
-    """Both helpers as ``O_PATH`` descriptors (close-on-exec: the process that runs one closes it so)."""
+    """The helpers as ``O_PATH`` descriptors (close-on-exec: the process that runs one closes it so)."""
     flags = os.O_PATH | os.O_CLOEXEC
-    return Helpers(os.open(helper_path(INIT_NAME), flags), os.open(helper_path(EXEC_NAME), flags))
+    return Helpers(*(os.open(helper_path(name), flags) for name in (INIT_NAME, EXEC_NAME, WATCH_NAME)))

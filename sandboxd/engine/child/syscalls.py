@@ -120,72 +120,19 @@ def clear_all_capabilities() -> None:
     _check(_libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
 
 
-_PTRACE_CONT = 7
-_PTRACE_GET_SYSCALL_INFO = 0x420E
-_PTRACE_GETREGS = 12
 _PTRACE_SEIZE = 0x4206
-_PTRACE_GETEVENTMSG = 0x4201
-_PTRACE_LISTEN = 0x4208
-_PTRACE_DETACH = 17
 PTRACE_O_TRACEFORK = 0x02
 PTRACE_O_TRACEVFORK = 0x04
 PTRACE_O_TRACECLONE = 0x08
 PTRACE_O_TRACEEXIT = 0x40
 PTRACE_O_EXITKILL = 0x100000
-PTRACE_EVENT_FORK = 1
-PTRACE_EVENT_VFORK = 2
-PTRACE_EVENT_CLONE = 3
-PTRACE_EVENT_EXIT = 6
-PTRACE_EVENT_STOP = 128
-_RAX_INDEX = 10  # x86_64 struct user_regs_struct: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax
-_ORIG_RAX_INDEX = 15
 _libc.ptrace.restype = ctypes.c_long
 _libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 
 
 def ptrace_seize(pid: int, options: int) -> None:
+    """Trace ``pid`` (its stops are handled by ``sandbox-watch``, which the tracer becomes)."""
     _check(_libc.ptrace(_PTRACE_SEIZE, pid, None, ctypes.c_void_p(options)), f"ptrace(SEIZE, {pid})")
-
-
-def ptrace_cont(pid: int, sig: int) -> None:
-    _check(_libc.ptrace(_PTRACE_CONT, pid, None, ctypes.c_void_p(sig)), f"ptrace(CONT, {pid})")
-
-
-def ptrace_detach(pid: int, sig: int) -> None:
-    _check(_libc.ptrace(_PTRACE_DETACH, pid, None, ctypes.c_void_p(sig)), f"ptrace(DETACH, {pid})")
-
-
-def ptrace_listen(pid: int) -> None:
-    _check(_libc.ptrace(_PTRACE_LISTEN, pid, None, None), f"ptrace(LISTEN, {pid})")
-
-
-def ptrace_event_message(pid: int) -> int:
-    message = ctypes.c_ulong()
-    _check(_libc.ptrace(_PTRACE_GETEVENTMSG, pid, None, ctypes.byref(message)), f"ptrace(GETEVENTMSG, {pid})")
-    return message.value
-
-
-def ptrace_syscall_regs(pid: int) -> tuple[int, int]:
-    """``(orig_rax, rax)`` of a stopped tracee: the syscall it was in, and the return register. A seccomp kill
-    rolls ``rax`` back to the syscall number (``syscall_rollback``), so the two are equal for the killed thread."""
-    regs = (ctypes.c_ulong * 27)()
-    _check(_libc.ptrace(_PTRACE_GETREGS, pid, None, ctypes.byref(regs)), f"ptrace(GETREGS, {pid})")
-    return ctypes.c_long(regs[_ORIG_RAX_INDEX]).value, ctypes.c_long(regs[_RAX_INDEX]).value
-
-
-class _SyscallInfo(ctypes.Structure):
-    _fields_ = [("op", ctypes.c_uint8), ("pad", ctypes.c_uint8 * 3), ("arch", ctypes.c_uint32),
-                ("instruction_pointer", ctypes.c_uint64), ("stack_pointer", ctypes.c_uint64),
-                ("rest", ctypes.c_uint64 * 8)]
-
-
-def ptrace_syscall_arch(pid: int) -> int:
-    """The ``AUDIT_ARCH_*`` of the syscall a stopped tracee is in (PTRACE_GET_SYSCALL_INFO, Linux 5.3): i386
-    for an ``int 0x80`` from a 64-bit process, x86_64 for x32 (whose numbers carry bit 30)."""
-    info = _SyscallInfo()
-    result = _libc.ptrace(_PTRACE_GET_SYSCALL_INFO, pid, ctypes.c_void_p(ctypes.sizeof(info)), ctypes.byref(info))
-    _check(result, f"ptrace(GET_SYSCALL_INFO, {pid})")
-    return int(info.arch)
 
 
 _SYS_CLONE3 = 435

@@ -5,7 +5,7 @@ watches it until its init has ended.
 
     spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; traces the sandbox)
                         │ close what the spawner held ; unshare(pid, mount, net, ipc, uts) ; mounts rprivate
-                        │ ; moves pid 1 into the cgroup
+                        │ ; moves pid 1 into the cgroup ; becomes ``sandbox-watch`` (:mod:`helpers`)
                         └─fork──▶ pid 1: builds the sandbox (:mod:`sequence`), then runs its init
                                     │         (``sandbox-init``, :mod:`helpers`)
                                     └─fork──▶ pid 2: the handler (through ``sandbox-exec``)
@@ -17,14 +17,15 @@ its root — the first cgroup migration after a quiet spell waits out an RCU gra
 overlap. Pid 1 blocks on the waiter's ack before it creates its cgroup namespace and before anything of the
 tool runs: nothing the tool does escapes accounting.
 
-The waiter seizes pid 1 with ``PTRACE_O_TRACEFORK|VFORK|CLONE`` before that ack, so every process and thread
-of the sandbox is traced from its birth, and with ``PTRACE_O_TRACEEXIT``, so each one's exit stops where its
-registers can still be read: a seccomp kill of any of them — the handler, a grandchild, a second thread — is
-recorded with the process, the ABI (i386 and x32 too) and the syscall number. The killed thread is the one
-the kernel marked ``SECCOMP_MODE_DEAD`` (``Seccomp: 3`` in its status); kernels without that mark are read by
-``syscall_rollback``'s trace (``rax == orig_rax``). Every other stop is resumed as it would have gone
-untraced. If ptrace is refused (Yama, an LSM), nothing is traced and the executor falls back to the kernel's
-audit record for the handler.
+The waiter seizes pid 1 with ``PTRACE_O_TRACEFORK|VFORK|CLONE`` before that ack, so every process and thread of the
+sandbox is traced from its birth, and with ``PTRACE_O_TRACEEXIT``, so each one's exit stops where its registers can
+still be read. Then it runs ``sandbox-watch`` in its own place (``native/watch.c``): still the tracer and the
+parent, without an interpreter for the sandbox's lifetime. A seccomp kill of any of them — the handler, a
+grandchild, a second thread — is recorded with the process, the ABI (i386 and x32 too) and the syscall number. The
+killed thread is the one the kernel marked ``SECCOMP_MODE_DEAD`` (``Seccomp: 3`` in its status); kernels without
+that mark are read by ``syscall_rollback``'s trace (``rax == orig_rax``). Every other stop is resumed as it would
+have gone untraced. If ptrace is refused (Yama, an LSM), nothing is traced and the executor falls back to the
+kernel's audit record for the handler.
 
 Report on the status pipe: ``pid P`` (the handler's host pid) once it exists, then ``seccomp TGID ARCH NR``
 per killed process (at most ``KILLS_REPORTED``, the handler's first; ``seccomp-more N`` counts the rest), and
@@ -35,14 +36,13 @@ sandbox, and T = 1 when it was traced (so "no seccomp line" means "no seccomp ki
 from __future__ import annotations
 
 import os
-import resource
 import signal
 from typing import NoReturn
 
 import prctl
 
 from sandboxd.engine.child import syscalls as sc
-from sandboxd.engine.child.helpers import Helpers
+from sandboxd.engine.child.helpers import WATCH_NAME, Helpers
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.report import report
 from sandboxd.engine.child.sequence import run_call, run_sandbox
@@ -51,14 +51,10 @@ from sandboxd.engine.hostcheck import NOT_A_MOUNT_POINT, root_is_mount_point
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWNET | sc.CLONE_NEWIPC | sc.CLONE_NEWUTS
 TRACE_OPTIONS = (sc.PTRACE_O_TRACEFORK | sc.PTRACE_O_TRACEVFORK | sc.PTRACE_O_TRACECLONE | sc.PTRACE_O_TRACEEXIT
                  | sc.PTRACE_O_EXITKILL)
-_WALL = 0x40000000
-_FORK_EVENTS = (sc.PTRACE_EVENT_FORK, sc.PTRACE_EVENT_VFORK, sc.PTRACE_EVENT_CLONE)
-_GROUP_STOP_SIGNALS = frozenset({signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU})
-_SECCOMP_MODE_DEAD = 3
 # Kills named one by one in the report (the handler's first, whatever its place); the rest are counted. A
-# tool that forks doomed processes in a loop must not grow the report, or the waiter, without bound.
+# tool that forks doomed processes in a loop must not grow the report, or the watch, without bound. The watch
+# (native/watch.c) names this many.
 KILLS_REPORTED = 32
-_SIGSYS_KEPT = 1024
 
 
 def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
@@ -109,18 +105,7 @@ def run_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status
     for fd in (joined_r, init_w, *stdio, *((gate,) if gate >= 0 else ())):
         os.close(fd)
     traced = _seize_and_place(pid, procs_fds, joined_w, errpipe)
-    watch = _Watch(pid, status_pipe, proc_fd)
-    if traced:
-        watch.traced()
-    else:
-        watch.untraced(init_r)
-    status = _handler_status(init_r)
-    if status is None:
-        status = watch.init_status
-    usage = watch.init_usage
-    os.write(status_pipe, (f"exit {status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
-                           f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
-    os._exit(0)
+    _watch(helpers, pid, traced, errpipe, status_pipe, proc_fd, init_r)
 
 
 def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, status_pipe: int,
@@ -154,16 +139,7 @@ def _call_waiter(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, stat
     for fd in (joined_r, *stdio):
         os.close(fd)
     traced = _seize_and_place(pid, procs_fds, joined_w, errpipe)
-    watch = _Watch(pid, status_pipe, proc_fd)
-    watch._announce(pid)  # the handler is this child itself
-    if traced:
-        watch.traced()
-    else:
-        _, watch.init_status, watch.init_usage = os.wait4(pid, 0)
-    usage = watch.init_usage
-    os.write(status_pipe, (f"exit {watch.init_status} {int(usage.ru_utime * 1e6)} {int(usage.ru_stime * 1e6)} "
-                           f"{usage.ru_maxrss * 1024} {int(traced)}\n").encode())
-    os._exit(0)
+    _watch(helpers, pid, traced, errpipe, status_pipe, proc_fd)
 
 
 def open_v2_leaf(cgroup_procs: tuple[str, ...]) -> int:
@@ -196,7 +172,8 @@ def _fork_into(leaf_fd: int, procs_fds: list[int]) -> tuple[int, list[int]]:
 
 def _seize_and_place(pid: int, procs_fds: list[int], joined_w: int, errpipe: int) -> bool:
     """Trace ``pid`` from before anything of the tool runs, put it in its cgroup, let it go on (the ack it
-    waits for); then close what it needed. Whether it is traced (ptrace may be refused: Yama, an LSM)."""
+    waits for); then close what it needed (the error pipe is closed by the watch's ``execve``). Whether it is
+    traced (ptrace may be refused: Yama, an LSM)."""
     try:
         sc.ptrace_seize(pid, TRACE_OPTIONS)
         traced = True
@@ -209,124 +186,24 @@ def _seize_and_place(pid: int, procs_fds: list[int], joined_w: int, errpipe: int
     except OSError as e:
         report(errpipe, "join cgroup", e.errno or 0, f"join cgroup: {e.strerror or e}")
         os.kill(pid, signal.SIGKILL)
-    for fd in (joined_w, errpipe, *procs_fds):
+    for fd in (joined_w, *procs_fds):
         os.close(fd)
     return traced
 
 
-def _handler_status(init_r: int) -> int | None:
-    """The handler's wait status as its init reported it (None: the init ended before the handler existed
-    or was killed before it could say)."""
-    data = b""
-    while chunk := os.read(init_r, 4096):
-        data += chunk
-    for line in data.decode(errors="replace").splitlines():
-        if line.startswith("status "):
-            return int(line.split()[1])
-    return None
-
-
-def _read_proc(proc_fd: int, path: str) -> str:
-    """A file of the host's /proc (host pids), whatever this process's root is by now."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+def _watch(helpers: Helpers, pid: int, traced: bool, errpipe: int, status_pipe: int, proc_fd: int,
+           init_r: int = -1) -> NoReturn:
+    """Become ``sandbox-watch`` (:mod:`helpers`), still the tracer and parent of ``pid``: it reports on the
+    status pipe until ``pid`` has ended. ``init_r``: the init's report (a sandbox); -1: ``pid`` is a call's
+    handler. If the watch cannot run, nothing may: ``pid`` is killed and the error pipe says why."""
     try:
-        return os.read(fd, 65536).decode("ascii", errors="replace")
-    finally:
-        os.close(fd)
-
-
-class _Watch:
-    def __init__(self, init_pid: int, status_pipe: int, proc_fd: int) -> None:
-        self.init_pid = init_pid
-        self.status_pipe = status_pipe
-        self.proc_fd = proc_fd
-        self.handler_pid = 0
-        self.init_status = 0
-        self.init_usage: resource.struct_rusage
-        # (tid, tgid, arch, nr, marked dead by the kernel, rax == orig_rax) of every SIGSYS exit
-        self._sigsys: list[tuple[int, int, int, int, bool, bool]] = []
-        self._sigsys_dropped: set[int] = set()  # processes killed by SIGSYS past _SIGSYS_KEPT
-
-    def _announce(self, handler_pid: int) -> None:
-        self.handler_pid = handler_pid
-        os.write(self.status_pipe, f"pid {handler_pid}\n".encode())
-
-    def untraced(self, init_r: int) -> None:
-        """No ptrace: learn the handler's pid from the init's "forked", then wait for the init."""
-        line = b""
-        while not line.endswith(b"\n") and (chunk := os.read(init_r, 1)):
-            line += chunk
-        if line == b"forked\n":
-            try:
-                pids = _read_proc(self.proc_fd, f"{self.init_pid}/task/{self.init_pid}/children").split()
-                if pids:
-                    self._announce(int(pids[0]))
-            except OSError:
-                pass
-        _, self.init_status, self.init_usage = os.wait4(self.init_pid, 0)
-
-    def traced(self) -> None:
-        while True:
-            pid, status, usage = os.wait4(-1, _WALL)
-            if not os.WIFSTOPPED(status):
-                if pid == self.init_pid:
-                    self.init_status, self.init_usage = status, usage
-                    break
-                continue  # a traced process of the sandbox ended; its parent inside reaps it
-            try:
-                self._on_stop(pid, status)
-            except OSError:  # the tracee vanished (SIGKILL) between the stop and our request
-                pass
-        self._report_kills()
-
-    def _on_stop(self, pid: int, status: int) -> None:
-        event, sig = status >> 16, os.WSTOPSIG(status)
-        if event in _FORK_EVENTS:
-            child = sc.ptrace_event_message(pid)
-            if pid == self.init_pid and not self.handler_pid:  # the init forks once: the handler
-                self._announce(child)
-            sc.ptrace_cont(pid, 0)
-        elif event == sc.PTRACE_EVENT_EXIT:
-            exit_status = sc.ptrace_event_message(pid)
-            if os.WIFSIGNALED(exit_status) and os.WTERMSIG(exit_status) == signal.SIGSYS:
-                self._record_sigsys(pid)
-            sc.ptrace_cont(pid, 0)
-        elif event == sc.PTRACE_EVENT_STOP:
-            if sig in _GROUP_STOP_SIGNALS:
-                sc.ptrace_listen(pid)  # a group-stop: stay stopped until SIGCONT, as untraced
-            else:
-                sc.ptrace_cont(pid, 0)  # a new child's first stop
-        else:
-            sc.ptrace_cont(pid, sig)  # a signal on its way: deliver it as it would have been
-
-    def _record_sigsys(self, tid: int) -> None:
-        tgid, dead = tid, False
-        try:
-            for line in _read_proc(self.proc_fd, f"{tid}/status").splitlines():
-                key, _, value = line.partition(":")
-                if key == "Tgid":
-                    tgid = int(value)
-                elif key == "Seccomp":
-                    dead = int(value) == _SECCOMP_MODE_DEAD
-        except (OSError, ValueError):
-            pass
-        if len(self._sigsys) >= _SIGSYS_KEPT and tgid != self.handler_pid:
-            self._sigsys_dropped.add(tgid)
-            return
-        nr, rax = sc.ptrace_syscall_regs(tid)
-        arch = sc.ptrace_syscall_arch(tid)
-        self._sigsys.append((tid, tgid, arch, nr, dead, nr == rax))
-
-    def _report_kills(self) -> None:
-        marked = [entry for entry in self._sigsys if entry[4]]
-        killed = marked or [entry for entry in self._sigsys if entry[5]]
-        by_process: dict[int, tuple[int, int]] = {}  # tgid -> (arch, nr), the first kill of each process
-        for _tid, tgid, arch, nr, _dead, _rolled_back in killed:
-            by_process.setdefault(tgid, (arch, nr))
-        order = sorted(by_process, key=lambda tgid: tgid != self.handler_pid)  # the handler's first (stable)
-        for tgid in order[:KILLS_REPORTED]:
-            arch, nr = by_process[tgid]
-            os.write(self.status_pipe, f"seccomp {tgid} {arch} {nr}\n".encode())
-        more = len(order[KILLS_REPORTED:]) + len(self._sigsys_dropped - set(by_process))
-        if more:
-            os.write(self.status_pipe, f"seccomp-more {more}\n".encode())
+        kept = [status_pipe, proc_fd, *((init_r,) if init_r >= 0 else ())]
+        sc.close_all_except({*kept, errpipe, helpers.watch_fd})
+        for fd in kept:
+            os.set_inheritable(fd, True)
+        os.execve(helpers.watch_fd, [WATCH_NAME, str(status_pipe), str(proc_fd), str(pid), str(int(traced)),
+                                     *((str(init_r),) if init_r >= 0 else ())], {})
+    except OSError as e:
+        os.kill(pid, signal.SIGKILL)
+        report(errpipe, "watch", e.errno or 0, f"watch: {WATCH_NAME}: {e.strerror or e}")
+    os._exit(127)
