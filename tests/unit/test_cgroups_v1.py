@@ -317,7 +317,7 @@ def test_kill_spares_a_listed_pid_that_is_no_longer_in_the_leaf(kernel: FakeKern
 def test_remove_retries_ebusy_with_backoff_and_is_idempotent(kernel: FakeKernel, swaps: Path) -> None:
     backend = make_backend(kernel, swaps)
     cg = backend.create("a1", LIMITS)
-    kernel.busy[str(kernel.root / "pids/sandboxd-test/exec-a1")] = 3
+    kernel.busy[str(kernel.root / "pids/sandboxd-test/exec-a1")] = 4  # the one attempt at once, then 3 retries
     cg.remove()
     assert kernel.sleeps == [0.005, 0.01, 0.02]
     assert leaf_dirs(kernel.root) == []

@@ -204,8 +204,11 @@ class V1ExecCgroup:
             # removed meanwhile (an empty leaf's release, racing a kill at shutdown): nothing left to kill
 
     def remove(self) -> None:
-        # The freeze-kill-thaw only when something is left: an empty cgroup stays empty (only we move tasks in),
-        # and an execution's usually is by now — its init's end took every process of its pid namespace along.
+        # An execution's cgroup is usually empty by now — its init's end took every process of its pid namespace
+        # along, and an empty cgroup stays empty (only we move tasks in): one rmdir per hierarchy, nothing read.
+        # Else (tasks left, a session's calls below) the freeze-kill-thaw first, then the leaves deepest first.
+        if all(fsutil.remove_dir_if_empty(self._dir_ops, d) for d in self._dirs()):
+            return
         if self.pids():
             self.kill()  # the freezer freezes the cgroups below too
         for d in self._dirs():
