@@ -7,11 +7,11 @@ pooled sandbox is built at niceness 19 (a build ahead never takes the CPU from a
 0 before the handler is forked.
 
 Pid 2 (the handler-to-be): pdeathsig → signals to default, mask empty → what to launch (the gate of a pooled
-sandbox, else the plan's argv and environment) and the seccomp filter in memory files → stdio on 0-2, those on
-3-6, nothing else (:mod:`fds`) → rlimits (on the final descriptors) → bounding set →
-groups, gid, uid → capabilities → no_new_privs → umask → chdir → run ``sandbox-exec``: [a pooled sandbox:
-wait at the gate for the argv and environment of the execution that takes it] → find the handler → seccomp
-(last: nothing of ours runs under the filter) → execve.
+sandbox, else the plan's argv and environment) and the seccomp filter in memory files → stdio on 0-2, those on 3-6,
+nothing else (:mod:`fds`) → rlimits (on the final descriptors) → bounding set → groups, gid, uid → capabilities →
+no_new_privs → umask → chdir → run ``sandbox-exec``: [a pooled sandbox: wait at the gate for the argv and
+environment of the execution that takes it] → find the handler → seccomp (last: nothing of ours runs under the
+filter) → execve.
 
 Any failure is reported on the error pipe (:mod:`report`, and ``native/report.h`` for the helpers) and the
 process exits 127: there is no "continue anyway" path. The error pipe reaches EOF only once both have closed
