@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,9 @@ class FakeExecutor:
     async def execute(
         self, spec: ExecutionSpec, *, execution_id: str | None = None, cancel: asyncio.Event | None = None,
         stdin_stream: AsyncIterator[bytes] | None = None, session: object = None,
+        record: Callable[[Result], Awaitable[None]] | None = None,
     ) -> AsyncIterator[Event]:
+        """As the engine does: ``record`` gets each Result before it is yielded."""
         assert session is None  # sessions need the real engine: tests/integration/test_daemon_sessions.py
         eid = execution_id or "x"
         self.specs.append(spec)
@@ -99,13 +101,14 @@ class FakeExecutor:
                 async for chunk in until_set(stdin_stream, gate):
                     yield Output(eid, Stream.STDOUT, chunk)
                 if gate.is_set():
-                    yield Result(eid, Status.CANCELLED, "cancelled", signal=9)
+                    yield await _recorded(Result(eid, Status.CANCELLED, "cancelled", signal=9), record)
                     return
             if spec.argv[0] == "/wait":
                 await gate.wait()
-                yield Result(eid, Status.CANCELLED, "cancelled", signal=9)
+                yield await _recorded(Result(eid, Status.CANCELLED, "cancelled", signal=9), record)
                 return
-            yield Result(eid, Status.OK, "exited 0", exit_code=0, stdout_bytes=5, stderr_bytes=4)
+            ok = Result(eid, Status.OK, "exited 0", exit_code=0, stdout_bytes=5, stderr_bytes=4)
+            yield await _recorded(ok, record)
         finally:
             self.running_ids.pop(eid, None)
             self.closed.append(eid)
@@ -400,3 +403,9 @@ def test_an_undecodable_input_mid_stream_is_invalid_argument(harness: Harness) -
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "an input could not be decoded" in (error.details() or "")
     wait_released(harness)
+
+
+async def _recorded(result: Result, record: Callable[[Result], Awaitable[None]] | None) -> Result:
+    if record is not None:
+        await record(result)
+    return result
