@@ -32,6 +32,7 @@ from sandboxd.engine.netns import PreparedNetwork, prepare_network
 from sandboxd.engine.plan import build_plan
 from sandboxd.engine.pool import Pooled, PoolStats, WarmPool, go_message
 from sandboxd.engine.relay import OwnedFd, cancel_and_wait, feed_stdin, relay_output, widen_pipe
+from sandboxd.engine.reports import ExitReport, SetupFailure, SpawnHandle
 from sandboxd.engine.result import Event, NetworkReady, Result, Started, Status
 from sandboxd.engine.run import (
     Run,
@@ -44,7 +45,7 @@ from sandboxd.engine.run import (
     violation,
 )
 from sandboxd.engine.seccomp.names import syscall_name
-from sandboxd.engine.spawnclient import ExitReport, SetupFailure, SpawnerClient, SpawnHandle, close_quietly
+from sandboxd.engine.spawnclient import SpawnerClient, close_quietly
 from sandboxd.engine.spec import ExecutionSpec
 from sandboxd.engine.stop import stop_reason
 from sandboxd.engine.verdict import Facts, decide

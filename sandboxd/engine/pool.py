@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from sandboxd.engine.child.launch import encode_launch
 from sandboxd.engine.child.plan import DEFAULT_PATH
+from sandboxd.engine.reports import SpawnHandle
 from sandboxd.engine.run import Run
-from sandboxd.engine.spawnclient import SpawnHandle
 from sandboxd.engine.spec import ExecutionSpec
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,7 @@
 """Daemon side of the spawner protocol (the table is in :mod:`sandboxd.engine.spawner`): start it, send ``spawn``
-requests with the stdio fds, and resolve each execution's futures from the spawner's reports. asyncio only;
-nothing here forks (the spawner is started with ``posix_spawn``-style exec by :mod:`subprocess`)."""
+requests with the stdio fds and the write ends of the sandbox's report pipes, whose read ends
+:mod:`~sandboxd.engine.reports` reads on the event loop. asyncio only; nothing here forks (the spawner is
+started with ``posix_spawn``-style exec by :mod:`subprocess`)."""
 
 from __future__ import annotations
 
@@ -11,49 +12,19 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 from sandboxd.base.errors import SpawnerError
 from sandboxd.engine.child.plan import JailPlan
+from sandboxd.engine.reports import ReportReader, SpawnHandle
 from sandboxd.engine.spawner import MAX_MESSAGE_BYTES, SOCKET_BUFFER_BYTES
-
-
-@dataclass(frozen=True)
-class SetupFailure:
-    stage: str
-    errno: int
-    message: str
-
-
-@dataclass(frozen=True)
-class ExitReport:
-    wait_status: int | None  # None: the waiter died before it could report
-    cpu_user_usec: int
-    cpu_system_usec: int
-    maxrss_bytes: int
-    traced: bool = False  # every process of the sandbox was traced: seccomp_kills is complete
-    seccomp_kills: tuple[tuple[int, int, int], ...] = ()  # (host pid, AUDIT_ARCH, syscall nr) of each kill
-    seccomp_kills_more: int = 0  # killed processes past those named (the waiter names a bounded number)
-
-
-@dataclass
-class SpawnHandle:
-    execution_id: str
-    started: asyncio.Future[int | SetupFailure] = field(default_factory=asyncio.Future)
-    exited: asyncio.Future[ExitReport] = field(default_factory=asyncio.Future)
-
-    def fail(self, error: BaseException) -> None:
-        for future in (self.started, self.exited):
-            if not future.done():
-                future.set_exception(error)
 
 
 class SpawnerClient:
     def __init__(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
         self._sock = sock
         self._process = process
-        self._handles: dict[str, SpawnHandle] = {}
+        self._readers: dict[str, ReportReader] = {}  # the executions under way, until their exit report
         self._ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._dead: SpawnerError | None = None
         asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
@@ -90,7 +61,6 @@ class SpawnerClient:
         sandbox's (``plan.gated``), the read end of the pipe its handler-to-be waits on."""
         if self._dead is not None:
             raise self._dead
-        handle = SpawnHandle(plan.execution_id)
         # The plan travels in a sealed memfd beside the stdio fds, not in the datagram: a datagram is bounded
         # by the socket buffer (net.core.wmem_max), a plan only by the request size the daemon admits.
         try:
@@ -99,16 +69,24 @@ class SpawnerClient:
             raise SpawnerError(f"cannot pass the execution plan: {e}") from e
         message = json.dumps({"op": "spawn", "id": plan.execution_id, "join": join is not None,
                               "gate": gate is not None}).encode()
-        self._handles[plan.execution_id] = handle
+        ours: list[int] = []
+        theirs = [plan_fd]
         try:
+            for _ in range(2):  # the error pipe, the status pipe
+                read_end, write_end = os.pipe2(os.O_CLOEXEC)
+                ours.append(read_end)
+                theirs.append(write_end)
             extra = [fd for fd in (join, gate) if fd is not None]
-            socket.send_fds(self._sock, [message], [*stdio, plan_fd, *extra])
+            socket.send_fds(self._sock, [message], [*stdio, *theirs, *extra])
         except OSError as e:
-            del self._handles[plan.execution_id]
+            close_quietly(*ours)
             raise SpawnerError(f"cannot reach the spawner: {e}") from e
         finally:
-            os.close(plan_fd)
-        return handle
+            close_quietly(*theirs)  # the spawner has its own now: EOF on ours once the sandbox's are gone
+        handle = SpawnHandle(plan.execution_id)
+        self._readers[plan.execution_id] = reader = ReportReader(handle, ours[0], ours[1])
+        handle.exited.add_done_callback(lambda _: self._readers.pop(plan.execution_id, None))
+        return reader.handle
 
     def _on_readable(self) -> None:
         try:
@@ -124,25 +102,8 @@ class SpawnerClient:
         self._dispatch(json.loads(data))
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
-        op = msg.get("op")
-        if op == "ready":
+        if msg.get("op") == "ready" and not self._ready.done():
             self._ready.set_result(int(msg["pid"]))
-            return
-        handle = self._handles.get(str(msg.get("id")))
-        if handle is None:
-            return
-        if op == "started" and not handle.started.done():
-            handle.started.set_result(int(msg["pid"]))
-        elif op == "setup_failed" and not handle.started.done():
-            handle.started.set_result(SetupFailure(str(msg["stage"]), int(msg["errno"]), str(msg["message"])))
-        elif op == "exited":
-            del self._handles[handle.execution_id]
-            if not handle.started.done():
-                handle.started.set_result(SetupFailure("spawn", 0, "no start report from the spawner"))
-            kills = tuple((int(pid), int(arch), int(nr)) for pid, arch, nr in msg["seccomp_kills"])
-            handle.exited.set_result(ExitReport(msg["wait_status"], int(msg["cpu_user_usec"]),
-                                                int(msg["cpu_system_usec"]), int(msg["maxrss_bytes"]),
-                                                bool(msg["traced"]), kills, int(msg.get("seccomp_kills_more", 0))))
 
     def _die(self, why: str) -> None:
         if self._dead is not None:
@@ -151,9 +112,10 @@ class SpawnerClient:
         asyncio.get_running_loop().remove_reader(self._sock.fileno())
         if not self._ready.done():
             self._ready.set_exception(self._dead)
-        for handle in self._handles.values():
-            handle.fail(self._dead)
-        self._handles.clear()
+        for reader in list(self._readers.values()):  # their waiters die with the spawner (pdeathsig)
+            reader.close()
+            reader.handle.fail(self._dead)
+        self._readers.clear()
 
     async def close(self) -> None:
         """EOF on the control socket tells the spawner to exit; its children die with it."""

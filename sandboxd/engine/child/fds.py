@@ -1,7 +1,7 @@
-"""The handler's descriptors as it runs ``sandbox-exec`` (:mod:`helpers`): the execution's pipes on 0, 1, 2;
-the error pipe on 3, what to launch on 4 and the seccomp filter on 5 — which ``sandbox-exec`` reads, closes or
-marks close-on-exec before the handler's ``execve`` —; the helper itself on 6 (close-on-exec); nothing else.
-Runs before the rlimits are set, so ``RLIMIT_NOFILE`` (any value >= 1) never stands in the way, and after the
+"""The handler's descriptors as it runs ``sandbox-exec`` (:mod:`helpers`): the execution's pipes on 0, 1, 2; the
+error pipe on 3, what to launch on 4 and the seccomp filter on 5 — which ``sandbox-exec`` reads, closes or marks
+close-on-exec before the handler's ``execve`` —; the helper itself on 6 (close-on-exec); nothing else. Runs
+before the rlimits are set, so ``RLIMIT_NOFILE``, whatever its value, never stands in the way, and after the
 waiter closed everything the spawner held (:func:`syscalls.close_all_except`)."""
 
 from __future__ import annotations

@@ -109,9 +109,11 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < group_count; i++)
         groups[i] = (gid_t)number(argv[6 + i]);
     drop_privileges(uid, gid, group_count, groups);
+    /* Before the error pipe closes: once the start is reported, a supervisor's signal must find a handler
+     * here (the kernel drops a signal to a namespace's init that has none). */
+    set_forwarding(forward);
     close(errpipe); /* the whole sandbox stands: "started" may be reported once the handler has exec'd */
 
-    set_forwarding(forward);
     int handler_status = 0, handler_ended = 0;
     for (;;) {
         int status;
