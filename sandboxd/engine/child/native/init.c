@@ -30,7 +30,6 @@
 #include "report.h"
 
 #define STAGE "init privileges"
-#define MAX_GROUPS 64
 
 /* What a supervisor or a terminal sends to stop, interrupt or poke a process: passed on to the handler. */
 static const int forwarded_signals[] = {SIGTERM, SIGINT,  SIGHUP,  SIGQUIT, SIGUSR1,
@@ -97,15 +96,19 @@ static void set_forwarding(void (*disposition)(int)) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 6 || argc - 6 > MAX_GROUPS)
+    if (argc < 6)
         _exit(127);
     errpipe = (int)number(argv[1]);
     int report = (int)number(argv[2]);
     handler_pid = (pid_t)number(argv[3]);
     uid_t uid = (uid_t)number(argv[4]);
     gid_t gid = (gid_t)number(argv[5]);
-    gid_t groups[MAX_GROUPS];
     size_t group_count = (size_t)argc - 6;
+    gid_t *groups = calloc(group_count + 1, sizeof *groups);
+    if (groups == NULL) {
+        errno = ENOMEM;
+        drop_failed("groups");
+    }
     for (size_t i = 0; i < group_count; i++)
         groups[i] = (gid_t)number(argv[6 + i]);
     drop_privileges(uid, gid, group_count, groups);
