@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from sandboxd.base.errors import ConfigError
+from sandboxd.engine.child import syscalls as sc
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 INIT_NAME = "sandbox-init"  # its comm too, which the hung-setup report skips (run.hung_stage)
 EXEC_NAME = "sandbox-exec"
 WATCH_NAME = "sandbox-watch"
+HELPER_NAMES = (INIT_NAME, EXEC_NAME, WATCH_NAME)  # in the order of Helpers' fields
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,22 @@ def helper_path(name: str) -> Path:
 
 
 def check_helpers() -> None:
-    for name in (INIT_NAME, EXEC_NAME, WATCH_NAME):
+    for name in HELPER_NAMES:
         helper_path(name)
 
 
 def open_helpers() -> Helpers:
     """The helpers as ``O_PATH`` descriptors (close-on-exec: the process that runs one closes it so)."""
     flags = os.O_PATH | os.O_CLOEXEC
-    return Helpers(*(os.open(helper_path(name), flags) for name in (INIT_NAME, EXEC_NAME, WATCH_NAME)))
+    return Helpers(*(os.open(helper_path(name), flags) for name in HELPER_NAMES))
+
+
+def run_helper(helper_fd: int, argv: list[str], passed: Collection[int], open_until_exec: Collection[int] = ()
+               ) -> NoReturn:
+    """Become the helper ``helper_fd``: every descriptor closed but ``passed`` (inherited by the helper, which
+    is told their numbers in ``argv``) and ``open_until_exec`` (close-on-exec: there to report a failed
+    ``execve``, which raises OSError)."""
+    sc.close_all_except({*passed, *open_until_exec, helper_fd})
+    for fd in passed:
+        os.set_inheritable(fd, True)
+    os.execve(helper_fd, argv, {})

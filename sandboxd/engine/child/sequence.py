@@ -30,7 +30,7 @@ import prctl
 
 from sandboxd.engine.child import creds, fds, net
 from sandboxd.engine.child import syscalls as sc
-from sandboxd.engine.child.helpers import EXEC_NAME, INIT_NAME, Helpers
+from sandboxd.engine.child.helpers import EXEC_NAME, INIT_NAME, Helpers, run_helper
 from sandboxd.engine.child.launch import encode_launch
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.report import SetupError, enter, report
@@ -94,12 +94,10 @@ def run_sandbox(plan: JailPlan, stdio: tuple[int, int, int], errpipe: int, joine
             os.close(fd)
         os.write(report_fd, b"forked\n")
         step("init privileges")
-        sc.close_all_except({report_fd, errpipe, helpers.init_fd})
-        os.set_inheritable(report_fd, True)
-        os.set_inheritable(errpipe, True)
         root = plan.root
-        os.execve(helpers.init_fd, [INIT_NAME, str(errpipe), str(report_fd), str(handler_pid), str(root.uid),
-                                    str(root.gid), *(str(g) for g in plan.supplementary_gids)], {})
+        run_helper(helpers.init_fd, [INIT_NAME, str(errpipe), str(report_fd), str(handler_pid), str(root.uid),
+                                     str(root.gid), *(str(g) for g in plan.supplementary_gids)],
+                   passed=(errpipe, report_fd))
     except BaseException as e:  # anything at all must be reported, never run on
         step.failed(e)
     if handler_pid > 0:

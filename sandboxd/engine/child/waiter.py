@@ -42,7 +42,7 @@ from typing import NoReturn
 import prctl
 
 from sandboxd.engine.child import syscalls as sc
-from sandboxd.engine.child.helpers import WATCH_NAME, Helpers
+from sandboxd.engine.child.helpers import WATCH_NAME, Helpers, run_helper
 from sandboxd.engine.child.plan import JailPlan
 from sandboxd.engine.child.report import report
 from sandboxd.engine.child.sequence import run_call, run_sandbox
@@ -197,12 +197,9 @@ def _watch(helpers: Helpers, pid: int, traced: bool, errpipe: int, status_pipe: 
     status pipe until ``pid`` has ended. ``init_r``: the init's report (a sandbox); -1: ``pid`` is a call's
     handler. If the watch cannot run, nothing may: ``pid`` is killed and the error pipe says why."""
     try:
-        kept = [status_pipe, proc_fd, *((init_r,) if init_r >= 0 else ())]
-        sc.close_all_except({*kept, errpipe, helpers.watch_fd})
-        for fd in kept:
-            os.set_inheritable(fd, True)
-        os.execve(helpers.watch_fd, [WATCH_NAME, str(status_pipe), str(proc_fd), str(pid), str(int(traced)),
-                                     *((str(init_r),) if init_r >= 0 else ())], {})
+        passed = (status_pipe, proc_fd, *((init_r,) if init_r >= 0 else ()))
+        run_helper(helpers.watch_fd, [WATCH_NAME, str(status_pipe), str(proc_fd), str(pid), str(int(traced)),
+                                      *((str(init_r),) if init_r >= 0 else ())], passed, open_until_exec=(errpipe,))
     except OSError as e:
         os.kill(pid, signal.SIGKILL)
         report(errpipe, "watch", e.errno or 0, f"watch: {WATCH_NAME}: {e.strerror or e}")
