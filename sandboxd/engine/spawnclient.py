@@ -67,8 +67,7 @@ class SpawnerClient:
             plan_fd = plan_memfd(json.dumps(plan.to_wire()).encode())
         except OSError as e:
             raise SpawnerError(f"cannot pass the execution plan: {e}") from e
-        message = json.dumps({"op": "spawn", "id": plan.execution_id, "join": join is not None,
-                              "gate": gate is not None}).encode()
+        message = json.dumps({"op": "spawn", "join": join is not None, "gate": gate is not None}).encode()
         ours: list[int] = []
         theirs = [plan_fd]
         try:
@@ -84,9 +83,9 @@ class SpawnerClient:
         finally:
             close_quietly(*theirs)  # the spawner has its own now: EOF on ours once the sandbox's are gone
         handle = SpawnHandle(plan.execution_id)
-        self._readers[plan.execution_id] = reader = ReportReader(handle, ours[0], ours[1])
+        self._readers[plan.execution_id] = ReportReader(handle, ours[0], ours[1])
         handle.exited.add_done_callback(lambda _: self._readers.pop(plan.execution_id, None))
-        return reader.handle
+        return handle
 
     def _on_readable(self) -> None:
         try:

@@ -9,7 +9,7 @@ Wire protocol — one ``AF_UNIX``/``SOCK_SEQPACKET`` socketpair, one JSON object
 direction      message                                             fds (``SCM_RIGHTS``)
 =============  ==================================================  ==============================================
 spawner→daemon ``{"op": "ready", "pid": P}``, once at start        -
-daemon→spawner ``{"op": "spawn", "id": ID, "join": B,              stdin r, stdout w, stderr w; the plan (a sealed
+daemon→spawner ``{"op": "spawn", "join": B,                       stdin r, stdout w, stderr w; the plan (a sealed
                "gate": G}``, per execution                         memfd of JSON); the write ends of the sandbox's
                                                                    error pipe and status pipe; when B the network
                                                                    namespace to join (or, for a call in a session,
