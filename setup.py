@@ -16,7 +16,12 @@ from setuptools.command.build import build
 from setuptools.dist import Distribution
 
 NATIVE = Path("sandboxd/engine/child/native")
-HELPERS = {"sandbox-init": "init.c", "sandbox-exec": "exec.c", "sandbox-watch": "watch.c"}  # output: source
+HELPERS = {  # output: its sources
+    "sandbox-init": ("init.c",),
+    "sandbox-exec": ("exec.c",),
+    "sandbox-watch": ("watch.c",),
+    "sandbox-waiter": ("waiter.c", "sandbox.c", "rootfs.c", "plan.c", "steps.c", "process.c"),
+}
 CFLAGS = ["-std=gnu11", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-fstack-protector-strong",
           "-D_FORTIFY_SOURCE=2"]
 
@@ -39,8 +44,8 @@ class BuildHelpers(Command):
         out_dir = self._out_dir()
         out_dir.mkdir(parents=True, exist_ok=True)
         compiler = shlex.split(os.environ.get("CC", "cc"))
-        for name, source in HELPERS.items():
-            command = [*compiler, *CFLAGS, "-o", str(out_dir / name), str(NATIVE / source)]
+        for name, sources in HELPERS.items():
+            command = [*compiler, *CFLAGS, "-o", str(out_dir / name), *(str(NATIVE / source) for source in sources)]
             print(" ".join(command))
             subprocess.run(command, check=True)
             (out_dir / name).chmod(0o755)

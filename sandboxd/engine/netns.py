@@ -11,18 +11,35 @@ the daemon's namespace before anything else runs on it.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import logging
 import os
 import socket
+import struct
 from dataclasses import dataclass
-
-from sandboxd.engine.child import syscalls as sc
-from sandboxd.engine.child.net import loopback_up
 
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024
 _THREAD_NETNS = "/proc/thread-self/ns/net"
+_CLONE_NEWNET = 0x40000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ = "16sh22x"
+_libc = ctypes.CDLL(None, use_errno=True)  # unshare and setns: os has them from Python 3.12 only
+
+
+def _check(result: int, what: str) -> None:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack(_IFREQ, b"lo", 0))
+        flags = struct.unpack(_IFREQ, ifreq)[1]
+        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
 
 
 @dataclass
@@ -45,7 +62,7 @@ def prepare_network(listen_port: int) -> PreparedNetwork:
     ``127.0.0.1:listen_port`` in it. Blocking (a few milliseconds): call it in a worker thread."""
     home = os.open(_THREAD_NETNS, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        sc.unshare(sc.CLONE_NEWNET)
+        _check(_libc.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         try:
             loopback_up()
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -66,7 +83,7 @@ def prepare_network(listen_port: int) -> PreparedNetwork:
 
 def _go_home(home: int) -> None:
     try:
-        sc.setns(home, sc.CLONE_NEWNET)
+        _check(_libc.setns(home, _CLONE_NEWNET), "setns(CLONE_NEWNET)")
     except OSError as e:  # this thread would live on in a sandbox's namespace: nothing it did could be trusted
         log.critical("cannot return a daemon thread to the daemon's network namespace: %s", e)
         os.abort()

@@ -7,8 +7,8 @@ import math
 from collections.abc import Sequence
 
 from sandboxd.base.limits import Limits
-from sandboxd.engine.child.plan import DEFAULT_PATH, JailPlan
-from sandboxd.engine.child.rootfs import Bind, RootPlan
+from sandboxd.engine.child.launch import DEFAULT_PATH
+from sandboxd.engine.child.plan import Bind, JailPlan, RootPlan
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.spec import BindMount, ExecutionSpec
 

@@ -24,8 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
-from sandboxd.engine.child.launch import encode_launch
-from sandboxd.engine.child.plan import DEFAULT_PATH
+from sandboxd.engine.child.launch import DEFAULT_PATH, encode_launch
 from sandboxd.engine.reports import SpawnHandle
 from sandboxd.engine.run import Run
 from sandboxd.engine.spec import ExecutionSpec

@@ -64,8 +64,8 @@ class SpawnerClient:
         # The plan travels in a sealed memfd beside the stdio fds, not in the datagram: a datagram is bounded
         # by the socket buffer (net.core.wmem_max), a plan only by the request size the daemon admits.
         try:
-            plan_fd = plan_memfd(json.dumps(plan.to_wire()).encode())
-        except OSError as e:
+            plan_fd = plan_memfd(plan.encode())
+        except (OSError, ValueError) as e:
             raise SpawnerError(f"cannot pass the execution plan: {e}") from e
         message = json.dumps({"op": "spawn", "join": join is not None, "gate": gate is not None}).encode()
         ours: list[int] = []

@@ -1,7 +1,8 @@
-"""The spawner: a single-threaded fork server, started with exec once by the daemon and kept warm.
+"""The spawner: a single-threaded process server, started with exec once by the daemon and kept warm.
 
-The gRPC process has threads and must never fork; this process has exactly one thread, has already imported
-everything the child path needs, and forks one waiter per execution (no interpreter start per execution).
+The gRPC process has threads and must never fork; this process has exactly one thread and starts one waiter
+per execution — ``sandbox-waiter`` (``child/native/waiter.c``), by ``posix_spawn``: a ``vfork``, so neither
+this interpreter's page tables nor its pages are copied, and no Python runs in any process of a sandbox.
 
 Wire protocol — one ``AF_UNIX``/``SOCK_SEQPACKET`` socketpair, one JSON object per message:
 
@@ -10,17 +11,18 @@ direction      message                                             fds (``SCM_RI
 =============  ==================================================  ==============================================
 spawner→daemon ``{"op": "ready", "pid": P}``, once at start        -
 daemon→spawner ``{"op": "spawn", "join": B,                       stdin r, stdout w, stderr w; the plan (a sealed
-               "gate": G}``, per execution                         memfd of JSON); the write ends of the sandbox's
-                                                                   error pipe and status pipe; when B the network
-                                                                   namespace to join (or, for a call in a session,
-                                                                   its pidfd); when G a pooled sandbox's gate
+               "gate": G}``, per execution                         memfd, ``JailPlan.encode``); the write ends of
+                                                                   the sandbox's error pipe and status pipe; when
+                                                                   B the network namespace to join (or, for a
+                                                                   call in a session, its pidfd); when G a pooled
+                                                                   sandbox's gate
 =============  ==================================================  ==============================================
 
 Nothing comes back per execution: the daemon reads the read ends of the two report pipes itself
 (:mod:`sandboxd.engine.reports`) — the error pipe's record or its EOF (the handler passed ``execve``), the
-watch's lines on the status pipe. A fork that fails is reported on the error pipe by the spawner. The spawner
-reaps its waiters through their pidfds. EOF on the control socket means the daemon is gone: the spawner exits,
-and its children follow through their parent-death signals.
+watch's lines on the status pipe. A waiter that cannot start is reported on the error pipe by the spawner. The
+spawner passes the plan on unread and reaps its waiters through their pidfds. EOF on the control socket means the
+daemon is gone: the spawner exits, and its children follow through their parent-death signals.
 """
 
 from __future__ import annotations
@@ -32,18 +34,28 @@ import selectors
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import prctl
 
 from sandboxd.base.errors import ConfigError
-from sandboxd.engine.child.helpers import Helpers, open_helpers
-from sandboxd.engine.child.plan import JailPlan
-from sandboxd.engine.child.report import report
-from sandboxd.engine.child.waiter import run_waiter
+from sandboxd.engine.child.helpers import WAITER_NAME, Helpers, open_helpers
 
 MAX_MESSAGE_BYTES = 1 << 16  # a control message; plans travel in memfds
 SOCKET_BUFFER_BYTES = 4 << 20
+# The waiter starts with every disposition at its default: this process ignores SIGINT, Python SIGPIPE and
+# SIGXFSZ, and ignored signals survive execve.
+_ALL_SIGNALS = tuple(sig for sig in signal.valid_signals() if sig not in (signal.SIGKILL, signal.SIGSTOP))
+REPORT_MAX_BYTES = 4000  # native/report.h
+
+
+def report(err_w: int, stage: str, err: int, message: str) -> None:
+    """A failure record on the sandbox's error pipe, as the native steps write it (``native/report.h``)."""
+    try:
+        os.write(err_w, f"{stage}\0{err}\0{message}".encode(errors="replace")[:REPORT_MAX_BYTES])
+    except OSError:
+        pass
 
 
 class Spawner:
@@ -81,35 +93,43 @@ class Spawner:
             for fd in fds:
                 os.close(fd)
             raise SystemExit(f"spawner: protocol violation: {request.get('op')!r} with {len(fds)} fds")
-        stdio = (fds[0], fds[1], fds[2])
-        with os.fdopen(fds[3], "rb") as plan:
-            wire = json.loads(plan.read())
-        err_w, status_w = fds[4], fds[5]
         extra = list(fds[6:])
         join = extra.pop(0) if request.get("join") else -1
         gate = extra.pop(0) if request.get("gate") else -1
-        self._spawn(JailPlan.from_wire(wire), stdio, err_w, status_w, join, gate)
+        self._spawn(fds[:6], join, gate)
         return True
 
-    def _spawn(self, plan: JailPlan, stdio: tuple[int, int, int], err_w: int, status_w: int, join: int,
-               gate: int = -1) -> None:
-        inherited = (*stdio, err_w, status_w, *(fd for fd in (join, gate) if fd >= 0))
+    def _spawn(self, fds: list[int], join: int, gate: int) -> None:
+        err_w = fds[4]
         try:
-            pid = os.fork()
+            pid = start_waiter(self._helpers, fds, join, gate)
         except OSError as e:
-            report(err_w, "fork", e.errno or 0, f"fork: {e.strerror}")  # then EOF on both: nothing ran
-            for fd in inherited:
-                os.close(fd)
+            report(err_w, "spawn", e.errno or 0, f"spawn: {WAITER_NAME}: {e.strerror}")  # then EOF: nothing ran
             return
-        if pid == 0:
-            try:
-                self._control.close()
-                run_waiter(plan, stdio, err_w, status_w, os.getppid(), self._helpers, join, gate)
-            finally:
-                os._exit(127)
-        for fd in inherited:
-            os.close(fd)
+        finally:
+            for fd in (*fds, join, gate):
+                if fd >= 0:
+                    os.close(fd)
         self._selector.register(os.pidfd_open(pid), selectors.EVENT_READ, data=pid)
+
+
+def start_waiter(helpers: Helpers, fds: Sequence[int], join: int = -1, gate: int = -1) -> int:
+    """Start ``sandbox-waiter`` with ``fds`` (stdin, stdout, stderr, the plan, the error and status pipes' write
+    ends), ``join`` and ``gate`` (-1: none): the numbers in its argv, the descriptors inheritable for the spawn
+    alone (the caller has one thread: nothing else can fork meanwhile). Its pid; OSError if it cannot start. The
+    caller closes ``fds``, ``join`` and ``gate``."""
+    stdin, stdout, stderr, plan, err_w, status_w = fds
+    inherited = [fd for fd in (*fds, join, gate, helpers.init_fd, helpers.exec_fd, helpers.watch_fd) if fd >= 0]
+    argv = [WAITER_NAME, *(str(n) for n in (os.getpid(), plan, stdin, stdout, stderr, err_w, status_w, join, gate,
+                                             helpers.init_fd, helpers.exec_fd, helpers.watch_fd))]
+    for fd in inherited:
+        os.set_inheritable(fd, True)
+    try:
+        return os.posix_spawn(f"/proc/self/fd/{helpers.waiter_fd}", argv, {}, setsigdef=_ALL_SIGNALS,
+                              setsigmask=())
+    finally:
+        for fd in inherited:
+            os.set_inheritable(fd, False)
 
 
 def _prepare_process() -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandboxd.engine.child.launch import encode_launch
-from sandboxd.engine.child.plan import DEFAULT_PATH
+from sandboxd.engine.child.launch import DEFAULT_PATH, encode_launch
 
 
 def test_layout() -> None:

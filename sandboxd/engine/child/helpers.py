@@ -1,5 +1,8 @@
-"""The sandbox's native helpers, compiled with the package (``setup.py``) from ``native/``:
+"""The sandbox's native programs, compiled with the package (``setup.py``) from ``native/``:
 
+- ``sandbox-waiter`` — the spawner's child for one execution: makes the namespaces, builds the sandbox (its
+  root, its pid 1, the handler-to-be with its privileges dropped), puts it in its cgroup, and becomes the
+  watch (``native/waiter.c``, ``sandbox.c``, ``rootfs.c``, ``plan.c``);
 - ``sandbox-init`` — pid 1's init: drops its own privileges, forwards a supervisor's signals to the handler,
   reaps, and reports the handler's wait status (``native/init.c``);
 - ``sandbox-exec`` — the handler's last steps: its gate (a pooled sandbox), the search for the handler, the
@@ -7,30 +10,32 @@
 - ``sandbox-watch`` — the waiter once it has put the sandbox in its cgroup: traces it, records its seccomp
   kills and reports its end (``native/watch.c``).
 
-All are small static programs: a sandbox's processes leave the Python interpreter they were forked with as soon as
-it has built them, so neither the wait at the gate, the init nor the watch carries an interpreter's memory and
-wake-ups (nor keeps the spawner's pages shared, which its own writes would then copy). The spawner opens them once
-(``O_PATH``) and the sandbox runs them by descriptor (``execveat``): after ``pivot_root`` their host paths are out
-of reach, and an upgrade that replaces the files does not mix the spawner's code with newer helpers.
+All are small static programs: no Python process is forked per execution, so no execution pays for copying an
+interpreter's page tables and pages, and neither the wait at the gate, the init nor the watch carries an
+interpreter's memory and wake-ups. The spawner opens them once (``O_PATH``) and starts the waiter by descriptor;
+the sandbox runs the others by descriptor (``execveat``): after ``pivot_root`` their host paths are out of reach,
+and an upgrade that replaces the files does not mix the spawner's code with newer helpers.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 from sandboxd.base.errors import ConfigError
-from sandboxd.engine.child import syscalls as sc
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 INIT_NAME = "sandbox-init"  # its comm too, which the hung-setup report skips (run.hung_stage)
 EXEC_NAME = "sandbox-exec"
 WATCH_NAME = "sandbox-watch"
-HELPER_NAMES = (INIT_NAME, EXEC_NAME, WATCH_NAME)  # in the order of Helpers' fields
+WAITER_NAME = "sandbox-waiter"
+HELPER_NAMES = (INIT_NAME, EXEC_NAME, WATCH_NAME, WAITER_NAME)  # in the order of Helpers' fields
+# Seccomp kills the watch names one by one in its report (the handler's first, whatever its place); the rest
+# are counted. A tool that forks doomed processes in a loop must not grow the report, or the watch, without
+# bound (native/watch.c).
+KILLS_REPORTED = 32
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,10 @@ class Helpers:
     init_fd: int
     exec_fd: int
     watch_fd: int
+    waiter_fd: int
 
-    def fds(self) -> set[int]:
-        return {self.init_fd, self.exec_fd, self.watch_fd}
+    def fds(self) -> tuple[int, ...]:
+        return self.init_fd, self.exec_fd, self.watch_fd, self.waiter_fd
 
 
 def helper_path(name: str) -> Path:
@@ -67,14 +73,3 @@ def open_helpers() -> Helpers:
     """The helpers as ``O_PATH`` descriptors (close-on-exec: the process that runs one closes it so)."""
     flags = os.O_PATH | os.O_CLOEXEC
     return Helpers(*(os.open(helper_path(name), flags) for name in HELPER_NAMES))
-
-
-def run_helper(helper_fd: int, argv: list[str], passed: Collection[int], open_until_exec: Collection[int] = ()
-               ) -> NoReturn:
-    """Become the helper ``helper_fd``: every descriptor closed but ``passed`` (inherited by the helper, which
-    is told their numbers in ``argv``) and ``open_until_exec`` (close-on-exec: there to report a failed
-    ``execve``, which raises OSError)."""
-    sc.close_all_except({*passed, *open_until_exec, helper_fd})
-    for fd in passed:
-        os.set_inheritable(fd, True)
-    os.execve(helper_fd, argv, {})

@@ -1,13 +1,13 @@
 """What ``sandbox-exec`` (``native/exec.c``) reads to start the handler: the search path, the argv and the
 environment, as NUL-terminated strings — ``PATH\\0ARGC\\0ARG…\\0KEY=VALUE…\\0`` — so the native side parses
-nothing but counts. The daemon writes it to a pooled sandbox's gate; a sandbox built on the request writes it
-for itself."""
+nothing but counts. The daemon writes it to a pooled sandbox's gate; for a sandbox built on the request it is
+part of the plan, and the handler-to-be puts it in a memory file for itself."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sandboxd.engine.child.plan import DEFAULT_PATH
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def encode_launch(argv: Sequence[str], env: Mapping[str, str]) -> bytes:

@@ -1,14 +1,44 @@
 """What the daemon sends the spawner for one execution — everything the child path needs, and nothing it must
-compute after the fork — and its form on the wire (one JSON object)."""
+compute after the fork — and its form on the wire, as ``sandbox-waiter`` reads it (``native/plan.h``):
+NUL-terminated strings and decimal numbers in a fixed order, each list after its length, the two binary parts
+(what to launch and the seccomp filter) after their size in bytes — so the native side parses nothing but
+counts."""
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
-from typing import Any
 
-from sandboxd.engine.child.rootfs import Bind, RootPlan
+from sandboxd.engine.child.launch import encode_launch
 
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+PLAN_MAGIC = "sandboxd-plan/1"  # native/plan.h: a spawner and a waiter of different versions never meet
+_RLIMITS = {"cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE,
+            "core": resource.RLIMIT_CORE}
+_RLIM_INFINITY = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class Bind:
+    source: str
+    target: str
+    writable: bool
+
+
+@dataclass(frozen=True)
+class RootPlan:
+    """The sandbox's root (``native/rootfs.c``): a tmpfs on ``mountpoint``, an empty host directory, in the
+    sandbox's mount namespace only."""
+
+    mountpoint: str
+    system_binds: tuple[str, ...]
+    etc_binds: tuple[str, ...]
+    etc_files: dict[str, str]  # generated /etc files: name -> content
+    binds: tuple[Bind, ...]
+    workdir: str
+    workdir_source: str | None
+    tmpfs_size_bytes: int
+    uid: int
+    gid: int
 
 
 @dataclass(frozen=True)
@@ -26,26 +56,42 @@ class JailPlan:
     # namespaces and root the call joins instead of building its own. 0: a sandbox of its own.
     join_pid: int = 0
     # A pooled sandbox: built ahead, its handler-to-be waits at the gate (an fd the spawner passes) for the
-    # argv and environment of the execution that takes it (see :func:`sequence.run_handler`).
+    # argv and environment of the execution that takes it (``native/exec.c``).
     gated: bool = False
 
-    def to_wire(self) -> dict[str, Any]:
-        root = vars(self.root) | {"binds": [[b.source, b.target, b.writable] for b in self.root.binds]}
-        return {"execution_id": self.execution_id, "argv": list(self.argv), "env": self.env,
-                "cgroup_procs": list(self.cgroup_procs), "hostname": self.hostname, "root": root,
-                "rlimits": self.rlimits, "seccomp_bpf": self.seccomp_bpf.hex(),
-                "supplementary_gids": list(self.supplementary_gids), "join_pid": self.join_pid,
-                "gated": self.gated}
+    def encode(self) -> bytes:
+        """The plan as ``sandbox-waiter`` reads it; ValueError naming a string that holds a NUL byte."""
+        root = self.root
+        fields: list[str | int] = [
+            PLAN_MAGIC, self.hostname, self.join_pid, int(self.gated), root.uid, root.gid,
+            *_counted(self.supplementary_gids), *_counted(self.cgroup_procs)]
+        fields.append(len(self.rlimits))
+        for name, (soft, hard) in self.rlimits.items():
+            fields += [_RLIMITS[name], _rlim(soft), _rlim(hard)]
+        fields += [root.mountpoint, root.tmpfs_size_bytes, root.workdir, root.workdir_source or "",
+                   *_counted(root.system_binds), *_counted(root.etc_binds), len(root.etc_files)]
+        for name, content in root.etc_files.items():
+            fields += [name, content]
+        fields.append(len(root.binds))
+        for bind in root.binds:
+            fields += [bind.source, bind.target, int(bind.writable)]
+        strings = [str(field) for field in fields]
+        for string in strings:
+            if "\0" in string:
+                raise ValueError(f"{string[:64]!r} holds a NUL byte")
+        head = b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in strings)
+        launch = encode_launch(self.argv, self.env)
+        return b"".join((head, _blob(launch), _blob(self.seccomp_bpf)))
 
-    @classmethod
-    def from_wire(cls, d: dict[str, Any]) -> JailPlan:
-        root = dict(d["root"])
-        root["binds"] = tuple(Bind(s, t, bool(w)) for s, t, w in root["binds"])
-        root["system_binds"] = tuple(root["system_binds"])
-        root["etc_binds"] = tuple(root["etc_binds"])
-        return cls(execution_id=str(d["execution_id"]), argv=tuple(d["argv"]), env=dict(d["env"]),
-                   cgroup_procs=tuple(d["cgroup_procs"]), hostname=str(d["hostname"]),
-                   root=RootPlan(**root), rlimits={k: (int(v[0]), int(v[1])) for k, v in d["rlimits"].items()},
-                   seccomp_bpf=bytes.fromhex(d["seccomp_bpf"]),
-                   supplementary_gids=tuple(int(g) for g in d["supplementary_gids"]),
-                   join_pid=int(d.get("join_pid", 0)), gated=bool(d.get("gated", False)))
+
+def _counted(items: tuple[str, ...] | tuple[int, ...]) -> list[str | int]:
+    return [len(items), *items]
+
+
+def _rlim(value: int) -> int:
+    return _RLIM_INFINITY if value < 0 else value
+
+
+def _blob(data: bytes) -> bytes:
+    return str(len(data)).encode() + b"\0" + data
+

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 
-from sandboxd.engine.child.rootfs import PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READ_ONLY
 from sandboxd.engine.result import Status
 
 from .conftest import Engine
+
+# What runc hides (its maskedPaths) and makes read-only (its readonlyPaths) in a container's /proc.
+PROC_MASKED_FILES = ("kcore", "keys", "timer_list", "timer_stats", "sched_debug", "latency_stats",
+                     "sysrq-trigger")
+PROC_MASKED_DIRS = ("acpi", "scsi", "asound")
+PROC_READ_ONLY = ("sys", "bus", "fs", "irq")
 
 REPORT = """
 import json, os, sys

@@ -1,6 +1,6 @@
 /* sandbox-exec: the handler's last steps before its execve, in a process without an interpreter.
  *
- * The handler-to-be (sequence.run_handler) runs it in its own place (execveat of a descriptor the spawner
+ * The handler-to-be (sandbox.c) runs it in its own place (execveat of a descriptor the spawner
  * opened) once its privileges are gone — uid, groups, capabilities, no_new_privs, rlimits, working
  * directory — with:
  *
@@ -86,7 +86,7 @@ static int executable_file(const char *path) {
 }
 
 /* `program` itself when it holds a slash, else the first executable file of that name on `search_path`
- * (as sequence.py's resolution did: empty entries skipped). */
+ * (empty entries skipped). */
 static const char *resolve(const char *program, const char *search_path) {
     if (strchr(program, '/') != NULL) {
         if (executable_file(program))

@@ -9,7 +9,7 @@
  *
  *   sandbox-init ERRPIPE REPORT HANDLER_PID UID GID [GROUP...]
  *
- * Pid 1 (sequence.run_sandbox) runs it in its own place once it has forked the handler, still privileged, so
+ * Pid 1 (sandbox.c) runs it in its own place once it has forked the handler, still privileged, so
  * that the init drops its privileges itself, before anything else and after the execve — not dumpable first
  * (an execve makes a process dumpable again: the handler, of the same uid, must never open its /proc/1/mem),
  * then an empty bounding set, the groups and ids, no capability left, no_new_privs. A failure is reported on
@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "privileges.h"
 #include "report.h"
 
 #define STAGE "init privileges"
@@ -57,25 +58,16 @@ __attribute__((noreturn)) static void drop_failed(const char *what) {
 static void drop_privileges(uid_t uid, gid_t gid, size_t group_count, const gid_t *groups) {
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         drop_failed("prctl(PR_SET_DUMPABLE)");
-    for (unsigned long cap = 0;; cap++) { /* up to the kernel's last capability: EINVAL past it */
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
-            continue;
-        if (errno == EINVAL && cap > 0)
-            break;
+    if (drop_bounding_set() != 0)
         drop_failed("prctl(PR_CAPBSET_DROP)");
-    }
     if (setgroups(group_count, groups) != 0)
         drop_failed("setgroups");
     if (setresgid(gid, gid, gid) != 0)
         drop_failed("setresgid");
     if (setresuid(uid, uid, uid) != 0)
         drop_failed("setresuid");
-    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2] = {{0, 0, 0}, {0, 0, 0}};
-    if (syscall(SYS_capset, &header, data) != 0)
-        drop_failed("capset(0)");
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
-        drop_failed("prctl(PR_CAP_AMBIENT_CLEAR_ALL)");
+    if (clear_capabilities() != 0)
+        drop_failed("capset(0), PR_CAP_AMBIENT_CLEAR_ALL");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
         drop_failed("prctl(PR_SET_NO_NEW_PRIVS)");
 }

@@ -1,5 +1,5 @@
 /* sandbox-watch: the waiter's watch over a sandbox, from the moment its first process is in its cgroup until
- * that process has ended — the waiter (waiter.py) runs it in its own place once it has seized that process
+ * that process has ended — the waiter (waiter.c) runs it in its own place once it has seized that process
  * (PTRACE_SEIZE with fork, vfork, clone and exit events) and put it in its cgroup. The waiter stays the
  * tracer and the parent through the execve; so the watch carries no interpreter for the sandbox's lifetime.
  *
@@ -33,7 +33,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define KILLS_REPORTED 32 /* waiter.KILLS_REPORTED */
+#define KILLS_REPORTED 32 /* helpers.KILLS_REPORTED */
 #define SIGSYS_KEPT 1024  /* a tool that forks doomed processes in a loop must not grow the watch without bound */
 #define SECCOMP_MODE_DEAD 3
 

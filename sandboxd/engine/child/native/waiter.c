@@ -1,0 +1,278 @@
+/* sandbox-waiter: the spawner's child for one execution — makes the namespaces, forks the sandbox's first
+ * process into them, puts it in its cgroup, and watches it until it has ended. No interpreter is forked per
+ * execution: the spawner starts this program (posix_spawn, so not even its page tables are copied), and every
+ * process of the sandbox until the handler's own execve runs its code.
+ *
+ *   sandbox-waiter SPAWNER_PID PLAN STDIN STDOUT STDERR ERRPIPE STATUS JOIN GATE INIT EXEC WATCH
+ *
+ * The numbers are descriptors: PLAN the execution plan (plan.h); the execution's stdio; the write ends of its
+ * error pipe (report.h) and status pipe; JOIN a network namespace made beforehand to join instead of a fresh
+ * one — or, for a call in a session, a pidfd of the session's process — or -1; GATE a pooled sandbox's gate or
+ * -1; the other helpers (O_PATH).
+ *
+ *    spawner ──spawn──▶ waiter (host pid ns, outside the execution's cgroup; traces the sandbox)
+ *                        │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate ; pid 1 into the cgroup
+ *                        │ ; becomes sandbox-watch (watch.c)
+ *                        └─fork──▶ pid 1: builds the sandbox (sandbox.c, rootfs.c), then runs sandbox-init
+ *                                    └─fork──▶ pid 2: the handler (through sandbox-exec)
+ *
+ * The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, memory.oom.group) must not take
+ * the one process that reports the outcome with it. On v2 it forks pid 1 straight into the leaf (clone3 with
+ * CLONE_INTO_CGROUP); on v1 (or a kernel without it) it moves pid 1 into the cgroup while pid 1 builds its
+ * root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5-15 ms), so the two
+ * overlap. Pid 1 waits for the waiter's ack before it creates its cgroup namespace and before anything of the
+ * tool runs: nothing the tool does escapes accounting.
+ *
+ * The waiter seizes pid 1 with PTRACE_O_TRACEFORK|VFORK|CLONE before that ack, so every process and thread of
+ * the sandbox is traced from its birth, and with PTRACE_O_TRACEEXIT, so each one's exit stops where its
+ * registers can still be read; then it runs sandbox-watch in its own place, still the tracer and the parent. If
+ * ptrace is refused (Yama, an LSM), nothing is traced and the executor falls back to the kernel's audit record.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "plan.h"
+#include "process.h"
+#include "report.h"
+#include "sandbox.h"
+#include "steps.h"
+
+#define NAMESPACES (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+#define TRACE_OPTIONS                                                                                          \
+    (PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT | PTRACE_O_EXITKILL)
+#define MAX_HIERARCHIES 8 /* v1: memory, cpu, pids, freezer…; v2: one */
+
+struct fds {
+    int stdio[3], errpipe, status, join, gate;
+    struct helpers helpers;
+};
+
+/* Where the first process goes: the leaf directory of each hierarchy (v2: one), opened before anything can
+ * change what the paths mean — the call's chroot, pid 1's pivot_root — and the name of its cgroup.procs. */
+struct placement {
+    size_t count;
+    int leaf_fds[MAX_HIERARCHIES];
+    const char *procs_names[MAX_HIERARCHIES];
+};
+
+static long number(const char *text) {
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0')
+        _exit(2);
+    return value;
+}
+
+/* Whether this process's / is the root of a mount (false in a plain chroot). */
+static int root_is_mount_point(void) {
+    FILE *mountinfo = fopen("/proc/self/mountinfo", "re");
+    if (mountinfo == NULL)
+        return 1;
+    char line[8192], root[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, mountinfo) != NULL)
+        found = sscanf(line, "%*s %*s %*s %*s %4095s", root) == 1 && strcmp(root, "/") == 0;
+    fclose(mountinfo);
+    return found;
+}
+
+static void open_placement(const struct plan *plan, struct placement *placement) {
+    step("open cgroup");
+    if (plan->cgroup_procs_count > MAX_HIERARCHIES || plan->cgroup_procs_count == 0)
+        step_refused(EINVAL, "%zu cgroup hierarchies", plan->cgroup_procs_count);
+    placement->count = plan->cgroup_procs_count;
+    for (size_t i = 0; i < placement->count; i++) {
+        char leaf[PATH_MAX];
+        if (snprintf(leaf, sizeof leaf, "%s", plan->cgroup_procs[i]) >= (int)sizeof leaf || !strchr(leaf, '/'))
+            step_refused(EINVAL, "not a cgroup.procs path: %s", plan->cgroup_procs[i]);
+        char *slash = strrchr(leaf, '/');
+        *slash = '\0';
+        placement->procs_names[i] = plan->cgroup_procs[i] + (slash - leaf) + 1;
+        placement->leaf_fds[i] = open(leaf, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        check(placement->leaf_fds[i]);
+    }
+}
+
+static void close_placement(struct placement *placement) {
+    for (size_t i = 0; i < placement->count; i++)
+        close(placement->leaf_fds[i]);
+    placement->count = 0;
+}
+
+/* Fork the sandbox's first process: born in its leaf when it can be (v2, Linux >= 5.7: clone3 with
+ * CLONE_INTO_CGROUP; then no cgroup.procs is ever opened), else by fork(), to be moved (seize_and_place). */
+static pid_t fork_into(struct placement *placement) {
+    if (placement->count == 1) {
+        struct clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = CLONE_INTO_CGROUP;
+        args.exit_signal = SIGCHLD;
+        args.cgroup = (uint64_t)placement->leaf_fds[0];
+        pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args); /* refused (a kernel, v1): forked below */
+        if (pid >= 0) {
+            close_placement(placement);
+            return pid;
+        }
+    }
+    pid_t pid = fork();
+    check(pid);
+    return pid;
+}
+
+/* Trace `pid` from before anything of the tool runs, put it in its cgroup (if it was not born there), let it go
+ * on (the ack it waits for); then close what it needed. Whether it is traced. */
+static int seize_and_place(pid_t pid, struct placement *placement, int joined_w, int errpipe) {
+    int traced = ptrace(PTRACE_SEIZE, pid, 0, (void *)(uintptr_t)TRACE_OPTIONS) == 0;
+    char text[24];
+    int length = snprintf(text, sizeof text, "%d", pid);
+    int placed = 1;
+    for (size_t i = 0; placed && i < placement->count; i++) {
+        int procs = openat(placement->leaf_fds[i], placement->procs_names[i], O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        placed = procs >= 0 && write(procs, text, (size_t)length) == length;
+        if (procs >= 0)
+            close(procs);
+    }
+    if (placed)
+        placed = write(joined_w, "1", 1) == 1;
+    if (!placed) {
+        report(errpipe, "join cgroup", errno, "join cgroup: %s", strerror(errno));
+        kill(pid, SIGKILL);
+    }
+    close(joined_w);
+    close_placement(placement);
+    return traced;
+}
+
+/* Become sandbox-watch, still the tracer and parent of `pid`: it reports on the status pipe until `pid` has
+ * ended. `init_r`: the init's report (a sandbox); -1: `pid` is a call's handler. If the watch cannot run,
+ * nothing may: `pid` is killed and the error pipe says why. */
+__attribute__((noreturn)) static void watch(const struct fds *fds, pid_t pid, int traced, int proc_fd, int init_r) {
+    char numbers[5][24];
+    const int values[] = {fds->status, proc_fd, pid, traced, init_r};
+    char *argv[7] = {WATCH_NAME};
+    for (int i = 0; i < 5; i++) {
+        snprintf(numbers[i], sizeof numbers[i], "%d", values[i]);
+        argv[1 + i] = i == 4 && init_r < 0 ? NULL : numbers[i];
+    }
+    const int passed[] = {fds->status, proc_fd, init_r};
+    run_helper(fds->helpers.watch_fd, argv, passed, init_r >= 0 ? 3 : 2, fds->errpipe);
+    int err = errno;
+    kill(pid, SIGKILL);
+    fail(fds->errpipe, "watch", err, "watch: " WATCH_NAME ": %s", strerror(err));
+}
+
+/* A call in a session: enter the session (its namespaces by its pidfd, its root by its /proc/PID/root, checked
+ * to be that process's through the pidfd), fork the call's handler there, put it in the call's cgroup, watch it
+ * as a sandbox's init is watched. */
+__attribute__((noreturn)) static void call_waiter(const struct plan *plan, struct fds *fds) {
+    struct placement placement;
+    open_placement(plan, &placement); /* before the chroot below: these are the host's paths */
+    int proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    check(proc_fd);
+    step("join session");
+    char root_path[64];
+    snprintf(root_path, sizeof root_path, "/proc/%d/root", plan->join_pid);
+    int root_fd = open(root_path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    check(root_fd);
+    check(syscall(SYS_pidfd_send_signal, fds->join, 0, NULL, 0)); /* alive: the pid was not reused */
+    check(setns(fds->join, NAMESPACES | CLONE_NEWCGROUP));
+    close(fds->join);
+    check(fchdir(root_fd));
+    check(chroot("."));
+    close(root_fd);
+    step("fork call");
+    int joined[2];
+    check(pipe2(joined, O_CLOEXEC));
+    pid_t pid = fork_into(&placement);
+    if (pid == 0) {
+        close(fds->status);
+        close(joined[1]);
+        close(proc_fd);
+        close_placement(&placement);
+        run_call(plan, fds->stdio, fds->errpipe, joined[0], &fds->helpers);
+    }
+    close(joined[0]);
+    for (int i = 0; i < 3; i++)
+        close(fds->stdio[i]);
+    int traced = seize_and_place(pid, &placement, joined[1], fds->errpipe);
+    watch(fds, pid, traced, proc_fd, -1);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 13)
+        _exit(2);
+    prctl(PR_SET_NAME, (unsigned long)"sandbox-waiter", 0, 0, 0);
+    pid_t spawner = (pid_t)number(argv[1]);
+    int plan_fd = (int)number(argv[2]);
+    struct fds fds = {{(int)number(argv[3]), (int)number(argv[4]), (int)number(argv[5])},
+                      (int)number(argv[6]), (int)number(argv[7]), (int)number(argv[8]), (int)number(argv[9]),
+                      {(int)number(argv[10]), (int)number(argv[11]), (int)number(argv[12])}};
+    step_errpipe = fds.errpipe;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != spawner)
+        _exit(1); /* the spawner died before pdeathsig was armed */
+    /* close-on-exec, as all of ours: the error pipe must end with the exec of each process that holds it */
+    const int ours[] = {plan_fd, fds.stdio[0], fds.stdio[1], fds.stdio[2], fds.errpipe, fds.status, fds.join,
+                        fds.gate, fds.helpers.init_fd, fds.helpers.exec_fd, fds.helpers.watch_fd};
+    for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
+        if (ours[i] >= 0)
+            fcntl(ours[i], F_SETFD, FD_CLOEXEC);
+    close_all_except(ours, sizeof ours / sizeof ours[0]);
+    struct plan plan;
+    read_plan(plan_fd, fds.errpipe, &plan);
+    if (plan.join_pid)
+        call_waiter(&plan, &fds);
+    if (fds.join >= 0) {
+        step("join network namespace");
+        check(setns(fds.join, CLONE_NEWNET));
+        close(fds.join);
+    }
+    step("unshare namespaces");
+    check(unshare(fds.join >= 0 ? NAMESPACES & ~CLONE_NEWNET : NAMESPACES));
+    step("make mounts private");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) { /* nothing we mount propagates to the host */
+        if (errno == EINVAL && !root_is_mount_point())
+            step_refused(EINVAL, "the root directory / is not a mount point here (a chroot?)");
+        step_failed(errno);
+    }
+    struct placement placement;
+    open_placement(&plan, &placement);
+    /* Opened now: pid 1's pivot_root moves the root of this process too (same mount namespace), after which
+     * "/proc" is the sandbox's. The host's /proc stays reachable through proc_fd. */
+    int proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    check(proc_fd);
+    step("fork pid 1");
+    int joined[2], init_report[2];
+    check(pipe2(joined, O_CLOEXEC));
+    check(pipe2(init_report, O_CLOEXEC));
+    pid_t pid = fork_into(&placement);
+    if (pid == 0) {
+        close(fds.status);
+        close(joined[1]);
+        close(init_report[0]);
+        close(proc_fd);
+        close_placement(&placement);
+        run_sandbox(&plan, fds.stdio, fds.errpipe, joined[0], init_report[1], &fds.helpers, fds.gate);
+    }
+    close(joined[0]);
+    close(init_report[1]);
+    for (int i = 0; i < 3; i++)
+        close(fds.stdio[i]);
+    if (fds.gate >= 0)
+        close(fds.gate);
+    int traced = seize_and_place(pid, &placement, joined[1], fds.errpipe);
+    watch(&fds, pid, traced, proc_fd, init_report[0]);
+}
