@@ -1,5 +1,5 @@
-"""The package's native part: the sandbox's helpers (``sandboxd/engine/child/native``, see
-``sandboxd.engine.child.helpers``), compiled as part of ``build`` — into the wheel, or next to their sources
+"""The package's native part: the sandbox's waiter (``sandboxd/engine/child/native``, see
+``sandboxd.engine.child.waiter``), compiled as part of ``build`` — into the wheel, or next to their sources
 for an editable install — static, so that they need nothing inside a sandbox's root. The rest of the project's
 metadata is in ``pyproject.toml``."""
 
@@ -16,18 +16,16 @@ from setuptools.command.build import build
 from setuptools.dist import Distribution
 
 NATIVE = Path("sandboxd/engine/child/native")
-HELPERS = {  # output: its sources
-    "sandbox-init": ("init.c",),
-    "sandbox-exec": ("exec.c",),
-    "sandbox-watch": ("watch.c",),
-    "sandbox-waiter": ("waiter.c", "sandbox.c", "rootfs.c", "plan.c", "steps.c", "process.c"),
+PROGRAMS = {  # output: its sources
+    "sandbox-waiter": ("waiter.c", "sandbox.c", "rootfs.c", "init.c", "launch.c", "watch.c", "plan.c", "steps.c",
+                       "process.c"),
 }
 CFLAGS = ["-std=gnu11", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-fstack-protector-strong",
           "-D_FORTIFY_SOURCE=2"]
 
 
-class BuildHelpers(Command):
-    description = "compile the sandbox's native helpers"
+class BuildNative(Command):
+    description = "compile the sandbox's native program"
     user_options: ClassVar[list[tuple[str, str | None, str]]] = []
     editable_mode = False  # set by setuptools for `pip install -e`: build next to the sources
 
@@ -44,14 +42,14 @@ class BuildHelpers(Command):
         out_dir = self._out_dir()
         out_dir.mkdir(parents=True, exist_ok=True)
         compiler = shlex.split(os.environ.get("CC", "cc"))
-        for name, sources in HELPERS.items():
+        for name, sources in PROGRAMS.items():
             command = [*compiler, *CFLAGS, "-o", str(out_dir / name), *(str(NATIVE / source) for source in sources)]
             print(" ".join(command))
             subprocess.run(command, check=True)
             (out_dir / name).chmod(0o755)
 
     def get_outputs(self) -> list[str]:
-        return [str(self._out_dir() / name) for name in HELPERS]
+        return [str(self._out_dir() / name) for name in PROGRAMS]
 
     def get_output_mapping(self) -> dict[str, str]:
         return {}
@@ -65,5 +63,5 @@ class NativeDistribution(Distribution):
         return True
 
 
-build.sub_commands.append(("build_helpers", None))
-setup(cmdclass={"build_helpers": BuildHelpers}, distclass=NativeDistribution)
+build.sub_commands.append(("build_native", None))
+setup(cmdclass={"build_native": BuildNative}, distclass=NativeDistribution)

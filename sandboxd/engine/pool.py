@@ -4,8 +4,8 @@ A pooled sandbox is a whole execution set up to its last step — uid taken, cgr
 and joined, every namespace made, the root built and pivoted, the init running, the handler-to-be with its
 stdio installed, its rlimits, groups, uid and capabilities dropped and ``no_new_privs`` set — waiting at its
 *gate* (a pipe) for the one thing a request brings: the argv and environment (stdin follows through its pipe).
-On the request path only what must be per call remains, done by ``sandbox-exec`` — a small native program, the
-handler-to-be once its privileges are gone —: read the gate, find the handler, install seccomp, ``execve``.
+On the request path only what must be per call remains, done by the handler-to-be's launch (``native/launch.c``,
+once its privileges are gone): read the gate, find the handler, install seccomp, ``execve``.
 Then it is an execution like any other (limits, verdict, release); nothing of it is reused.
 
 Sandboxes are pooled per *key* — everything their building depends on: the seccomp filter, the limits, the

@@ -40,7 +40,7 @@ from typing import Any
 import prctl
 
 from sandboxd.base.errors import ConfigError
-from sandboxd.engine.child.helpers import WAITER_NAME, Helpers, open_helpers
+from sandboxd.engine.child.waiter import WAITER_NAME, open_waiter
 
 MAX_MESSAGE_BYTES = 1 << 16  # a control message; plans travel in memfds
 SOCKET_BUFFER_BYTES = 4 << 20
@@ -59,9 +59,9 @@ def report(err_w: int, stage: str, err: int, message: str) -> None:
 
 
 class Spawner:
-    def __init__(self, control: socket.socket, helpers: Helpers) -> None:
+    def __init__(self, control: socket.socket, waiter_fd: int) -> None:
         self._control = control
-        self._helpers = helpers  # opened once: every sandbox runs these very files
+        self._waiter_fd = waiter_fd  # opened once: every sandbox runs this very file
         self._selector = selectors.DefaultSelector()
 
     def send(self, message: dict[str, Any]) -> None:
@@ -102,7 +102,7 @@ class Spawner:
     def _spawn(self, fds: list[int], join: int, gate: int) -> None:
         err_w = fds[4]
         try:
-            pid = start_waiter(self._helpers, fds, join, gate)
+            pid = start_waiter(self._waiter_fd, fds, join, gate)
         except OSError as e:
             report(err_w, "spawn", e.errno or 0, f"spawn: {WAITER_NAME}: {e.strerror}")  # then EOF: nothing ran
             return
@@ -113,20 +113,18 @@ class Spawner:
         self._selector.register(os.pidfd_open(pid), selectors.EVENT_READ, data=pid)
 
 
-def start_waiter(helpers: Helpers, fds: Sequence[int], join: int = -1, gate: int = -1) -> int:
-    """Start ``sandbox-waiter`` with ``fds`` (stdin, stdout, stderr, the plan, the error and status pipes' write
-    ends), ``join`` and ``gate`` (-1: none): the numbers in its argv, the descriptors inheritable for the spawn
-    alone (the caller has one thread: nothing else can fork meanwhile). Its pid; OSError if it cannot start. The
-    caller closes ``fds``, ``join`` and ``gate``."""
+def start_waiter(waiter_fd: int, fds: Sequence[int], join: int = -1, gate: int = -1) -> int:
+    """Start ``sandbox-waiter`` (``waiter_fd``, :func:`open_waiter`) with ``fds`` (stdin, stdout, stderr, the
+    plan, the error and status pipes' write ends), ``join`` and ``gate`` (-1: none): the numbers in its argv, the
+    descriptors inheritable for the spawn alone (the caller has one thread: nothing else can fork meanwhile). Its
+    pid; OSError if it cannot start. The caller closes ``fds``, ``join`` and ``gate``."""
     stdin, stdout, stderr, plan, err_w, status_w = fds
-    inherited = [fd for fd in (*fds, join, gate, helpers.init_fd, helpers.exec_fd, helpers.watch_fd) if fd >= 0]
-    argv = [WAITER_NAME, *(str(n) for n in (os.getpid(), plan, stdin, stdout, stderr, err_w, status_w, join, gate,
-                                             helpers.init_fd, helpers.exec_fd, helpers.watch_fd))]
+    inherited = [fd for fd in (*fds, join, gate) if fd >= 0]
+    argv = [WAITER_NAME, *(str(n) for n in (os.getpid(), plan, stdin, stdout, stderr, err_w, status_w, join, gate))]
     for fd in inherited:
         os.set_inheritable(fd, True)
     try:
-        return os.posix_spawn(f"/proc/self/fd/{helpers.waiter_fd}", argv, {}, setsigdef=_ALL_SIGNALS,
-                              setsigmask=())
+        return os.posix_spawn(f"/proc/self/fd/{waiter_fd}", argv, {}, setsigdef=_ALL_SIGNALS, setsigmask=())
     finally:
         for fd in inherited:
             os.set_inheritable(fd, False)
@@ -158,10 +156,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is for the daemon, which stops us by EOF
     prctl.set_name("sandboxd-spawn")
     try:
-        helpers = open_helpers()
+        waiter_fd = open_waiter()
     except ConfigError as e:
         raise SystemExit(f"spawner: {e}") from None
-    Spawner(control, helpers).serve()
+    Spawner(control, waiter_fd).serve()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What ``sandbox-exec`` (``native/exec.c``) reads to start the handler: the search path, the argv and the
+"""What the handler-to-be's launch (``native/launch.c``) reads to start the handler: the search path, the argv and the
 environment, as NUL-terminated strings — ``PATH\\0ARGC\\0ARG…\\0KEY=VALUE…\\0`` — so the native side parses
 nothing but counts. The daemon writes it to a pooled sandbox's gate; for a sandbox built on the request it is
 part of the plan, and the handler-to-be puts it in a memory file for itself."""

@@ -1,7 +1,7 @@
 """The handler gets exactly the argv and environment of its request — byte for byte, nothing added, empty and
 non-ASCII strings, values holding ``=`` and newlines — found on its PATH as a shell would find it; a program
-that cannot be found or run is a setup failure naming why. Fresh and pooled (``sandbox-exec``
-reads the gate of a pooled sandbox, the launch file of one built on the request)."""
+that cannot be found or run is a setup failure naming why. Fresh and pooled (the launch reads the gate of a
+pooled sandbox, the launch file of one built on the request)."""
 
 from __future__ import annotations
 

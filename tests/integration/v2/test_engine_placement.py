@@ -12,8 +12,8 @@ import os
 import struct
 from pathlib import Path
 
-from sandboxd.engine.child.helpers import open_helpers
 from sandboxd.engine.child.plan import JailPlan, RootPlan
+from sandboxd.engine.child.waiter import open_waiter
 from sandboxd.engine.config import DEFAULT_SYSTEM_BINDS
 from sandboxd.engine.spawnclient import plan_memfd
 from sandboxd.engine.spawner import start_waiter
@@ -43,16 +43,16 @@ def test_pid_1_is_born_in_its_leaf_and_never_moved(run_cgroup: RunCgroup, tmp_pa
     plan = JailPlan(execution_id="placed", argv=("/bin/cat", "/proc/self/cgroup"), env={},
                     cgroup_procs=(str(leaf / "no-such-cgroup.procs"),), hostname="placed", root=root, rlimits={},
                     seccomp_bpf=ALLOW_ALL)
-    helpers = open_helpers()
+    waiter_fd = open_waiter()
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
     theirs = [null, out_w, null, plan_memfd(plan.encode()), err_w, status_w]
     try:
-        pid = start_waiter(helpers, theirs)
+        pid = start_waiter(waiter_fd, theirs)
     finally:
-        for fd in {*theirs, *helpers.fds()}:
+        for fd in {*theirs, waiter_fd}:
             os.close(fd)
     try:
         setup_failure, output, status = read_all(err_r), read_all(out_r), read_all(status_r)

@@ -1,5 +1,5 @@
-/* sandbox-init: pid 1 of a sandbox, as bubblewrap's and tini's — tiny, unprivileged, and there only to be a
- * real init.
+/* The init: pid 1 of a sandbox once it is built, as bubblewrap's and tini's — tiny, unprivileged, and there
+ * only to be a real init (init.h).
  *
  * The handler runs as pid 2, so it behaves as on any host: a signal it sends itself without a handler kills it
  * (the kernel drops such signals for a namespace's init), and orphans are reaped instead of piling up as
@@ -7,13 +7,11 @@
  * handler, reaps every child, and once the handler has ended kills what is left of the sandbox, reaps it, and
  * writes the handler's own wait status to the waiter ("status W\n"): the verdict stays the handler's.
  *
- *   sandbox-init ERRPIPE REPORT HANDLER_PID UID GID [GROUP...]
- *
- * Pid 1 (sandbox.c) runs it in its own place once it has forked the handler, still privileged, so
- * that the init drops its privileges itself, before anything else and after the execve — not dumpable first
- * (an execve makes a process dumpable again: the handler, of the same uid, must never open its /proc/1/mem),
- * then an empty bounding set, the groups and ids, no capability left, no_new_privs. A failure is reported on
- * ERRPIPE (report.h) and kills the handler; the error pipe is closed once all of it is done.
+ * Pid 1 (sandbox.c) becomes it once it has forked the handler, still privileged, with nothing open but the
+ * error pipe and its report to the watch. It drops its privileges first of all — not dumpable before anything
+ * (the handler, of the same uid, must never open its /proc/1/mem: that would let a tool forge its own
+ * verdict), then an empty bounding set, the groups and ids, no capability left, no_new_privs. A failure is
+ * reported on the error pipe (report.h) and kills the handler; the error pipe is closed once all of it is done.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,6 +25,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "init.h"
+
 #include "privileges.h"
 #include "report.h"
 
@@ -39,15 +39,6 @@ static const int forwarded_signals[] = {SIGTERM, SIGINT,  SIGHUP,  SIGQUIT, SIGU
 
 static pid_t handler_pid;
 static int errpipe = -1;
-
-static long number(const char *text) {
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || value < 0)
-        fail(errpipe, STAGE, EINVAL, STAGE ": bad argument %s", text);
-    return value;
-}
 
 __attribute__((noreturn)) static void drop_failed(const char *what) {
     int err = errno;
@@ -87,22 +78,11 @@ static void set_forwarding(void (*disposition)(int)) {
         sigaction(forwarded_signals[i], &action, NULL);
 }
 
-int main(int argc, char **argv) {
-    if (argc < 6)
-        _exit(127);
-    errpipe = (int)number(argv[1]);
-    int report = (int)number(argv[2]);
-    handler_pid = (pid_t)number(argv[3]);
-    uid_t uid = (uid_t)number(argv[4]);
-    gid_t gid = (gid_t)number(argv[5]);
-    size_t group_count = (size_t)argc - 6;
-    gid_t *groups = calloc(group_count + 1, sizeof *groups);
-    if (groups == NULL) {
-        errno = ENOMEM;
-        drop_failed("groups");
-    }
-    for (size_t i = 0; i < group_count; i++)
-        groups[i] = (gid_t)number(argv[6 + i]);
+void run_init(int errpipe_fd, int report, pid_t handler, uid_t uid, gid_t gid, size_t group_count,
+              const gid_t *groups) {
+    enter(INIT_COMM);
+    errpipe = errpipe_fd;
+    handler_pid = handler;
     drop_privileges(uid, gid, group_count, groups);
     /* Before the error pipe closes: once the start is reported, a supervisor's signal must find a handler
      * here (the kernel drops a signal to a namespace's init that has none). */

@@ -1,14 +1,14 @@
 /* The sandbox's two processes and their steps, in order, each naming its stage (sandbox.h).
  *
  * Pid 1: pdeathsig → root + pivot_root (rootfs.c, /proc masked) → wait until in the cgroup → unshare(cgroup)
- * → loopback up → hostname → audit login uid → fork the handler → close all but what its init needs → run
- * sandbox-init, which drops its privileges itself and becomes the init. A pooled sandbox is built at niceness
+ * → loopback up → hostname → audit login uid → fork the handler → close all but what its init needs → become
+ * the init (init.c), which drops its privileges first of all. A pooled sandbox is built at niceness
  * 19 (a build ahead never takes the CPU from a running request) and back at 0 before the handler is forked.
  *
  * Pid 2 (the handler-to-be): pdeathsig → signals to default, mask empty → what to launch (the gate of a pooled
  * sandbox, else the plan's) and the seccomp filter in memory files → stdio on 0-2, those on 3-6, nothing else
  * → rlimits (on the final descriptors) → bounding set → groups, gid, uid → capabilities → no_new_privs → umask
- * → chdir → run sandbox-exec: [a pooled sandbox: wait at the gate for the argv and environment of the execution
+ * → chdir → launch (launch.c): [a pooled sandbox: wait at the gate for the argv and environment of the execution
  * that takes it] → find the handler → seccomp (last: nothing of ours runs under the filter) → execve.
  *
  * The error pipe reaches EOF only once both have closed it — the init after its own privileges are gone, the
@@ -34,7 +34,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "init.h"
+#include "launch.h"
 #include "privileges.h"
+#include "process.h"
 #include "rootfs.h"
 #include "steps.h"
 
@@ -42,8 +45,6 @@
  * (setgid), the next execution — another uid — may change them. */
 #define HANDLER_UMASK 0007
 #define BUILD_AHEAD_NICE 19
-/* The handler's descriptors as it runs sandbox-exec (native/exec.c). */
-enum { ERRPIPE_FD = 3, LAUNCH_FD = 4, FILTER_FD = 5, EXEC_HELPER_FD = 6 };
 
 static void loopback_up(void) {
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -101,18 +102,19 @@ static int memfd(const char *name, struct blob blob) {
     return fd;
 }
 
-/* The execution's pipes on 0, 1, 2 and the rest on 3-6; everything else closed. Before the rlimits: whatever
- * RLIMIT_NOFILE becomes, it never stands in the way. */
-static void install_stdio(const int stdio[3], int errpipe, int launch, int seccomp_filter, int exec_helper) {
-    const int kept[] = {stdio[0], stdio[1], stdio[2], errpipe, launch, seccomp_filter, exec_helper};
-    int lifted[7];
-    for (int i = 0; i < 7; i++) { /* a source on 0-6 could be overwritten by an earlier move: lift it first */
-        lifted[i] = kept[i] > EXEC_HELPER_FD ? kept[i] : fcntl(kept[i], F_DUPFD_CLOEXEC, EXEC_HELPER_FD + 1);
+/* The execution's pipes on 0, 1, 2, the error pipe on 3, what to launch on 4, the filter on 5 (launch.h);
+ * everything else closed. Before the rlimits: whatever RLIMIT_NOFILE becomes, it never stands in the way. */
+static void install_stdio(const int stdio[3], int errpipe, int launch, int seccomp_filter) {
+    const int kept[] = {stdio[0], stdio[1], stdio[2], errpipe, launch, seccomp_filter};
+    enum { KEPT = sizeof kept / sizeof kept[0] };
+    int lifted[KEPT];
+    for (int i = 0; i < KEPT; i++) { /* a source on 0-5 could be overwritten by an earlier move: lift it first */
+        lifted[i] = kept[i] >= KEPT ? kept[i] : fcntl(kept[i], F_DUPFD_CLOEXEC, KEPT);
         check(lifted[i]);
     }
-    for (int target = 0; target < 7; target++)
-        check(dup3(lifted[target], target, target == EXEC_HELPER_FD ? O_CLOEXEC : 0));
-    close_range(EXEC_HELPER_FD + 1, ~0u, 0);
+    for (int target = 0; target < KEPT; target++)
+        check(dup2(lifted[target], target));
+    close_range(KEPT, ~0u, 0);
     step_errpipe = ERRPIPE_FD;
 }
 
@@ -135,10 +137,10 @@ static void drop_privileges(const struct plan *plan) {
     check(chdir(plan->workdir));
 }
 
-/* Pid 2: drop everything, then become the handler through sandbox-exec. `gate`: a pooled sandbox's, where
- * sandbox-exec waits for what to launch; -1: the plan's argv and environment are launched. */
+/* Pid 2: drop everything, then launch the handler (launch.c). `gate`: a pooled sandbox's, where the launch
+ * waits for what to run; -1: the plan's argv and environment are launched. */
 __attribute__((noreturn)) static void run_handler(const struct plan *plan, const int stdio[3], int errpipe,
-                                                  const struct helpers *helpers, int gate) {
+                                                  int gate) {
     step_errpipe = errpipe;
     step("pdeathsig");
     check(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
@@ -148,13 +150,30 @@ __attribute__((noreturn)) static void run_handler(const struct plan *plan, const
     int launch = gate >= 0 ? gate : memfd("launch", plan->launch);
     int seccomp_filter = memfd("seccomp", plan->seccomp_filter);
     step("stdio");
-    install_stdio(stdio, errpipe, launch, seccomp_filter, helpers->exec_fd);
+    install_stdio(stdio, errpipe, launch, seccomp_filter);
     drop_privileges(plan);
-    step(EXEC_NAME);
-    char *argv[] = {EXEC_NAME, gate >= 0 ? "gated" : NULL, NULL};
-    char *const no_environment[] = {NULL};
-    execveat(EXEC_HELPER_FD, "", argv, no_environment, AT_EMPTY_PATH);
-    step_failed(errno);
+    run_launch(gate >= 0);
+}
+
+/* "forked" to the watch, with the handler's pid as credentials (SCM_CREDENTIALS, which needs the privilege pid 1
+ * still has to name a process other than itself): the kernel gives the watch its host pid, which no process
+ * inside the sandbox's pid namespace could name. */
+static void say_forked(int report_fd, pid_t handler) {
+    struct ucred credentials = {handler, getuid(), getgid()};
+    union {
+        struct cmsghdr align;
+        char buffer[CMSG_SPACE(sizeof credentials)];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct iovec iov = {"forked\n", 7};
+    struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buffer,
+                             .msg_controllen = sizeof control.buffer};
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_CREDENTIALS;
+    header->cmsg_len = CMSG_LEN(sizeof credentials);
+    memcpy(CMSG_DATA(header), &credentials, sizeof credentials);
+    check(sendmsg(report_fd, &message, MSG_NOSIGNAL) == 7 ? 0 : -1);
 }
 
 static void wait_joined(int joined, const char *what) {
@@ -165,8 +184,7 @@ static void wait_joined(int joined, const char *what) {
     close(joined);
 }
 
-void run_sandbox(const struct plan *plan, const int stdio[3], int errpipe, int joined, int report_fd,
-                 const struct helpers *helpers, int gate) {
+void run_sandbox(const struct plan *plan, const int stdio[3], int errpipe, int joined, int report_fd, int gate) {
     step_errpipe = errpipe;
     step("pdeathsig");
     check(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
@@ -189,38 +207,24 @@ void run_sandbox(const struct plan *plan, const int stdio[3], int errpipe, int j
     check(handler);
     if (handler == 0) {
         close(report_fd);
-        run_handler(plan, stdio, errpipe, helpers, gate);
+        run_handler(plan, stdio, errpipe, gate);
     }
     /* From here a failure ends pid 1, and with it the whole pid namespace: the handler too. */
     for (int i = 0; i < 3; i++)
         close(stdio[i]);
-    check(write(report_fd, "forked\n", 7));
+    say_forked(report_fd, handler);
     step("init privileges");
-    char numbers[5 + 1][24], **argv = calloc(6 + plan->group_count + 1, sizeof *argv);
-    if (argv == NULL)
-        step_failed(ENOMEM);
-    const long long values[] = {errpipe, report_fd, handler, plan->uid, plan->gid};
-    argv[0] = INIT_NAME;
-    for (int i = 0; i < 5; i++) {
-        snprintf(numbers[i], sizeof numbers[i], "%lld", values[i]);
-        argv[1 + i] = numbers[i];
-    }
-    for (size_t i = 0; i < plan->group_count; i++) {
-        if ((argv[6 + i] = malloc(24)) == NULL)
-            step_failed(ENOMEM);
-        snprintf(argv[6 + i], 24, "%u", (unsigned)plan->groups[i]);
-    }
-    const int passed[] = {errpipe, report_fd};
-    run_helper(helpers->init_fd, argv, passed, 2, -1);
-    step_failed(errno);
+    const int kept[] = {errpipe, report_fd};
+    close_all_except(kept, 2);
+    run_init(errpipe, report_fd, handler, plan->uid, plan->gid, plan->group_count, plan->groups);
 }
 
-void run_call(const struct plan *plan, const int stdio[3], int errpipe, int joined, const struct helpers *helpers) {
+void run_call(const struct plan *plan, const int stdio[3], int errpipe, int joined) {
     step_errpipe = errpipe;
     step("pdeathsig");
     check(prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0));
     wait_joined(joined, "call");
     step("loginuid");
     set_loginuid(plan->uid);
-    run_handler(plan, stdio, errpipe, helpers, -1);
+    run_handler(plan, stdio, errpipe, -1);
 }

@@ -1,20 +1,20 @@
 /* sandbox-waiter: the spawner's child for one execution — makes the namespaces, forks the sandbox's first
  * process into them, puts it in its cgroup, and watches it until it has ended. No interpreter is forked per
  * execution: the spawner starts this program (posix_spawn, so not even its page tables are copied), and every
- * process of the sandbox until the handler's own execve runs its code.
+ * process of the sandbox runs its code until the handler's own execve — one program, no exec in between.
  *
- *   sandbox-waiter SPAWNER_PID PLAN STDIN STDOUT STDERR ERRPIPE STATUS JOIN GATE INIT EXEC WATCH
+ *   sandbox-waiter SPAWNER_PID PLAN STDIN STDOUT STDERR ERRPIPE STATUS JOIN GATE
  *
  * The numbers are descriptors: PLAN the execution plan (plan.h); the execution's stdio; the write ends of its
  * error pipe (report.h) and status pipe; JOIN a network namespace made beforehand to join instead of a fresh
  * one — or, for a call in a session, a pidfd of the session's process — or -1; GATE a pooled sandbox's gate or
- * -1; the other helpers (O_PATH).
+ * -1.
  *
  *    spawner ──spawn──▶ waiter (host pid ns, outside the execution's cgroup; traces the sandbox)
  *                        │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate ; pid 1 into the cgroup
- *                        │ ; becomes sandbox-watch (watch.c)
- *                        └─fork──▶ pid 1: builds the sandbox (sandbox.c, rootfs.c), then runs sandbox-init
- *                                    └─fork──▶ pid 2: the handler (through sandbox-exec)
+ *                        │ ; the watch (watch.c)
+ *                        └─fork──▶ pid 1: builds the sandbox (sandbox.c, rootfs.c), then the init (init.c)
+ *                                    └─fork──▶ pid 2: the handler (its launch: launch.c)
  *
  * The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, memory.oom.group) must not take
  * the one process that reports the outcome with it. On v2 it forks pid 1 straight into the leaf (clone3 with
@@ -25,7 +25,7 @@
  *
  * The waiter seizes pid 1 with PTRACE_O_TRACEFORK|VFORK|CLONE before that ack, so every process and thread of
  * the sandbox is traced from its birth, and with PTRACE_O_TRACEEXIT, so each one's exit stops where its
- * registers can still be read; then it runs sandbox-watch in its own place, still the tracer and the parent. If
+ * registers can still be read; then it turns to the watch, still the tracer and the parent. If
  * ptrace is refused (Yama, an LSM), nothing is traced and the executor falls back to the kernel's audit record.
  */
 #define _GNU_SOURCE
@@ -41,6 +41,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -49,6 +50,7 @@
 #include "report.h"
 #include "sandbox.h"
 #include "steps.h"
+#include "watch.h"
 
 #define NAMESPACES (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
 #define TRACE_OPTIONS                                                                                          \
@@ -57,15 +59,16 @@
 
 struct fds {
     int stdio[3], errpipe, status, join, gate;
-    struct helpers helpers;
 };
 
 /* Where the first process goes: the leaf directory of each hierarchy (v2: one), opened before anything can
- * change what the paths mean — the call's chroot, pid 1's pivot_root — and the name of its cgroup.procs. */
+ * change what the paths mean — the call's chroot, pid 1's pivot_root — and its cgroup.procs, by name or, once
+ * opened (open_procs), by descriptor. */
 struct placement {
     size_t count;
     int leaf_fds[MAX_HIERARCHIES];
     const char *procs_names[MAX_HIERARCHIES];
+    int procs_fds[MAX_HIERARCHIES]; /* -1: opened only to move */
 };
 
 static long number(const char *text) {
@@ -104,19 +107,37 @@ static void open_placement(const struct plan *plan, struct placement *placement)
         placement->procs_names[i] = plan->cgroup_procs[i] + (slash - leaf) + 1;
         placement->leaf_fds[i] = open(leaf, O_PATH | O_DIRECTORY | O_CLOEXEC);
         check(placement->leaf_fds[i]);
+        placement->procs_fds[i] = -1;
+    }
+}
+
+static int open_procs_file(const struct placement *placement, size_t i) {
+    return openat(placement->leaf_fds[i], placement->procs_names[i], O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Open the cgroup.procs files now: a move is checked against the cgroup namespace the file was opened in, and
+ * a call is moved from inside its session's, whose root the waiter's own cgroup is not below (the kernel
+ * refuses clone3's CLONE_INTO_CGROUP there for the same reason). */
+static void open_procs(struct placement *placement) {
+    for (size_t i = 0; i < placement->count; i++) {
+        placement->procs_fds[i] = open_procs_file(placement, i);
+        check(placement->procs_fds[i]);
     }
 }
 
 static void close_placement(struct placement *placement) {
-    for (size_t i = 0; i < placement->count; i++)
+    for (size_t i = 0; i < placement->count; i++) {
         close(placement->leaf_fds[i]);
+        if (placement->procs_fds[i] >= 0)
+            close(placement->procs_fds[i]);
+    }
     placement->count = 0;
 }
 
 /* Fork the sandbox's first process: born in its leaf when it can be (v2, Linux >= 5.7: clone3 with
  * CLONE_INTO_CGROUP; then no cgroup.procs is ever opened), else by fork(), to be moved (seize_and_place). */
 static pid_t fork_into(struct placement *placement) {
-    if (placement->count == 1) {
+    if (placement->count == 1 && placement->procs_fds[0] < 0) {
         struct clone_args args;
         memset(&args, 0, sizeof args);
         args.flags = CLONE_INTO_CGROUP;
@@ -141,9 +162,9 @@ static int seize_and_place(pid_t pid, struct placement *placement, int joined_w,
     int length = snprintf(text, sizeof text, "%d", pid);
     int placed = 1;
     for (size_t i = 0; placed && i < placement->count; i++) {
-        int procs = openat(placement->leaf_fds[i], placement->procs_names[i], O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        int procs = placement->procs_fds[i] >= 0 ? placement->procs_fds[i] : open_procs_file(placement, i);
         placed = procs >= 0 && write(procs, text, (size_t)length) == length;
-        if (procs >= 0)
+        if (procs >= 0 && procs != placement->procs_fds[i])
             close(procs);
     }
     if (placed)
@@ -157,22 +178,13 @@ static int seize_and_place(pid_t pid, struct placement *placement, int joined_w,
     return traced;
 }
 
-/* Become sandbox-watch, still the tracer and parent of `pid`: it reports on the status pipe until `pid` has
- * ended. `init_r`: the init's report (a sandbox); -1: `pid` is a call's handler. If the watch cannot run,
- * nothing may: `pid` is killed and the error pipe says why. */
+/* Turn to the watch (watch.c), still the tracer and parent of `pid`, with nothing open but the status pipe,
+ * the host's /proc and the init's report (`init_r`; -1: `pid` is a call's handler): the error pipe closes here,
+ * and its EOF waits only for the sandbox's own processes. */
 __attribute__((noreturn)) static void watch(const struct fds *fds, pid_t pid, int traced, int proc_fd, int init_r) {
-    char numbers[5][24];
-    const int values[] = {fds->status, proc_fd, pid, traced, init_r};
-    char *argv[7] = {WATCH_NAME};
-    for (int i = 0; i < 5; i++) {
-        snprintf(numbers[i], sizeof numbers[i], "%d", values[i]);
-        argv[1 + i] = i == 4 && init_r < 0 ? NULL : numbers[i];
-    }
-    const int passed[] = {fds->status, proc_fd, init_r};
-    run_helper(fds->helpers.watch_fd, argv, passed, init_r >= 0 ? 3 : 2, fds->errpipe);
-    int err = errno;
-    kill(pid, SIGKILL);
-    fail(fds->errpipe, "watch", err, "watch: " WATCH_NAME ": %s", strerror(err));
+    const int kept[] = {fds->status, proc_fd, init_r};
+    close_all_except(kept, 3);
+    run_watch(fds->status, proc_fd, pid, traced, init_r);
 }
 
 /* A call in a session: enter the session (its namespaces by its pidfd, its root by its /proc/PID/root, checked
@@ -181,6 +193,7 @@ __attribute__((noreturn)) static void watch(const struct fds *fds, pid_t pid, in
 __attribute__((noreturn)) static void call_waiter(const struct plan *plan, struct fds *fds) {
     struct placement placement;
     open_placement(plan, &placement); /* before the chroot below: these are the host's paths */
+    open_procs(&placement);
     int proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
     check(proc_fd);
     step("join session");
@@ -203,7 +216,7 @@ __attribute__((noreturn)) static void call_waiter(const struct plan *plan, struc
         close(joined[1]);
         close(proc_fd);
         close_placement(&placement);
-        run_call(plan, fds->stdio, fds->errpipe, joined[0], &fds->helpers);
+        run_call(plan, fds->stdio, fds->errpipe, joined[0]);
     }
     close(joined[0]);
     for (int i = 0; i < 3; i++)
@@ -213,20 +226,19 @@ __attribute__((noreturn)) static void call_waiter(const struct plan *plan, struc
 }
 
 int main(int argc, char **argv) {
-    if (argc != 13)
+    if (argc != 10)
         _exit(2);
     prctl(PR_SET_NAME, (unsigned long)"sandbox-waiter", 0, 0, 0);
     pid_t spawner = (pid_t)number(argv[1]);
     int plan_fd = (int)number(argv[2]);
     struct fds fds = {{(int)number(argv[3]), (int)number(argv[4]), (int)number(argv[5])},
-                      (int)number(argv[6]), (int)number(argv[7]), (int)number(argv[8]), (int)number(argv[9]),
-                      {(int)number(argv[10]), (int)number(argv[11]), (int)number(argv[12])}};
+                      (int)number(argv[6]), (int)number(argv[7]), (int)number(argv[8]), (int)number(argv[9])};
     step_errpipe = fds.errpipe;
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != spawner)
         _exit(1); /* the spawner died before pdeathsig was armed */
     /* close-on-exec, as all of ours: the error pipe must end with the exec of each process that holds it */
     const int ours[] = {plan_fd, fds.stdio[0], fds.stdio[1], fds.stdio[2], fds.errpipe, fds.status, fds.join,
-                        fds.gate, fds.helpers.init_fd, fds.helpers.exec_fd, fds.helpers.watch_fd};
+                        fds.gate};
     for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
         if (ours[i] >= 0)
             fcntl(ours[i], F_SETFD, FD_CLOEXEC);
@@ -257,7 +269,9 @@ int main(int argc, char **argv) {
     step("fork pid 1");
     int joined[2], init_report[2];
     check(pipe2(joined, O_CLOEXEC));
-    check(pipe2(init_report, O_CLOEXEC));
+    check(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, init_report)); /* its "forked" carries credentials */
+    const int one = 1;
+    check(setsockopt(init_report[0], SOL_SOCKET, SO_PASSCRED, &one, sizeof one));
     pid_t pid = fork_into(&placement);
     if (pid == 0) {
         close(fds.status);
@@ -265,7 +279,7 @@ int main(int argc, char **argv) {
         close(init_report[0]);
         close(proc_fd);
         close_placement(&placement);
-        run_sandbox(&plan, fds.stdio, fds.errpipe, joined[0], init_report[1], &fds.helpers, fds.gate);
+        run_sandbox(&plan, fds.stdio, fds.errpipe, joined[0], init_report[1], fds.gate);
     }
     close(joined[0]);
     close(init_report[1]);

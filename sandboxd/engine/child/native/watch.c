@@ -1,20 +1,17 @@
-/* sandbox-watch: the waiter's watch over a sandbox, from the moment its first process is in its cgroup until
- * that process has ended — the waiter (waiter.c) runs it in its own place once it has seized that process
- * (PTRACE_SEIZE with fork, vfork, clone and exit events) and put it in its cgroup. The waiter stays the
- * tracer and the parent through the execve; so the watch carries no interpreter for the sandbox's lifetime.
+/* The waiter's watch over a sandbox (watch.h), from the moment its first process is in its cgroup until that
+ * process has ended — the waiter (waiter.c) turns to it once it has seized that process (PTRACE_SEIZE with
+ * fork, vfork, clone and exit events) and put it in its cgroup; it is the tracer and the parent.
  *
- *   sandbox-watch STATUS_FD PROC_FD PID TRACED [INIT_REPORT_FD]
- *
- * PID is the sandbox's pid 1 (with INIT_REPORT_FD: its init's "forked" and "status W" lines) or, without it,
- * a call in a session: its handler itself. PROC_FD: the host's /proc (O_PATH), opened before the sandbox's
- * pivot_root changed what "/proc" means here. TRACED 0: ptrace was refused; only the outcome is reported.
+ * The first process is the sandbox's pid 1 (with the init's report: its "forked" and "status W" lines) or a
+ * call in a session: its handler itself. The host's /proc (O_PATH) was opened before the sandbox's pivot_root
+ * changed what "/proc" means here. Untraced (ptrace refused): only the outcome is reported.
  *
  * Every stop is resumed as it would have gone untraced (a group-stop stays stopped until SIGCONT). Each exit
  * by SIGSYS is kept — the process, the ABI (PTRACE_GET_SYSCALL_INFO: i386 and x32 too) and the syscall — and
  * the kills reported are those the kernel marked SECCOMP_MODE_DEAD (Seccomp: 3 in the thread's status), or
  * on kernels without that mark those whose syscall_rollback left rax == orig_rax.
  *
- * Report on STATUS_FD: "pid P" (the handler's host pid) once it exists; "seccomp TGID ARCH NR" per killed
+ * Report on the status pipe: "pid P" (the handler's host pid) once it exists; "seccomp TGID ARCH NR" per killed
  * process, the handler's first, at most KILLS_REPORTED, and "seccomp-more N" for the rest; last
  * "exit W U S R T" — the handler's wait status (its init's word, else the first process's own), the user and
  * system CPU microseconds and peak memory bytes of the whole sandbox, T 1 when it was traced.
@@ -27,11 +24,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/user.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "watch.h"
 
 #define KILLS_REPORTED 32 /* helpers.KILLS_REPORTED */
 #define SIGSYS_KEPT 1024  /* a tool that forks doomed processes in a loop must not grow the watch without bound */
@@ -210,22 +211,9 @@ static void report_kills(void) {
         say("seccomp-more %zu\n", more);
 }
 
-/* The init's report: "forked" once the handler exists, "status W" once it has ended. */
+/* The init's report (a stream socket): "forked" once the handler exists, "status W" once it has ended. */
 static char init_report[256];
 static size_t init_report_length;
-
-static int read_init_line(int fd) {
-    while (init_report_length < sizeof init_report - 1) {
-        ssize_t got = read(fd, init_report + init_report_length, 1);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0)
-            return 0;
-        if (init_report[init_report_length++] == '\n')
-            return 1;
-    }
-    return 0;
-}
 
 static void read_init_rest(int fd) {
     for (;;) {
@@ -239,24 +227,40 @@ static void read_init_rest(int fd) {
     init_report[init_report_length] = '\0';
 }
 
-/* Not traced: the handler's pid from the init's children once it says it forked. */
+/* Not traced: the handler's pid from the credentials the init's "forked" line carries (SCM_CREDENTIALS: the
+ * kernel numbers the pid as this process's namespace does, even once the handler has ended — a handler that
+ * ends at once is still named). */
 static void announce_untraced(int init_fd) {
-    if (!read_init_line(init_fd) || strncmp(init_report, "forked\n", 7) != 0)
+    char line[7];
+    union {
+        struct cmsghdr align;
+        char buffer[CMSG_SPACE(sizeof(struct ucred))];
+    } control;
+    struct iovec iov = {line, sizeof line};
+    struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buffer,
+                             .msg_controllen = sizeof control.buffer};
+    ssize_t got;
+    do
+        got = recvmsg(init_fd, &message, MSG_WAITALL);
+    while (got < 0 && errno == EINTR);
+    if (got != (ssize_t)sizeof line || memcmp(line, "forked\n", sizeof line) != 0)
         return;
-    char path[64], children[4096];
-    snprintf(path, sizeof path, "%d/task/%d/children", first_pid, first_pid);
-    if (read_proc(path, children, sizeof children) > 0 && atoi(children) > 0)
-        announce(atoi(children));
+    memcpy(init_report, line, sizeof line); /* the rest of the report follows it */
+    init_report_length = sizeof line;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (header != NULL && header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_CREDENTIALS) {
+        struct ucred credentials;
+        memcpy(&credentials, CMSG_DATA(header), sizeof credentials);
+        if (credentials.pid > 0)
+            announce(credentials.pid);
+    }
 }
 
-int main(int argc, char **argv) {
-    if (argc != 5 && argc != 6)
-        _exit(2);
-    status_fd = atoi(argv[1]);
-    proc_fd = atoi(argv[2]);
-    first_pid = atoi(argv[3]);
-    int traced = strcmp(argv[4], "1") == 0;
-    int init_fd = argc == 6 ? atoi(argv[5]) : -1;
+void run_watch(int status_pipe, int proc, pid_t first, int traced, int init_fd) {
+    prctl(PR_SET_NAME, (unsigned long)"sandbox-watch", 0, 0, 0);
+    status_fd = status_pipe;
+    proc_fd = proc;
+    first_pid = first;
     if (init_fd < 0)
         announce(first_pid); /* a call: the handler is the first process itself */
     int status = 0;

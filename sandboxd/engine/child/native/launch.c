@@ -1,13 +1,12 @@
-/* sandbox-exec: the handler's last steps before its execve, in a process without an interpreter.
+/* The handler's last steps before its execve (launch.h).
  *
- * The handler-to-be (sandbox.c) runs it in its own place (execveat of a descriptor the spawner
- * opened) once its privileges are gone — uid, groups, capabilities, no_new_privs, rlimits, working
- * directory — with:
+ * The handler-to-be (sandbox.c) takes them once its privileges are gone — uid, groups, capabilities,
+ * no_new_privs, rlimits, working directory — with:
  *
  *   fd 0-2  the execution's stdio            fd 4  what to run (launch.py's format), read to its end
  *   fd 3    the error pipe (report.h)        fd 5  the seccomp filter: struct sock_filter[], read to its end
  *
- * With argv[1] "gated" (a pooled sandbox) fd 4 is the sandbox's gate: the wait there is for the execution
+ * Gated (a pooled sandbox), fd 4 is the sandbox's gate: the wait there is for the execution
  * that takes it, and an end with nothing read means the pool let it go unused. Then: find the handler on the
  * search path, install the filter — last, so nothing of ours runs under it but the execve and the report of
  * its failure — and execve. Any failure: one report on fd 3, exit 127, nothing run.
@@ -23,9 +22,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "launch.h"
 #include "report.h"
 
-enum { ERRPIPE_FD = 3, LAUNCH_FD = 4, FILTER_FD = 5 };
 #define LAUNCH_MAX_BYTES (16u << 20) /* above any argv and environment execve accepts (ARG_MAX) */
 #define FILTER_MAX_BYTES (4096u * sizeof(struct sock_filter)) /* BPF_MAXINSNS */
 
@@ -115,8 +114,7 @@ static const char *resolve(const char *program, const char *search_path) {
          search_path);
 }
 
-int main(int argc, char **argv) {
-    int gated = argc > 1 && strcmp(argv[1], "gated") == 0;
+void run_launch(int gated) {
     if (fcntl(ERRPIPE_FD, F_SETFD, FD_CLOEXEC) < 0) /* reaches EOF when the handler's execve succeeds */
         _exit(127);
     stage = gated ? "pooled" : "launch";
