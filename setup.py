@@ -1,5 +1,5 @@
-"""The package's native part: the sandbox's waiter (``sandboxd/engine/child/native``, see
-``sandboxd.engine.child.waiter``), compiled as part of ``build`` — into the wheel, or next to their sources
+"""The package's native part: the sandbox's spawner and waiter (``sandboxd/engine/child/native``, see
+``sandboxd.engine.child.program``), compiled as part of ``build`` — into the wheel, or next to their sources
 for an editable install — static, so that they need nothing inside a sandbox's root. The rest of the project's
 metadata is in ``pyproject.toml``."""
 
@@ -17,8 +17,8 @@ from setuptools.dist import Distribution
 
 NATIVE = Path("sandboxd/engine/child/native")
 PROGRAMS = {  # output: its sources
-    "sandbox-waiter": ("waiter.c", "sandbox.c", "rootfs.c", "init.c", "launch.c", "watch.c", "plan.c", "steps.c",
-                       "process.c"),
+    "sandboxd-spawn": ("spawner.c", "waiter.c", "sandbox.c", "rootfs.c", "init.c", "launch.c", "watch.c", "plan.c",
+                       "steps.c", "process.c"),
 }
 CFLAGS = ["-std=gnu11", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-fstack-protector-strong",
           "-D_FORTIFY_SOURCE=2"]

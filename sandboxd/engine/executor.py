@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
 from sandboxd.base.limits import Limits
 from sandboxd.engine.cgroups import Backend, CgroupLimits, ExecCgroup, detect_backend
-from sandboxd.engine.child.waiter import check_waiter
+from sandboxd.engine.child.program import check_spawner
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.hostcheck import check_host
 from sandboxd.engine.ids import IdPool, IdsExhausted
@@ -86,7 +86,7 @@ class Executor:
     @classmethod
     async def create(cls, config: EngineConfig) -> Executor:
         check_host()
-        check_waiter()
+        check_spawner()
         backend = detect_backend(config.cgroup_root, config.instance)
         backend.prepare()
         stale = backend.stale_leaves()

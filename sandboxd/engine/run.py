@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.engine.cgroups import CgroupStats, CgroupUsage, ExecCgroup
-from sandboxd.engine.child.waiter import INIT_NAME
+from sandboxd.engine.child.program import INIT_NAME
 from sandboxd.engine.plan import bind_order
 from sandboxd.engine.relay import OwnedFd
 from sandboxd.engine.result import SeccompViolation, Status

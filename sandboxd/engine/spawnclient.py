@@ -1,7 +1,26 @@
-"""Daemon side of the spawner protocol (the table is in :mod:`sandboxd.engine.spawner`): start it, send ``spawn``
-requests with the stdio fds and the write ends of the sandbox's report pipes, whose read ends
-:mod:`~sandboxd.engine.reports` reads on the event loop. asyncio only; nothing here forks (the spawner is
-started with ``posix_spawn``-style exec by :mod:`subprocess`)."""
+"""Daemon side of the spawner: start it, send ``spawn`` requests with the stdio fds and the write ends of the
+sandbox's report pipes, whose read ends :mod:`~sandboxd.engine.reports` reads on the event loop. asyncio only;
+nothing here forks (the spawner is started once by :mod:`subprocess`).
+
+The spawner is the native program ``sandboxd-spawn`` (``child/native/spawner.c``): a single-threaded fork server
+whose child for each execution, the waiter, builds and watches the sandbox without an exec or an interpreter.
+Wire protocol — one ``AF_UNIX``/``SOCK_SEQPACKET`` socketpair:
+
+=============  =============================  ===================================================================
+direction      message                        fds (``SCM_RIGHTS``)
+=============  =============================  ===================================================================
+spawner→daemon ``{"op": "ready", "pid": P}``, -
+               once at start
+daemon→spawner ``spawn J G``, per execution   stdin r, stdout w, stderr w; the plan (a sealed memfd,
+                                              ``JailPlan.encode``); the write ends of the sandbox's error pipe and
+                                              status pipe; when J is 1 the network namespace to join (or, for a
+                                              call in a session, its pidfd); when G is 1 a pooled sandbox's gate
+=============  =============================  ===================================================================
+
+Nothing comes back per execution: the daemon reads the two report pipes itself — the error pipe's record or its
+EOF (the handler passed ``execve``), the watch's lines on the status pipe. A fork that fails is reported on the
+error pipe by the spawner. EOF on the control socket tells the spawner to exit; its children follow through their
+parent-death signals."""
 
 from __future__ import annotations
 
@@ -11,13 +30,15 @@ import json
 import os
 import socket
 import subprocess
-import sys
 from typing import Any
 
 from sandboxd.base.errors import SpawnerError
 from sandboxd.engine.child.plan import JailPlan
+from sandboxd.engine.child.program import spawner_path
 from sandboxd.engine.reports import ReportReader, SpawnHandle
-from sandboxd.engine.spawner import MAX_MESSAGE_BYTES, SOCKET_BUFFER_BYTES
+
+MAX_MESSAGE_BYTES = 1 << 16  # a control message; plans travel in memfds
+SOCKET_BUFFER_BYTES = 4 << 20  # native/spawner.c
 
 
 class SpawnerClient:
@@ -34,9 +55,8 @@ class SpawnerClient:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
         with theirs:
-            process = subprocess.Popen(  # our own interpreter and module
-                [sys.executable, "-m", "sandboxd.engine.spawner", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, close_fds=True)
+            process = subprocess.Popen([str(spawner_path()), str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                                       stdin=subprocess.DEVNULL, close_fds=True)
         ours.setblocking(False)
         client = cls(ours, process)
         try:
@@ -67,7 +87,7 @@ class SpawnerClient:
             plan_fd = plan_memfd(plan.encode())
         except (OSError, ValueError) as e:
             raise SpawnerError(f"cannot pass the execution plan: {e}") from e
-        message = json.dumps({"op": "spawn", "join": join is not None, "gate": gate is not None}).encode()
+        message = f"spawn {int(join is not None)} {int(gate is not None)}".encode()
         ours: list[int] = []
         theirs = [plan_fd]
         try:

@@ -140,7 +140,7 @@ def raise_open_files_limit() -> int:
 def raise_priority() -> None:
     """Serve at :data:`DAEMON_NICE`, before any thread starts (a thread inherits its creator's): the daemon's
     answers — health checks, admissions, Results — are not held up by the sandboxes it runs and builds, which
-    the spawner starts at niceness 0 again (:mod:`sandboxd.engine.spawner`). Without CAP_SYS_NICE it serves
+    the spawner starts at niceness 0 again (``engine/child/native/spawner.c``). Without CAP_SYS_NICE it serves
     at the niceness it was given, and says so."""
     try:
         os.setpriority(os.PRIO_PROCESS, 0, DAEMON_NICE)

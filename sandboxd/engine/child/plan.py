@@ -1,5 +1,5 @@
 """What the daemon sends the spawner for one execution — everything the child path needs, and nothing it must
-compute after the fork — and its form on the wire, as ``sandbox-waiter`` reads it (``native/plan.h``):
+compute after the fork — and its form on the wire, as the waiter reads it (``native/plan.h``):
 NUL-terminated strings and decimal numbers in a fixed order, each list after its length, the two binary parts
 (what to launch and the seccomp filter) after their size in bytes — so the native side parses nothing but
 counts."""
@@ -60,7 +60,7 @@ class JailPlan:
     gated: bool = False
 
     def encode(self) -> bytes:
-        """The plan as ``sandbox-waiter`` reads it; ValueError naming a string that holds a NUL byte."""
+        """The plan as the waiter reads it; ValueError naming a string that holds a NUL byte."""
         root = self.root
         fields: list[str | int] = [
             PLAN_MAGIC, self.hostname, self.join_pid, int(self.gated), root.uid, root.gid,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.engine.child.waiter import KILLS_REPORTED
+from sandboxd.engine.child.program import KILLS_REPORTED
 from sandboxd.engine.result import Status
 
 from .conftest import SHARED_SECCOMP, Engine

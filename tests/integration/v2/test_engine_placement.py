@@ -2,21 +2,21 @@
 and then moved — a move is a ``cgroup.procs`` write, and the first after a quiet spell waits out an RCU grace
 period (measured in this VM: fork + write 38 ms, clone3 14 ms).
 
-The waiter is driven directly, as the spawner starts it, with a plan whose ``cgroup.procs`` path names a file
+The spawner is driven directly, as the executor drives it, with a plan whose ``cgroup.procs`` path names a file
 that does not exist: the waiter opens that file only to move a process, so the sandbox can stand only if its
 first process was born in the leaf."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from pathlib import Path
 
 from sandboxd.engine.child.plan import JailPlan, RootPlan
-from sandboxd.engine.child.waiter import open_waiter
 from sandboxd.engine.config import DEFAULT_SYSTEM_BINDS
-from sandboxd.engine.spawnclient import plan_memfd
-from sandboxd.engine.spawner import start_waiter
+from sandboxd.engine.reports import ExitReport, SetupFailure
+from sandboxd.engine.spawnclient import SpawnerClient
 
 from .conftest import V2_MARKS, RunCgroup, procs
 
@@ -34,6 +34,15 @@ def read_all(fd: int) -> bytes:
     return data
 
 
+async def _spawn(plan: JailPlan, stdio: tuple[int, int, int]) -> tuple[int | SetupFailure, ExitReport]:
+    spawner = await SpawnerClient.start()
+    try:
+        handle = spawner.spawn(plan, stdio)
+        return await handle.started, await handle.exited
+    finally:
+        await spawner.close()
+
+
 def test_pid_1_is_born_in_its_leaf_and_never_moved(run_cgroup: RunCgroup, tmp_path: Path) -> None:
     leaf = run_cgroup.make_child("placed")
     (tmp_path / "root").mkdir()
@@ -43,23 +52,17 @@ def test_pid_1_is_born_in_its_leaf_and_never_moved(run_cgroup: RunCgroup, tmp_pa
     plan = JailPlan(execution_id="placed", argv=("/bin/cat", "/proc/self/cgroup"), env={},
                     cgroup_procs=(str(leaf / "no-such-cgroup.procs"),), hostname="placed", root=root, rlimits={},
                     seccomp_bpf=ALLOW_ALL)
-    waiter_fd = open_waiter()
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    theirs = [null, out_w, null, plan_memfd(plan.encode()), err_w, status_w]
     try:
-        pid = start_waiter(waiter_fd, theirs)
-    finally:
-        for fd in {*theirs, waiter_fd}:
-            os.close(fd)
-    try:
-        setup_failure, output, status = read_all(err_r), read_all(out_r), read_all(status_r)
-        assert os.waitpid(pid, 0)[1] == 0
+        started, exited = asyncio.run(_spawn(plan, (null, out_w, null)))
+        os.close(out_w)
+        output = read_all(out_r)
         assert procs(leaf) == []
     finally:
+        os.close(null)
         run_cgroup.remove_child(leaf, expected=set())
-    assert setup_failure == b""  # a move would have failed: "join cgroup: No such file or directory"
+    # a move would have failed: "join cgroup: No such file or directory"
+    assert not isinstance(started, SetupFailure), started
+    assert exited.wait_status == 0
     assert output == b"0::/\n"  # the leaf is the root of its cgroup namespace
-    assert status.splitlines()[-1].startswith(b"exit 0 ")

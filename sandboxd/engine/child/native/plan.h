@@ -1,4 +1,4 @@
-/* The execution plan as sandbox-waiter reads it: what plan.py's JailPlan.encode writes — NUL-terminated
+/* The execution plan as the waiter reads it: what plan.py's JailPlan.encode writes — NUL-terminated
  * strings and decimal numbers in a fixed order, lists prefixed by their length, the two binary parts (the
  * launch message and the seccomp filter) prefixed by their size in bytes — so that nothing here parses more
  * than a count. */

@@ -1,4 +1,4 @@
-/* The current step of a sandbox-waiter process (steps.h). */
+/* The current step of a waiter process (steps.h). */
 #define _GNU_SOURCE
 #include "steps.h"
 

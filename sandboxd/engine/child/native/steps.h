@@ -1,4 +1,4 @@
-/* The step a process of sandbox-waiter is at, and the report of a failure in it (report.h): the stage is
+/* The step a process of the waiter is at, and the report of a failure in it (report.h): the stage is
  * named in the process's comm as it is entered — so a sandbox that hangs in its setup is named by the stage
  * it hangs in — and a failure is "STAGE: what", then exit 127. There is no "continue anyway" path. */
 #ifndef SANDBOXD_STEPS_H

@@ -1,16 +1,9 @@
-/* sandbox-waiter: the spawner's child for one execution — makes the namespaces, forks the sandbox's first
- * process into them, puts it in its cgroup, and watches it until it has ended. No interpreter is forked per
- * execution: the spawner starts this program (posix_spawn, so not even its page tables are copied), and every
- * process of the sandbox runs its code until the handler's own execve — one program, no exec in between.
+/* The waiter: the spawner's child for one execution (waiter.h) — makes the namespaces, forks the sandbox's
+ * first process into them, puts it in its cgroup, and watches it until it has ended. No interpreter is forked
+ * per execution: the spawner (spawner.c) is this same small program, and every process of the sandbox runs its
+ * code until the handler's own execve — nothing is exec'd in between.
  *
- *   sandbox-waiter SPAWNER_PID PLAN STDIN STDOUT STDERR ERRPIPE STATUS JOIN GATE
- *
- * The numbers are descriptors: PLAN the execution plan (plan.h); the execution's stdio; the write ends of its
- * error pipe (report.h) and status pipe; JOIN a network namespace made beforehand to join instead of a fresh
- * one — or, for a call in a session, a pidfd of the session's process — or -1; GATE a pooled sandbox's gate or
- * -1.
- *
- *    spawner ──spawn──▶ waiter (host pid ns, outside the execution's cgroup; traces the sandbox)
+ *    spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; traces the sandbox)
  *                        │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate ; pid 1 into the cgroup
  *                        │ ; the watch (watch.c)
  *                        └─fork──▶ pid 1: builds the sandbox (sandbox.c, rootfs.c), then the init (init.c)
@@ -50,16 +43,13 @@
 #include "report.h"
 #include "sandbox.h"
 #include "steps.h"
+#include "waiter.h"
 #include "watch.h"
 
 #define NAMESPACES (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
 #define TRACE_OPTIONS                                                                                          \
     (PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACECLONE | PTRACE_O_TRACEEXIT | PTRACE_O_EXITKILL)
 #define MAX_HIERARCHIES 8 /* v1: memory, cpu, pids, freezer…; v2: one */
-
-struct fds {
-    int stdio[3], errpipe, status, join, gate;
-};
 
 /* Where the first process goes: the leaf directory of each hierarchy (v2: one), opened before anything can
  * change what the paths mean — the call's chroot, pid 1's pivot_root — and its cgroup.procs, by name or, once
@@ -70,15 +60,6 @@ struct placement {
     const char *procs_names[MAX_HIERARCHIES];
     int procs_fds[MAX_HIERARCHIES]; /* -1: opened only to move */
 };
-
-static long number(const char *text) {
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0')
-        _exit(2);
-    return value;
-}
 
 /* Whether this process's / is the root of a mount (false in a plain chroot). */
 static int root_is_mount_point(void) {
@@ -225,23 +206,15 @@ __attribute__((noreturn)) static void call_waiter(const struct plan *plan, struc
     watch(fds, pid, traced, proc_fd, -1);
 }
 
-int main(int argc, char **argv) {
-    if (argc != 10)
-        _exit(2);
+void run_waiter(pid_t spawner, int plan_fd, struct fds fds) {
     prctl(PR_SET_NAME, (unsigned long)"sandbox-waiter", 0, 0, 0);
-    pid_t spawner = (pid_t)number(argv[1]);
-    int plan_fd = (int)number(argv[2]);
-    struct fds fds = {{(int)number(argv[3]), (int)number(argv[4]), (int)number(argv[5])},
-                      (int)number(argv[6]), (int)number(argv[7]), (int)number(argv[8]), (int)number(argv[9])};
     step_errpipe = fds.errpipe;
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() != spawner)
         _exit(1); /* the spawner died before pdeathsig was armed */
-    /* close-on-exec, as all of ours: the error pipe must end with the exec of each process that holds it */
+    /* all close-on-exec (the spawner received them so): the error pipe ends with the exec of each process that
+     * holds it */
     const int ours[] = {plan_fd, fds.stdio[0], fds.stdio[1], fds.stdio[2], fds.errpipe, fds.status, fds.join,
                         fds.gate};
-    for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
-        if (ours[i] >= 0)
-            fcntl(ours[i], F_SETFD, FD_CLOEXEC);
     close_all_except(ours, sizeof ours / sizeof ours[0]);
     struct plan plan;
     read_plan(plan_fd, fds.errpipe, &plan);
