@@ -38,7 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executions", type=int, default=500)
     parser.add_argument("--checks", type=int, default=400)
-    parser.add_argument("--sleep-s", type=int, default=8)
+    parser.add_argument("--sleep-s", type=int, default=20,
+                        help="how long each execution holds its sandbox: long enough for all to be running at once")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, running(make_daemon(
             Path(tmp), max_concurrent_executions=args.executions + 10,
