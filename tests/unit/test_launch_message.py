@@ -1,5 +1,5 @@
-"""The launch message ``sandbox-exec`` reads: the search path, the argv count, the argv, then ``KEY=VALUE``
-entries, each NUL-terminated; what execve cannot pass is refused with its name."""
+"""The launch message the handler-to-be reads (``native/launch.c``): the search path, the argv count, the argv,
+then ``KEY=VALUE`` entries, each NUL-terminated; what execve cannot pass is refused with its name."""
 
 from __future__ import annotations
 

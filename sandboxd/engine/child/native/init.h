@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define INIT_COMM "sandbox-init" /* helpers.INIT_NAME: the hung-setup report skips the init's comm */
+#define INIT_COMM "sandbox-init" /* program.INIT_NAME: the hung-setup report skips the init's comm */
 
 /* Become the sandbox's init, pid 1, with `handler` its child: drop every privilege, forward a supervisor's
  * signals to the handler, reap, and once the handler has ended kill the rest and write its wait status to

@@ -89,7 +89,7 @@ static void reset_signals(void) {
     check(sigprocmask(SIG_SETMASK, &empty, NULL));
 }
 
-/* A memory file holding `blob`, read from its start by sandbox-exec. */
+/* A memory file holding `blob`, read from its start by the launch (launch.c). */
 static int memfd(const char *name, struct blob blob) {
     int fd = memfd_create(name, MFD_CLOEXEC);
     check(fd);

@@ -34,7 +34,7 @@
 
 #include "watch.h"
 
-#define KILLS_REPORTED 32 /* helpers.KILLS_REPORTED */
+#define KILLS_REPORTED 32 /* program.KILLS_REPORTED */
 #define SIGSYS_KEPT 1024  /* a tool that forks doomed processes in a loop must not grow the watch without bound */
 #define SECCOMP_MODE_DEAD 3
 
