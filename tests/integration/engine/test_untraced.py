@@ -1,7 +1,7 @@
 """Where ptrace is refused (Yama's ptrace_scope 3, an LSM), sandboxes still run and end with the right verdict:
 the watch reports the handler and its status untraced. A process of this test refuses ptrace to itself and all
 it starts — the executor, its spawner, the waiters — by a seccomp filter (``ptrace`` fails with EPERM), and runs
-the engine there.
+the engine there (the project's own profile compiler and ``install_bpf``).
 
 Traced, a SIGSYS the handler sends itself is a signal like any other (no seccomp kill was recorded); untraced it
 cannot be told from a seccomp kill, so the verdict says SECCOMP_VIOLATION and looks for the kernel's record —
@@ -21,26 +21,18 @@ from .conftest import Engine
 INTEGRATION = Path(__file__).resolve().parents[1]
 
 SCRIPT = r"""
-import ctypes, json, struct, sys
+import json, sys
 from pathlib import Path
 
-# ld [nr]; jeq ptrace (101), else allow; ret ERRNO(EPERM); ret ALLOW
-code = [(0x20, 0, 0, 0), (0x15, 0, 1, 101), (0x06, 0, 0, 0x00050001), (0x06, 0, 0, 0x7FFF0000)]
-program = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *c) for c in code))
+from sandboxd.engine.seccomp.install import install_bpf
 
-class Fprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(22, 2, ctypes.byref(Fprog(len(code), ctypes.addressof(program))), 0, 0) != 0:  # PR_SET_SECCOMP
-    raise SystemExit(f"seccomp: errno {ctypes.get_errno()}")
-
+install_bpf(bytes.fromhex(sys.argv[7]))  # ptrace fails with EPERM here and in all this starts (root: no no_new_privs)
 sys.path[:0] = [sys.argv[1]]
 from engine.conftest import Engine
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.ids import IdRange
 
-state_dir, instance, first_id, id_count, kind = sys.argv[2:]
+state_dir, instance, first_id, id_count, kind = sys.argv[2:7]
 engine = Engine(EngineConfig(state_dir=Path(state_dir), instance=instance,
                              sandbox_ids=IdRange(int(first_id), int(id_count))), pooled=kind == "pooled")
 report = {}
@@ -53,18 +45,22 @@ print(json.dumps(report))
 """
 
 
-def _untraced(engine: Engine) -> dict[str, dict[str, object]]:
+def _untraced(engine: Engine, tmp_path: Path) -> dict[str, dict[str, object]]:
+    profile = tmp_path / "no-ptrace.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW",
+                                   "syscalls": [{"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
     config = engine.config
     kind = "pooled" if engine.pooled else "fresh"
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(INTEGRATION), str(config.state_dir), config.instance,
-                           str(config.sandbox_ids.first), str(config.sandbox_ids.count), kind],
+                           str(config.sandbox_ids.first), str(config.sandbox_ids.count), kind,
+                           engine.bpf(profile).hex()],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def test_an_untraced_sandbox_reports_its_handler_and_the_handlers_status(engine: Engine) -> None:
-    report = _untraced(engine)
+def test_an_untraced_sandbox_reports_its_handler_and_the_handlers_status(engine: Engine, tmp_path: Path) -> None:
+    report = _untraced(engine, tmp_path)
     exited = report["exit"]
     assert (exited["status"], exited["exit_code"]) == (Status.NONZERO_EXIT.value, 7)  # the handler's, not the init's
     assert isinstance(exited["pid"], int) and exited["pid"] > 1

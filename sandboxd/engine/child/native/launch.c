@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "launch.h"
+#include "process.h"
 #include "report.h"
 
 #define LAUNCH_MAX_BYTES (16u << 20) /* above any argv and environment execve accepts (ARG_MAX) */
@@ -36,30 +37,11 @@ __attribute__((noreturn)) static void fail_errno(int err) {
 
 /* All of `fd` up to its end; `*length` bytes, NUL-terminated. */
 static char *read_all(int fd, size_t max_bytes, size_t *length, const char *too_large) {
-    size_t size = 0, capacity = 65536;
-    char *data = malloc(capacity + 1);
+    char *data = read_to_end(fd, max_bytes, length);
+    if (data == NULL && errno == E2BIG)
+        fail(ERRPIPE_FD, stage, E2BIG, "%s: %s", stage, too_large);
     if (data == NULL)
-        fail_errno(ENOMEM);
-    for (;;) {
-        if (size == capacity) {
-            capacity *= 2;
-            if ((data = realloc(data, capacity + 1)) == NULL)
-                fail_errno(ENOMEM);
-        }
-        ssize_t got = read(fd, data + size, capacity - size);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            fail_errno(errno);
-        if (got == 0)
-            break;
-        size += (size_t)got;
-        if (size > max_bytes)
-            fail(ERRPIPE_FD, stage, E2BIG, "%s: %s", stage, too_large);
-    }
-    close(fd);
-    data[size] = '\0';
-    *length = size;
+        fail_errno(errno);
     return data;
 }
 

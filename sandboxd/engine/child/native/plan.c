@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "process.h"
 #include "report.h"
 
 #define PLAN_MAX_BYTES (64u << 20) /* above anything the daemon admits as a request */
@@ -71,36 +72,13 @@ static const char **next_strings(struct cursor *c, size_t *count) {
     return strings;
 }
 
-static char *read_all(int fd, int errpipe, size_t *length) {
-    size_t size = 0, capacity = 16384;
-    char *data = malloc(capacity);
-    for (;;) {
-        if (data == NULL)
-            fail(errpipe, STAGE, ENOMEM, STAGE ": %s", strerror(ENOMEM));
-        if (size == capacity) {
-            if (capacity >= PLAN_MAX_BYTES)
-                fail(errpipe, STAGE, E2BIG, STAGE ": the execution plan is larger than %u bytes", PLAN_MAX_BYTES);
-            capacity *= 2;
-            data = realloc(data, capacity);
-            continue;
-        }
-        ssize_t got = read(fd, data + size, capacity - size);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0)
-            fail(errpipe, STAGE, errno, STAGE ": %s", strerror(errno));
-        if (got == 0)
-            break;
-        size += (size_t)got;
-    }
-    close(fd);
-    *length = size;
-    return data;
-}
-
 void read_plan(int fd, int errpipe, struct plan *plan) {
     size_t length;
-    char *data = read_all(fd, errpipe, &length);
+    char *data = read_to_end(fd, PLAN_MAX_BYTES, &length);
+    if (data == NULL && errno == E2BIG)
+        fail(errpipe, STAGE, E2BIG, STAGE ": the execution plan is larger than %u bytes", PLAN_MAX_BYTES);
+    if (data == NULL)
+        fail(errpipe, STAGE, errno, STAGE ": %s", strerror(errno));
     struct cursor c = {data, data + length, errpipe};
     memset(plan, 0, sizeof *plan);
     if (strcmp(next_string(&c), PLAN_MAGIC) != 0)

@@ -21,6 +21,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "process.h"
 #include "steps.h"
 
 #define RO_FLAGS (MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
@@ -209,14 +210,7 @@ static void copy_host_path(const char *root, int root_fd, const char *path, int 
 static void write_file(const char *path, const char *content) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0666);
     check(fd);
-    for (size_t left = strlen(content); left > 0;) {
-        ssize_t written = write(fd, content, left);
-        if (written < 0 && errno == EINTR)
-            continue;
-        check(written);
-        content += written;
-        left -= (size_t)written;
-    }
+    check(write_all(fd, content, strlen(content)));
     close(fd);
 }
 

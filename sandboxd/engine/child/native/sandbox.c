@@ -93,11 +93,7 @@ static void reset_signals(void) {
 static int memfd(const char *name, struct blob blob) {
     int fd = memfd_create(name, MFD_CLOEXEC);
     check(fd);
-    for (size_t at = 0; at < blob.length;) { /* no RLIMIT_FSIZE yet */
-        ssize_t written = write(fd, blob.data + at, blob.length - at);
-        check(written);
-        at += (size_t)written;
-    }
+    check(write_all(fd, blob.data, blob.length)); /* no RLIMIT_FSIZE yet */
     check(lseek(fd, 0, SEEK_SET));
     return fd;
 }
