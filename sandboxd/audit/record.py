@@ -17,6 +17,7 @@ import functools
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,15 +48,31 @@ def canonical_json(value: Any) -> str:
 
 def compute_hash(fields: Mapping[str, Any], key: bytes | None) -> str:
     """Hex SHA-256 (HMAC-SHA256 with ``key``) of the canonical JSON of ``fields`` without ``hash``."""
-    payload = canonical_json({name: value for name, value in fields.items() if name != HASH_FIELD}).encode()
+    return _hash_payload(canonical_json({name: value for name, value in fields.items() if name != HASH_FIELD}).encode(),
+                         key)
+
+
+def _hash_payload(payload: bytes, key: bytes | None) -> str:
     if key is None:
         return hashlib.sha256(payload).hexdigest()
     return hmac.new(key, payload, hashlib.sha256).hexdigest()
 
 
+_second_spelled: tuple[int, str] = (-1, "")  # the last whole second formatted: records come many a second
+
+
 def format_time(unix_time_s: float) -> str:
     """RFC 3339 in UTC with microseconds: ``2026-11-21T08:00:00.123456Z``."""
-    return datetime.fromtimestamp(unix_time_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    global _second_spelled
+    fraction, whole = math.modf(unix_time_s)  # rounded as datetime.fromtimestamp rounds
+    second, micro = int(whole), round(fraction * 1_000_000)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    cached_second, spelled = _second_spelled
+    if second != cached_second:
+        spelled = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_spelled = (second, spelled)  # one tuple: a thread sees an old pair or a new one, never half
+    return f"{spelled}.{micro:06d}Z"
 
 
 def json_safe(value: Any, what: str) -> Any:
@@ -64,11 +81,23 @@ def json_safe(value: Any, what: str) -> Any:
     Storing the copy means the record a caller gets back, a subscriber receives and a reader parses are
     equal, and a later change to the caller's dict cannot change a record already hashed.
     """
+    return _json_copy(value, what)[0]
+
+
+def _json_copy(value: Any, what: str) -> tuple[Any, str]:
+    """``value`` as it reads back from the log, and its canonical JSON (which a UTF-8 file can hold)."""
     try:
         text = canonical_json(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"audit {what} is not JSON (str keys, finite numbers): {exc}") from exc
-    return json.loads(text.encode("utf-8", "replace"))
+    if text.isascii():
+        return json.loads(text), text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: read back as "?", so spelled again from what reads back
+        copy = json.loads(text.encode("utf-8", "replace"))
+        return copy, canonical_json(copy)
+    return json.loads(text), text
 
 
 def _utf8_safe(text: str) -> str:
@@ -115,9 +144,22 @@ class AuditRecord:
         fields: dict[str, Any] = {name: _utf8_safe(text) for name, text in texts.items()}
         if not event:
             raise ValueError("audit event must not be empty")
-        fields.update(seq=seq, time=format_time(unix_time_s), prev=prev,
-                      details=json_safe(dict(details or {}), "details"))
-        return cls(**fields, hash=compute_hash(fields, key))
+        details_copy, details_json = _json_copy(dict(details or {}), "details")
+        fields.update(seq=seq, time=format_time(unix_time_s), prev=prev, details=details_copy)
+        # The canonical JSON of the fields, spelled once by hand in sorted key order (the details already
+        # spelled): the hash covers it without "hash", the line holds it with. Both equal canonical_json's,
+        # which the tests check.
+        string = _CANONICAL.encode
+        head = (f'{{"details":{details_json},"event":{string(fields["event"])},'
+                f'"execution_id":{string(fields["execution_id"])},')
+        tail = (f'"prev":{string(prev)},"principal":{string(fields["principal"])},'
+                f'"request_id":{string(fields["request_id"])},"seq":{int(seq)},"time":"{fields["time"]}",'
+                f'"tool":{string(fields["tool"])}}}')
+        hashed = _hash_payload((head + tail).encode(), key)
+        record = cls(**fields, hash=hashed)
+        record.__dict__["_line"] = f'{head}"hash":"{hashed}",{tail}\n'
+        record.__dict__["details_json"] = details_json
+        return record
 
     @classmethod
     def from_line(cls, line: str | bytes) -> AuditRecord:
@@ -156,8 +198,13 @@ class AuditRecord:
         return self._line
 
     @functools.cached_property
-    def _line(self) -> str:  # a record is written, streamed and published: spelled once
+    def _line(self) -> str:  # a record is written, streamed and published: spelled once (by create, if new)
         return canonical_json(self.fields()) + "\n"
+
+    @functools.cached_property
+    def details_json(self) -> str:
+        """``details`` as canonical JSON."""
+        return canonical_json(self.details)
 
     def hash_matches(self, key: bytes | None) -> bool:
         return hmac.compare_digest(self.hash, compute_hash(self.fields(), key))

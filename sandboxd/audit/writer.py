@@ -115,6 +115,7 @@ class AuditLog:
         # The chain lock: seq, prev and the queue of lines for the writer.
         self._lock = threading.Lock()
         self._has_pending = threading.Condition(self._lock)
+        self._writer_waits = False  # the writer sleeps on _has_pending: only then must an append wake it
         self._pending: list[_Queued] = []
         self._last_seq = last.seq if last is not None else 0
         self._last_hash = last.hash if last is not None else ZERO_HASH
@@ -186,7 +187,8 @@ class AuditLog:
             )
             self._pending.append(_Queued(record.seq, record.hash, record.to_line().encode()))
             self._last_seq, self._last_hash = record.seq, record.hash
-            self._has_pending.notify()
+            if self._writer_waits:  # a busy writer takes the queue when its commit is done: no wake-up
+                self._has_pending.notify()
             self.hub.publish(record)  # under the lock, so subscribers see seq order
         return record
 
@@ -279,7 +281,9 @@ class AuditLog:
         while True:
             with self._lock:
                 while not self._pending and not self._closing:
+                    self._writer_waits = True
                     self._has_pending.wait()
+                    self._writer_waits = False
                 batch, self._pending = self._pending, []
                 if not batch:  # closing, and all written
                     self._refusal = self._refusal or f"{self._path}: the audit log is closed"

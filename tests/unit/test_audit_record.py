@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import random
+from datetime import UTC, datetime
 
 import pytest
 
-from sandboxd.audit.record import ZERO_HASH, AuditRecord, MalformedRecord, canonical_json, compute_hash
+from sandboxd.audit.record import ZERO_HASH, AuditRecord, MalformedRecord, canonical_json, compute_hash, format_time
 
 KEY = b"k" * 32
 
@@ -40,6 +42,31 @@ def test_hash_is_sha256_of_the_canonical_record_without_hash() -> None:
     assert compute_hash(record.fields(), None) == record.hash  # ``hash`` itself is left out
     assert record.hash_matches(None) and not record.hash_matches(KEY)
     assert keyed.hash_matches(KEY) and not keyed.hash_matches(None)
+
+
+@pytest.mark.parametrize("key", [None, KEY])
+@pytest.mark.parametrize("texts", [
+    {},
+    {"principal": 'quo"te\\back\nline\ttab\x00nul\x7f', "tool": "zoë 工具 🙂", "request_id": "\u2028"},
+    {"principal": "bad\ud800name", "execution_id": "e\udfff", "details": {"x": "\udcff", "y": ["\ud83d"]}},
+    {"details": {"z": {"b": [1, 2.5, None, True], "a": "é"}, "A": -0.0, "n": 10**30, "": {}}},
+])
+def test_the_line_and_hash_are_the_canonical_json_of_the_fields(key: bytes | None, texts: dict[str, object]) -> None:
+    """The line is spelled by hand for speed: it must be what canonical_json spells, and hash as it does."""
+    record = make(**{"key": key, "tool": "t", "execution_id": "e-1", "request_id": "r", "seq": 123456, **texts})
+    assert record.to_line() == canonical_json(record.fields()) + "\n"
+    assert record.hash == compute_hash(record.fields(), key)
+    assert record.details_json == canonical_json(record.details)
+    assert AuditRecord.from_line(record.to_line()) == record
+
+
+def test_time_is_spelled_as_datetime_spells_it() -> None:
+    rng = random.Random(7)
+    moments = [1_790_000_000.0, 1_790_000_000.9999996, 1_790_000_000.9999994, 1_790_000_059.5000005, 0.0]
+    moments += [rng.uniform(1.6e9, 2.2e9) for _ in range(2000)]
+    for moment in moments:  # the cached second must not leak into the next one
+        expected = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert format_time(moment) == expected, moment
 
 
 def test_round_trip() -> None:

@@ -54,7 +54,8 @@ __all__ = [
 ]
 
 # Bumped when resolution or compilation changes meaning, so cached digests from an older build never match.
-_DIGEST_FORMAT = b"sandboxd-seccomp-v1"
+_DIGEST_FORMAT = b"sandboxd-seccomp-v2"  # v2: large profiles laid out as a binary tree
+BINARY_TREE_MIN_RULES = 8  # runc's threshold: below it a tree saves nothing
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,14 @@ def parse_profile(path: Path, data: bytes, context: ResolveContext) -> Profile:
     )
 
 
-def compile_bpf(profile: Profile) -> bytes:
-    """Compile ``profile`` with libseccomp and return the raw BPF program."""
+def compile_bpf(profile: Profile, *, binary_tree: bool | None = None) -> bytes:
+    """Compile ``profile`` with libseccomp and return the raw BPF program.
+
+    ``binary_tree``: lay the syscalls out as a binary tree (libseccomp's ``SCMP_FLTATR_CTL_OPTIMIZE = 2``);
+    by default when the profile has ``BINARY_TREE_MIN_RULES`` or more, as runc does. The decisions are the
+    same; a syscall walks O(log n) instructions, not O(n) — and the kernel, which runs the filter over every
+    syscall number when a sandbox installs it (its cache of always-allowed syscalls), does so in half the time
+    for the default profile."""
     native = seccomp_names.native_arch()
     if profile.arch != native:
         raise ProfileError(
@@ -158,6 +165,7 @@ def compile_bpf(profile: Profile) -> bytes:
             f"{where}: libseccomp refused default action {_action_text(profile.default_action)} "
             f"or the architectures: {e.strerror}"
         ) from None
+    rules_added = 0
     for rule in profile.rules:
         if rule.action == profile.default_action:
             continue
@@ -165,6 +173,7 @@ def compile_bpf(profile: Profile) -> bytes:
             nr = seccomp_names.native_syscall_number(name)
             if nr is None:
                 continue  # validated at load: a name this libseccomp cannot express, skipped fail-closed
+            rules_added += 1
             for conditions in rule.condition_sets():
                 args = [pyseccomp.Arg(c.index, c.op, c.value, c.value_two) for c in conditions]
                 try:
@@ -174,6 +183,9 @@ def compile_bpf(profile: Profile) -> bytes:
                         f"{where}: {rule.describe()}: libseccomp refused {name!r} with action "
                         f"{_action_text(rule.action)}: {e.strerror}"
                     ) from None
+    if binary_tree if binary_tree is not None else rules_added >= BINARY_TREE_MIN_RULES:
+        # not with no rules at all: libseccomp before 2.5.4 then ignored the default action (its issue #370)
+        flt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
     bpf = _export(flt, where)
     try:
         check_bpf_length(bpf)
