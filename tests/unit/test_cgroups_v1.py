@@ -346,3 +346,15 @@ def test_remove_leaf_and_remove_base(kernel: FakeKernel, swaps: Path) -> None:
     assert backend.remove_base() is True
     assert sorted(kernel.root.rglob("sandboxd-*")) == []
     assert (kernel.root / OWN_MEMORY).is_dir()
+
+
+def test_remove_if_empty_is_one_rmdir_each_and_leaves_a_busy_leaf_to_remove(kernel: FakeKernel, swaps: Path) -> None:
+    backend = make_backend(kernel, swaps)
+    empty, busy = backend.create("a1", LIMITS), backend.create("a2", LIMITS)
+    assert empty.remove_if_empty() is True
+    assert backend.stale_leaves() == ["exec-a2"]
+    kernel.busy[str(kernel.root / "pids/sandboxd-test/exec-a2")] = 1
+    assert busy.remove_if_empty() is False  # no retry, no sleep: the rest is remove()'s
+    assert kernel.sleeps == []
+    busy.remove()
+    assert leaf_dirs(kernel.root) == []

@@ -240,3 +240,13 @@ def test_memory_limit_refused_when_swap_is_on_and_unaccounted(own: Path, kernel:
     backend.create("a2", CgroupLimits(None, 25, 16))  # no memory limit: nothing to escape
     swaps.write_text("Filename\tType\tSize\tUsed\tPriority\n")
     backend.create("a3", LIMITS)  # swap off: memory.max is the whole story
+
+
+def test_remove_if_empty_leaves_a_leaf_with_a_cgroup_below_to_remove(own: Path, kernel: FakeKernel) -> None:
+    backend = make_backend(own, kernel)
+    empty, holder = backend.create("a", LIMITS), backend.create("b", LIMITS)
+    kernel.mkdir(str(own / "exec-b/exec-c"))  # a session's call
+    assert empty.remove_if_empty() is True and not (own / "exec-a").exists()
+    assert holder.remove_if_empty() is False and (own / "exec-b/exec-c").is_dir()
+    holder.remove()
+    assert backend.stale_leaves() == []

@@ -67,6 +67,11 @@ class ExecCgroup(Protocol):
         """Kill what is left, then rmdir (the cgroups below it first) with EBUSY retry and backoff.
         Idempotent."""
 
+    def remove_if_empty(self) -> bool:
+        """One rmdir of each of its directories, nothing read, nothing waited for: True when it is gone, False
+        when something is left in it (processes, cgroups below) for :meth:`remove`. Quick enough for the event
+        loop: an execution's cgroup is usually empty once its init has ended."""
+
     def child(self, name: str) -> ExecCgroup:
         """The cgroup ``name`` below this one (a session's keeper or call), as an object; nothing is made."""
 

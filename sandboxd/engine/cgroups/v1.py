@@ -203,11 +203,14 @@ class V1ExecCgroup:
                 raise
             # removed meanwhile (an empty leaf's release, racing a kill at shutdown): nothing left to kill
 
-    def remove(self) -> None:
+    def remove_if_empty(self) -> bool:
         # An execution's cgroup is usually empty by now — its init's end took every process of its pid namespace
         # along, and an empty cgroup stays empty (only we move tasks in): one rmdir per hierarchy, nothing read.
-        # Else (tasks left, a session's calls below) the freeze-kill-thaw first, then the leaves deepest first.
-        if all(fsutil.remove_dir_if_empty(self._dir_ops, d) for d in self._dirs()):
+        return all(fsutil.remove_dir_if_empty(self._dir_ops, d) for d in self._dirs())
+
+    def remove(self) -> None:
+        # Tasks left, or a session's calls below: the freeze-kill-thaw first, then the leaves deepest first.
+        if self.remove_if_empty():
             return
         if self.pids():
             self.kill()  # the freezer freezes the cgroups below too

@@ -99,6 +99,9 @@ class V2ExecCgroup:
             proc=self._dir_ops.proc,
         )
 
+    def remove_if_empty(self) -> bool:
+        return fsutil.remove_dir_if_empty(self._dir_ops, str(self._path))
+
     def remove(self) -> None:
         self.kill()
         for nested in fsutil.nested_leaves(str(self._path)):
