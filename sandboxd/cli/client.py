@@ -431,9 +431,14 @@ class SandboxClient:
                         yield item
                 return
             except SandboxdError as error:
-                if delivered or not error.temporary or not self._retry.allows(attempts):
+                # A daemon a retry was sent to that stopped meanwhile (its channel looked ready a moment
+                # before): nothing reached it, so the call goes on to another as if it had refused.
+                gone = daemon is not self and error.never_sent
+                if delivered or not (error.temporary or gone) or not self._retry.allows(attempts):
                     raise
                 failure = error
+                if gone:  # a member's name is known: other_than asked it before choosing it
+                    refused.add(daemon.instance())
             daemon = self._before_retry(failure, refused, attempts)
 
     def _before_retry(self, failure: SandboxdError, refused: set[str], attempts: int) -> SandboxClient:

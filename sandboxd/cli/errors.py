@@ -13,7 +13,9 @@ from sandboxd.api.status import (
     reason_from_metadata,
 )
 
-__all__ = ["SandboxdError"]
+__all__ = ["NOT_CONNECTED_DETAILS", "SandboxdError"]
+
+NOT_CONNECTED_DETAILS = "failed to connect to all addresses"  # grpc's details when no connection could be made
 
 
 class SandboxdError(Exception):
@@ -33,6 +35,13 @@ class SandboxdError(Exception):
         self.temporary = temporary
         self.instance = instance
         self.retry_after_s = retry_after_s
+
+    @property
+    def never_sent(self) -> bool:
+        """grpc could not connect to any address, so the call left nothing anywhere: no daemon can have
+        started it (gRPC's own wording for a pick that found no connection; a daemon's refusal has a reason)."""
+        return (self.code == grpc.StatusCode.UNAVAILABLE and not self.reason
+                and self.message.startswith(NOT_CONNECTED_DETAILS))
 
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> SandboxdError:

@@ -15,6 +15,7 @@ import pytest
 from sandboxd.api.session_ids import daemon_of, new_session_id
 from sandboxd.cli import client as client_module
 from sandboxd.cli.client import SandboxClient, SandboxdError, TlsFiles
+from sandboxd.cli.errors import NOT_CONNECTED_DETAILS
 from sandboxd.cli.fleet import Fleet, NoSuchDaemon
 from sandboxd.cli.retry import NO_RETRY, RetryPolicy
 from sandboxd.cli.targets import FLEET_SERVICE_CONFIG, SINGLE_THREADED_UNARY_STREAM, Endpoint, parse_targets
@@ -257,6 +258,21 @@ def test_a_call_that_started_or_a_lasting_refusal_is_never_retried(
     with pytest.raises(SandboxdError, match="connection reset"):
         list(client._spread(Script(unreachable).attempt))
     assert slept == []
+
+
+def test_a_retry_whose_daemon_has_just_stopped_goes_on_to_another(
+        fleet_client: tuple[SandboxClient, list[float]]) -> None:
+    """The member chosen for a retry looked ready, then stopped before the call: grpc connected nowhere, so
+    nothing was sent and the call may go elsewhere. The same words from round_robin's own pick are final."""
+    client, _ = fleet_client
+    gone = SandboxdError(grpc.StatusCode.UNAVAILABLE, "", f"{NOT_CONNECTED_DETAILS}; last error: Connection refused")
+    assert gone.never_sent and not refusal("a").never_sent
+    script = Script(refusal("a"), gone, ["started", "result"])
+    assert list(client._spread(script.attempt)) == ["started", "result"]
+    assert [getattr(d, "name", "round_robin") for d in script.daemons] == ["round_robin", "b", "c"]
+    with pytest.raises(SandboxdError) as caught:
+        list(client._spread(Script(gone).attempt))
+    assert caught.value is gone
 
 
 def test_refused_everywhere_starts_a_new_round_then_gives_up(fleet_client: tuple[SandboxClient, list[float]]) -> None:
