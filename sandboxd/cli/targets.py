@@ -41,9 +41,6 @@ HEALTH_SERVICE = "sandboxd.v1.Sandbox"  # the service whose health the daemon re
 FLEET_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
                                    "healthCheckConfig": {"serviceName": HEALTH_SERVICE}})
 
-# grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, spelled here so that this module needs no grpc
-SINGLE_THREADED_UNARY_STREAM = "SingleThreadedUnaryStream"
-
 # (host, port) → the IP addresses of host; socket.getaddrinfo by default
 Resolver = Callable[[str, int], list[str]]
 
@@ -83,9 +80,7 @@ class Targets:
     resolve: Resolver = field(default=resolve_addresses, compare=False, repr=False)
 
     def channel_options(self) -> list[tuple[str, str | int]]:
-        # An Execute stream read by the thread that called, not handed over by a thread grpc starts per call:
-        # one thread start and two wake-ups less per execution (about 0.3 ms each here).
-        options: list[tuple[str, str | int]] = [(SINGLE_THREADED_UNARY_STREAM, 1)]
+        options: list[tuple[str, str | int]] = []
         if self.fleet:
             options.append(("grpc.service_config", FLEET_SERVICE_CONFIG))
         if self.tls_server_name:

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import grpc.experimental
 import pytest
 
 from sandboxd.api.session_ids import daemon_of, new_session_id
@@ -18,7 +17,7 @@ from sandboxd.cli.client import SandboxClient, SandboxdError, TlsFiles
 from sandboxd.cli.errors import NOT_CONNECTED_DETAILS
 from sandboxd.cli.fleet import Fleet, NoSuchDaemon
 from sandboxd.cli.retry import NO_RETRY, RetryPolicy
-from sandboxd.cli.targets import FLEET_SERVICE_CONFIG, SINGLE_THREADED_UNARY_STREAM, Endpoint, parse_targets
+from sandboxd.cli.targets import FLEET_SERVICE_CONFIG, Endpoint, parse_targets
 
 # -- targets -------------------------------------------------------------------------------------------
 
@@ -30,13 +29,7 @@ def no_dns(host: str, port: int) -> list[str]:
 def test_one_address_or_a_socket_is_one_daemon() -> None:
     assert parse_targets(socket_path="/run/x.sock").channel_target == "unix:/run/x.sock"
     one = parse_targets(addresses=["10.0.0.5:7070"], resolve=no_dns)
-    assert (one.channel_target, one.fleet, one.channel_options()) == (
-        "10.0.0.5:7070", False, [(SINGLE_THREADED_UNARY_STREAM, 1)])
-
-
-def test_an_execute_stream_is_read_by_the_calling_thread() -> None:
-    """grpc's own name for the option: a rename there would silently bring back a thread per call."""
-    assert grpc.experimental.ChannelOptions.SingleThreadedUnaryStream == SINGLE_THREADED_UNARY_STREAM
+    assert (one.channel_target, one.fleet, one.channel_options()) == ("10.0.0.5:7070", False, [])
 
 
 def test_several_ip_addresses_are_a_round_robin_fleet() -> None:
