@@ -437,8 +437,8 @@ class SandboxClient:
                 if delivered or not (error.temporary or gone) or not self._retry.allows(attempts):
                     raise
                 failure = error
-                if gone:  # a member's name is known: other_than asked it before choosing it
-                    refused.add(daemon.instance())
+                if gone:
+                    refused.add(_name_of(daemon))
             daemon = self._before_retry(failure, refused, attempts)
 
     def _before_retry(self, failure: SandboxdError, refused: set[str], attempts: int) -> SandboxClient:
@@ -610,3 +610,11 @@ class SandboxClient:
         except grpc.RpcError as error:
             raise SandboxdError.from_rpc_error(error) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+def _name_of(member: SandboxClient) -> str:
+    """A fleet member's instance name: known already (other_than asked it before choosing it), else ""."""
+    try:
+        return member.instance()
+    except SandboxdError:
+        return ""

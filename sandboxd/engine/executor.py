@@ -460,7 +460,7 @@ class Executor:
         if network is not None:
             network.close()
         try:
-            if not run.cgroup.remove_if_empty():  # usually it is: no worker thread for four rmdirs
+            if not run.cgroup.remove_if_empty():  # usually it is: no worker thread for its rmdirs
                 await asyncio.to_thread(run.cgroup.remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool
             log.error("execution %s: %s; uid %d is not reused", run.execution_id, e, run.uid)
