@@ -11,25 +11,20 @@ an execution costs, where latency only says how long one waits. Needs root.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 from daemon_harness import UNMETERED_POLICY, make_daemon, running
+from execute_latency import LOOPS, bwrap_once, sandboxd_once, throughput_per_s
 
 from sandboxd.cli.client import SandboxClient
 
-BWRAP = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
-         "--dev", "/dev", "--tmpfs", "/tmp", "/bin/true"]
-LOOPS = 2
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 SPAWNER_COMM = "sandboxd-spawn"
 
@@ -59,28 +54,6 @@ def spawner_of(daemon_pid: int) -> int:
     raise RuntimeError(f"daemon {daemon_pid} has no {SPAWNER_COMM} child")
 
 
-def on_loops(run_one: Callable[[int], object], runs: int) -> float:
-    """Run ``runs`` calls on LOOPS threads (``run_one(loop)``); returns the wall seconds taken."""
-    left = [runs]
-    lock = threading.Lock()
-
-    def loop(index: int) -> None:
-        while True:
-            with lock:
-                if left[0] == 0:
-                    return
-                left[0] -= 1
-            run_one(index)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=loop, args=(index,)) for index in range(LOOPS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
-
-
 def measure_sandboxd(runs: int, pool: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, \
             running(make_daemon(Path(tmp), extra=UNMETERED_POLICY, pool_size=pool)) as daemon:
@@ -93,12 +66,8 @@ def measure_sandboxd(runs: int, pool: int) -> dict[str, float]:
             before = (machine_cpu_s(), process_cpu_s(daemon_pid, reaped_children=False),
                       process_cpu_s(spawner_pid, reaped_children=True), process_cpu_s(os.getpid(),
                                                                                       reaped_children=False))
-
-            def one(loop: int) -> None:
-                outcome = clients[loop].run_command(["/bin/true"])
-                assert outcome.status_name == "OK", outcome.result
-
-            wall_s = on_loops(one, runs)
+            turn = itertools.count()
+            per_s = throughput_per_s(lambda: sandboxd_once(clients[next(turn) % LOOPS]), runs)
             after = (machine_cpu_s(), process_cpu_s(daemon_pid, reaped_children=False),
                      process_cpu_s(spawner_pid, reaped_children=True), process_cpu_s(os.getpid(),
                                                                                      reaped_children=False))
@@ -107,16 +76,16 @@ def measure_sandboxd(runs: int, pool: int) -> dict[str, float]:
                 client.close()
     machine_ms, daemon_ms, sandboxes_ms, client_ms = ((b - a) * 1000 / runs for a, b in zip(before, after,
                                                                                                strict=True))
-    return {"exec/s": runs / wall_s, "machine": machine_ms, "daemon": daemon_ms, "spawner + sandboxes": sandboxes_ms,
+    return {"exec/s": per_s, "machine": machine_ms, "daemon": daemon_ms, "spawner + sandboxes": sandboxes_ms,
             "client": client_ms, "the rest": machine_ms - daemon_ms - sandboxes_ms - client_ms}
 
 
 def measure_bwrap(runs: int) -> dict[str, float]:
     before = machine_cpu_s(), process_cpu_s(os.getpid(), reaped_children=True)
-    wall_s = on_loops(lambda _loop: subprocess.run(BWRAP, check=True), runs)
+    per_s = throughput_per_s(bwrap_once, runs)
     after = machine_cpu_s(), process_cpu_s(os.getpid(), reaped_children=True)
     machine_ms, own_ms = ((b - a) * 1000 / runs for a, b in zip(before, after, strict=True))
-    return {"exec/s": runs / wall_s, "machine": machine_ms, "bwrap + its caller": own_ms,
+    return {"exec/s": per_s, "machine": machine_ms, "bwrap + its caller": own_ms,
             "the rest": machine_ms - own_ms}
 
 

@@ -75,23 +75,17 @@ def format_time(unix_time_s: float) -> str:
     return f"{spelled}.{micro:06d}Z"
 
 
-def json_safe(value: Any, what: str) -> Any:
-    """``value`` as it reads back from the log: a JSON copy, lone surrogates replaced by ``?``.
+def _json_copy(value: Any, what: str) -> tuple[Any, str]:
+    """``value`` as it reads back from the log — a JSON copy, lone surrogates replaced by ``?`` — and its
+    canonical JSON, which a UTF-8 file can hold.
 
     Storing the copy means the record a caller gets back, a subscriber receives and a reader parses are
     equal, and a later change to the caller's dict cannot change a record already hashed.
     """
-    return _json_copy(value, what)[0]
-
-
-def _json_copy(value: Any, what: str) -> tuple[Any, str]:
-    """``value`` as it reads back from the log, and its canonical JSON (which a UTF-8 file can hold)."""
     try:
         text = canonical_json(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"audit {what} is not JSON (str keys, finite numbers): {exc}") from exc
-    if text.isascii():
-        return json.loads(text), text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates: read back as "?", so spelled again from what reads back

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyseccomp
 import pytest
 
-from sandboxd.engine.seccomp.profile import ProfileCache, compile_bpf, load_profile
+from sandboxd.engine.seccomp.profile import Profile, ProfileCache, compile_bpf, load_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO_ROOT / "sandboxd" / "data" / "seccomp-profiles").glob("*.json"))
@@ -73,9 +73,8 @@ def instructions(bpf: bytes) -> list[tuple[int, int, int, int]]:
     return list(struct.iter_unpack("<HBBI", bpf))
 
 
-def argument_values(profile_path: Path) -> list[int]:
+def argument_values(profile: Profile) -> list[int]:
     """The values the profile compares arguments with, each ±1, and a few of every width."""
-    profile = load_profile(profile_path)
     values = {0, 1, 2, 0xFFFF_FFFF, 0x1_0000_0000, 0xFFFF_FFFF_FFFF_FFFF}
     for rule in profile.rules:
         for conditions in rule.condition_sets():
@@ -85,11 +84,10 @@ def argument_values(profile_path: Path) -> list[int]:
     return sorted(values)
 
 
-def cases(profile_path: Path) -> list[bytes]:
-    profile = load_profile(profile_path)
+def cases(profile: Profile) -> list[bytes]:
     arches = [profile.arch, *profile.arches]
-    values = argument_values(profile_path)
-    rng = random.Random(profile_path.name)
+    values = argument_values(profile)
+    rng = random.Random(profile.path.name)
     found = []
     for arch in arches:
         numbers = list(range(SYSCALL_NUMBERS))
@@ -111,7 +109,7 @@ def test_the_tree_decides_every_syscall_as_the_linear_filter(path: Path) -> None
     tree = instructions(compile_bpf(profile, binary_tree=True))
     assert tree != linear
     decisions = set()
-    for data in cases(path):
+    for data in cases(profile):
         decision = run(linear, data)
         assert run(tree, data) == decision, struct.unpack("<iIQ6Q", data)
         decisions.add(decision)

@@ -183,8 +183,9 @@ def compile_bpf(profile: Profile, *, binary_tree: bool | None = None) -> bytes:
                         f"{where}: {rule.describe()}: libseccomp refused {name!r} with action "
                         f"{_action_text(rule.action)}: {e.strerror}"
                     ) from None
-    if binary_tree if binary_tree is not None else rules_added >= BINARY_TREE_MIN_RULES:
-        # not with no rules at all: libseccomp before 2.5.4 then ignored the default action (its issue #370)
+    if binary_tree is None:
+        binary_tree = rules_added >= BINARY_TREE_MIN_RULES
+    if binary_tree:  # not with no rules: libseccomp before 2.5.4 then ignored the default action (its issue #370)
         flt.set_attr(pyseccomp.Attr.CTL_OPTIMIZE, 2)
     bpf = _export(flt, where)
     try:
