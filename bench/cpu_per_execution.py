@@ -2,8 +2,9 @@
 ``/bin/true`` on 2 parallel loops, through a real daemon (pool off, then on) and through bubblewrap, in one run
 — and, for sandboxd, whose it was: the daemon's threads, the spawner with every sandbox it reaped, this
 process's client threads, and the rest (the kernel's own threads: a namespace's teardown, the journal's commit
-of an fsync). Throughput on a saturated machine is its cores divided by this figure: it says what a build or
-an execution costs, where latency only says how long one waits. Needs root.
+of an fsync). The pooled daemon is asked over gRPC, then over its framed socket. Throughput on a saturated
+machine is its cores divided by this figure: it says what a build or an execution costs, where latency only
+says how long one waits. Needs root.
 
     sudo .venv/bin/python bench/cpu_per_execution.py --runs 600
 """
@@ -22,8 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 
 from daemon_harness import UNMETERED_POLICY, make_daemon, running
 from execute_latency import LOOPS, bwrap_once, sandboxd_once, throughput_per_s
-
-from sandboxd.cli.client import SandboxClient
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 SPAWNER_COMM = "sandboxd-spawn"
@@ -54,11 +53,11 @@ def spawner_of(daemon_pid: int) -> int:
     raise RuntimeError(f"daemon {daemon_pid} has no {SPAWNER_COMM} child")
 
 
-def measure_sandboxd(runs: int, pool: int) -> dict[str, float]:
+def measure_sandboxd(runs: int, pool: int, *, framed: bool = False) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, \
-            running(make_daemon(Path(tmp), extra=UNMETERED_POLICY, pool_size=pool)) as daemon:
+            running(make_daemon(Path(tmp), extra=UNMETERED_POLICY, pool_size=pool, framed=framed)) as daemon:
         assert daemon.process is not None
-        clients = [SandboxClient(daemon.socket) for _ in range(LOOPS)]
+        clients = [daemon.framed_client() if framed else daemon.client() for _ in range(LOOPS)]
         try:
             for _ in range(10):
                 clients[0].run_command(["/bin/true"])
@@ -97,14 +96,15 @@ def main() -> None:
     if shutil.which("bwrap") is None:
         raise SystemExit("bwrap is not installed: apt-get install bubblewrap (bash .ci/setup does)")
     print(f"/bin/true, {args.runs} executions on {LOOPS} loops: CPU ms per execution, bwrap's measured just before")
-    for name, pool in (("sandboxd", 0), (f"pooled ({args.pool})", args.pool)):
+    for name, pool, framed in (("sandboxd", 0, False), (f"pooled ({args.pool})", args.pool, False),
+                               ("pooled, framed", args.pool, True)):
         reference = measure_bwrap(args.runs)
-        ours = measure_sandboxd(args.runs, pool)
+        ours = measure_sandboxd(args.runs, pool, framed=framed)
         for runner, figures in (("bwrap", reference), (name, ours)):
             parts = ", ".join(f"{key} {value:.2f}" for key, value in figures.items()
                               if key not in ("exec/s", "machine"))
             ratio = f"ratio {ours['machine'] / reference['machine']:.2f}" if figures is ours else " " * 10
-            print(f"  {runner:12} {figures['machine']:6.2f} ms  {figures['exec/s']:6.1f}/s  {ratio}   {parts}")
+            print(f"  {runner:14} {figures['machine']:6.2f} ms  {figures['exec/s']:6.1f}/s  {ratio}   {parts}")
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,8 @@
 alternating request by request (p50, p99), then executions per second on 2 parallel loops of each — for a
 daemon that builds each sandbox on the request (pool off) and one whose warm pool builds them ahead
 (``--pool N`` per kind; with ``--pace-ms`` between requests, the pool has time to refill as it would between
-an agent's calls).
+an agent's calls) — the pooled one asked over gRPC, then over its framed socket (``[daemon] framed_socket``:
+the same messages without HTTP/2).
 
 sandboxd runs it as a raw command under full isolation — every namespace, a fresh root, a cgroup leaf with
 limits, seccomp, a uid of its own, the audit fsynced before the Result — over the Unix socket with the
@@ -62,13 +63,15 @@ def throughput_per_s(run_one: object, runs: int) -> float:
     return runs / (time.perf_counter() - t0)
 
 
-def measure(runs: int, pool: int, pace_ms: float) -> tuple[list[float], list[float], float, float]:
-    """Alternating latencies (sandboxd, bwrap) and both throughputs, with a daemon of ``pool`` per kind."""
+def measure(runs: int, pool: int, pace_ms: float, *,
+            framed: bool = False) -> tuple[list[float], list[float], float, float]:
+    """Alternating latencies (sandboxd, bwrap) and both throughputs, with a daemon of ``pool`` per kind;
+    ``framed``: Execute through its framed socket instead of gRPC."""
     ours_ms: list[float] = []
     ref_ms: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, \
-            running(make_daemon(Path(tmp), extra=UNMETERED_POLICY, pool_size=pool)) as daemon:
-        clients = [SandboxClient(daemon.socket) for _ in range(LOOPS)]
+            running(make_daemon(Path(tmp), extra=UNMETERED_POLICY, pool_size=pool, framed=framed)) as daemon:
+        clients = [daemon.framed_client() if framed else daemon.client() for _ in range(LOOPS)]
         try:
             for _ in range(10):  # warm both paths
                 sandboxd_once(clients[0])
@@ -98,8 +101,9 @@ def main() -> None:
           "loops")
     print(f"  {'':16} {'p50 ms':>8} {'p99 ms':>8} {'exec/s':>8}   {'p50 ratio':>9} {'exec/s ratio':>12} "
           f"{'p99/p50':>7}")
-    for name, pool in (("sandboxd", 0), (f"pooled ({args.pool})", args.pool)):
-        ours_ms, ref_ms, ours_per_s, ref_per_s = measure(args.runs, pool, args.pace_ms)
+    for name, pool, framed in (("sandboxd", 0, False), (f"pooled ({args.pool})", args.pool, False),
+                               ("pooled, framed", args.pool, True)):
+        ours_ms, ref_ms, ours_per_s, ref_per_s = measure(args.runs, pool, args.pace_ms, framed=framed)
         ours_p50, ref_p50 = statistics.median(ours_ms), statistics.median(ref_ms)
         print(f"  {'bwrap':16} {ref_p50:8.2f} {p99(ref_ms):8.2f} {ref_per_s:8.1f}")
         print(f"  {name:16} {ours_p50:8.2f} {p99(ours_ms):8.2f} {ours_per_s:8.1f}   {ours_p50 / ref_p50:9.2f} "

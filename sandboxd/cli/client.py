@@ -52,6 +52,7 @@ from sandboxd.api.session_ids import daemon_of
 from sandboxd.base.errors import ConfigError
 from sandboxd.cli.errors import SandboxdError
 from sandboxd.cli.fleet import Fleet, NoSuchDaemon
+from sandboxd.cli.framed import FramedChannel
 from sandboxd.cli.retry import DEFAULT_RETRY, NO_RETRY, RetryPolicy
 from sandboxd.cli.targets import DEFAULT_SOCKET, SOCKET_ENV, Endpoint, parse_targets, socket_path_from_env
 from sandboxd.policy.tls import channel_credentials
@@ -254,6 +255,9 @@ class SandboxClient:
     certificates carry, when it is not the addresses' one host name (or the DNS name). Without token or TLS, a
     caller on the Unix socket is whoever the daemon maps the socket to (``local-admin`` by default).
     ``retry``: how a fleet retries a call refused before it started (a single daemon has no other to try).
+    ``framed_socket``: the daemon's ``[daemon] framed_socket``, where :meth:`execute` (and what is built on it)
+    goes instead of gRPC — the same messages without HTTP/2, for a caller on the daemon's host; the other
+    calls stay on gRPC. Not for a fleet.
     """
 
     def __init__(
@@ -266,6 +270,7 @@ class SandboxClient:
         tls: TlsFiles | None = None,
         tls_server_name: str | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        framed_socket: str | os.PathLike[str] | None = None,
     ) -> None:
         try:
             targets = parse_targets(socket_path=socket_path, target=target, addresses=addresses,
@@ -289,6 +294,10 @@ class SandboxClient:
             self._channel = grpc.insecure_channel(self.target, options=options)
         self._stub = pb_grpc.SandboxStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        if framed_socket is not None and targets.fleet:
+            raise SandboxdError(grpc.StatusCode.INVALID_ARGUMENT, "", (
+                "a framed socket serves the one daemon of its host: not a fleet's calls"))
+        self._framed = FramedChannel(framed_socket) if framed_socket is not None else None
         self._retry = retry if targets.fleet else NO_RETRY
         self._fleet: Fleet[SandboxClient] | None = Fleet(targets, self._member) if targets.fleet else None
         self._instance: str | None = None
@@ -311,6 +320,8 @@ class SandboxClient:
         return self._connectivity is None or self._connectivity == grpc.ChannelConnectivity.READY
 
     def close(self) -> None:
+        if self._framed is not None:
+            self._framed.close()
         if self._fleet is not None:
             self._fleet.close()
         if self._connectivity is not None:
@@ -356,6 +367,9 @@ class SandboxClient:
         yield from self._spread(lambda daemon: daemon._execute_once(request))
 
     def _execute_once(self, request: pb.ExecuteRequest) -> Generator[pb.ExecuteEvent, None, None]:
+        if self._framed is not None:
+            yield from self._framed.execute(request, self._metadata)
+            return
         call = self._stub.Execute(request, metadata=self._metadata)
         try:
             yield from call

@@ -48,11 +48,16 @@ class SandboxdError(Exception):
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         details = error.details() if hasattr(error, "details") else str(error)
         metadata = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+        return cls.from_status(code, details or "", metadata)
+
+    @classmethod
+    def from_status(cls, code: grpc.StatusCode, details: str, metadata: object) -> SandboxdError:
+        """The error a call's final status says: its code, its details, its trailing metadata (reason …)."""
         retry_after = metadata_value(metadata, RETRY_AFTER_METADATA_KEY)
         try:
             retry_after_s = float(retry_after) if retry_after else None
         except ValueError:
             retry_after_s = None
-        return cls(code, reason_from_metadata(metadata), details or "",
+        return cls(code, reason_from_metadata(metadata), details,
                    temporary=metadata_value(metadata, TEMPORARY_METADATA_KEY) == "true",
                    instance=metadata_value(metadata, INSTANCE_METADATA_KEY), retry_after_s=retry_after_s)

@@ -16,6 +16,9 @@ the dotted key and the reason. The full file, with the defaults::
     socket = "/run/sandboxd/sandboxd.sock"
     socket_mode = "0660"
     socket_group = "sandboxd"                # the group allowed to call; skipped when the group is absent
+    framed_socket = ""                       # e.g. "/run/sandboxd/sandboxd.framed.sock": Execute for callers
+                                             # on this host without HTTP/2 (same mode, group and callers as
+                                             # socket; sandboxd.api.frames); "": off
     tcp_listen = ""                          # e.g. "127.0.0.1:7070"; beyond loopback only with [daemon.tls]
     metrics_listen = ""                      # e.g. "127.0.0.1:9464": Prometheus /metrics over HTTP
     health_listen = ""                       # e.g. "0.0.0.0:7071": plaintext gRPC with only grpc.health.v1,
@@ -97,7 +100,7 @@ from typing import Any
 from sandboxd.audit.config import AuditConfig, parse_audit_config
 from sandboxd.base.errors import ConfigError
 from sandboxd.base.limits import Limits
-from sandboxd.base.toml import TomlTable, take_limits
+from sandboxd.base.toml import TomlTable, optional_absolute_path, take_limits
 from sandboxd.base.units import parse_duration_ms, parse_positive_duration_ms, parse_size_bytes
 from sandboxd.egress.allowlist import Allowlist
 from sandboxd.egress.settings import EgressSettings
@@ -125,6 +128,7 @@ class DaemonConfig:
     socket: Path = Path("/run/sandboxd/sandboxd.sock")
     socket_mode: int = 0o660
     socket_group: str = DEFAULT_SOCKET_GROUP
+    framed_socket: Path | None = None  # None: no framed socket
     tcp_listen: str | None = None
     tls: TlsConfig | None = None
     metrics_listen: str | None = None
@@ -243,6 +247,7 @@ RESTART_KEYS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("daemon.socket", lambda c: c.daemon.socket),
     ("daemon.socket_mode", lambda c: c.daemon.socket_mode),
     ("daemon.socket_group", lambda c: c.daemon.socket_group),
+    ("daemon.framed_socket", lambda c: c.daemon.framed_socket),
     ("daemon.tcp_listen", lambda c: c.daemon.tcp_listen),
     ("daemon.tls", lambda c: c.daemon.tls),
     ("daemon.metrics_listen", lambda c: c.daemon.metrics_listen),
@@ -355,6 +360,7 @@ def _daemon(table: TomlTable) -> DaemonConfig:
         socket=table.take_parsed("socket", default.socket, _absolute_path),
         socket_mode=table.take_parsed("socket_mode", default.socket_mode, _octal_mode),
         socket_group=table.take_str("socket_group", default.socket_group),
+        framed_socket=table.take_parsed("framed_socket", default.framed_socket, optional_absolute_path),
         tcp_listen=table.take_parsed(
             "tcp_listen", default.tcp_listen, lambda value: _tcp_listen(value, tls=tls is not None)
         ),
@@ -370,6 +376,8 @@ def _daemon(table: TomlTable) -> DaemonConfig:
         grace_period_ms=table.take_parsed("grace_period", default.grace_period_ms, parse_duration_ms),
     )
     table.finish()
+    if result.framed_socket == result.socket:
+        raise table.error("framed_socket", f"{result.framed_socket} is daemon.socket; give it a path of its own")
     return result
 
 

@@ -19,13 +19,10 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
-import grp
 import logging
 import os
 import resource
 import signal
-import socket
-import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,12 +50,12 @@ from sandboxd.server.admission import Admission
 from sandboxd.server.audit_trail import AuditTrail
 from sandboxd.server.config import (
     DEFAULT_CONFIG_PATH,
-    DEFAULT_SOCKET_GROUP,
     Config,
     instance_name,
     load_config,
     restart_needed,
 )
+from sandboxd.server.framed_socket import FramedListener
 from sandboxd.server.host_info import DaemonFacts
 from sandboxd.server.logs import configure_logging
 from sandboxd.server.mcp_instance_types import Daemon as McpDaemon
@@ -71,6 +68,7 @@ from sandboxd.server.runtime import Runtime, build_runtime
 from sandboxd.server.service import SandboxService
 from sandboxd.server.sessions import Sessions
 from sandboxd.server.state_dir import StateDir, prepare_state_dir
+from sandboxd.server.unix_socket import claim_socket_path, socket_gid
 
 if TYPE_CHECKING:
     from sandboxd.server.mcp_http import McpListener
@@ -322,6 +320,11 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
         from sandboxd.server.mcp_http import McpListener
 
         mcp_listener = McpListener(config.mcp, service=service, runtime=holder, tls=daemon.tls)
+    framed: FramedListener | None = None
+    if daemon.framed_socket is not None:
+        framed = FramedListener(service, daemon.framed_socket, mode=daemon.socket_mode,
+                                gid=socket_gid(daemon.socket_group),
+                                max_call_bytes=daemon.max_request_bytes + _TRANSPORT_SLACK_BYTES)
     metrics_server: MetricsServer | None = None
     watchdog: Watchdog | None = None
     health_server: grpc.aio.Server | None = None
@@ -339,6 +342,8 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
         await server.start()
         if health_server is not None:
             await health_server.start()
+        if framed is not None:  # before the gRPC socket appears: whoever sees that one can use both
+            await framed.start()
         # Renamed into place only now: whoever sees the socket can use it (no connect-before-listen race).
         os.rename(listening, daemon.socket)
         listening = daemon.socket
@@ -380,6 +385,8 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
         await mcp_servers.close_all()
         if mcp_listener is not None:
             await mcp_listener.stop()
+        if framed is not None:
+            await framed.stop()
         if not await calls.wait_quiet():  # (see sandboxd.server.quiet: a call arriving as it stops is lost)
             log.warning("calls kept coming while stopping; stopping the server anyway")
         await server.stop(_SERVER_STOP_GRACE_S)
@@ -388,6 +395,8 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
     finally:
         if mcp_listener is not None:
             await mcp_listener.stop()
+        if framed is not None:
+            await framed.stop()
         await sessions.close_all(by="daemon-stopping")
         await mcp_servers.close_all()
         await egress.close()
@@ -462,14 +471,8 @@ class _StopSignals:
 def _bind_unix_socket(server: grpc.aio.Server, path: Path, mode: int, group: str) -> Path:
     """Bind a socket with ``mode`` and ``group`` beside ``path``, to be renamed to ``path`` once the server
     listens; refuse to steal a socket another daemon serves. Returns where it was bound."""
-    if path.exists() or path.is_symlink():
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise ConfigError(f"daemon.socket: {path} exists and is not a socket")
-        if _socket_answers(path):
-            raise ConfigError(f"daemon.socket: another daemon is listening on {path}")
-        path.unlink()  # left by a daemon that died
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    gid = _socket_gid(group)
+    claim_socket_path(path, "daemon.socket")
+    gid = socket_gid(group)
     bound = path.with_name(f".{path.name}.{os.getpid()}")
     bound.unlink(missing_ok=True)
     # The socket is born without access for anyone but root; mode and group are set right after.
@@ -493,28 +496,6 @@ def _add_port(server: grpc.aio.Server, address: str, key: str, *, tls: TlsConfig
         raise ConfigError(f"{key}: cannot listen on {address}: {exc}") from exc
     if port == 0:
         raise ConfigError(f"{key}: cannot listen on {address}")
-
-
-def _socket_gid(group: str) -> int:
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        if group == DEFAULT_SOCKET_GROUP:
-            log.info("group %r does not exist, so only root may use the socket; create it to let its members "
-                     "call sandboxd (systemd-sysusers systemd/sandboxd.sysusers.conf, or groupadd --system %s)",
-                     group, group)
-            return 0
-        raise ConfigError(f"daemon.socket_group: no group named {group!r}") from None
-
-
-def _socket_answers(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-        return True
 
 
 if __name__ == "__main__":

@@ -17,68 +17,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
-from typing import Any, NoReturn, cast
+from typing import cast
 
 import anyio
-import grpc
 
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api.mcp_gateway import OnEvent, Refused, refusal_text
-from sandboxd.api.status import TEMPORARY_METADATA_KEY, reason_from_metadata
+from sandboxd.server.call_context import CallAborted, CallContext
 from sandboxd.server.service import SandboxService
 
-__all__ = ["CallAborted", "CallContext", "InProcessSource"]
+__all__ = ["CallAborted", "CallContext", "InProcessSource", "refusal_of"]
 
 log = logging.getLogger("sandboxd.mcp")
 
-Metadata = tuple[tuple[str, str], ...]
 
-
-class CallAborted(Exception):
-    """What ``context.abort`` ends a call with: the status, its message and the trailing metadata (reason …)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: Metadata) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-        self.trailing_metadata = trailing_metadata
-
-    @property
-    def reason(self) -> str:
-        """The machine reason (AUTH_FAILED, RATE_LIMITED …), or the status code's name when none was sent."""
-        return reason_from_metadata(self.trailing_metadata) or self.code.name
-
-    @property
-    def temporary(self) -> bool:
-        return any(key == TEMPORARY_METADATA_KEY and value == "true" for key, value in self.trailing_metadata)
-
-    def metadata_value(self, key: str) -> str | None:
-        return next((value for name, value in self.trailing_metadata if name == key), None)
-
-    def refusal(self) -> Refused:
-        return Refused(refusal_text(self.reason, self.details, temporary=self.temporary))
-
-
-class CallContext:
-    """A ``grpc.aio.ServicerContext`` for a call that never crossed gRPC: its credentials are the
-    ``authorization`` values of an HTTP request, its peer that request's TCP address (``ipv4:…`` / ``ipv6:…``,
-    never ``unix:``: such a caller is not the socket's principal, and failed logins count per address)."""
-
-    def __init__(self, *, authorization: Sequence[str], peer: str) -> None:
-        self._metadata: Metadata = tuple(("authorization", value) for value in authorization)
-        self._peer = peer
-
-    def invocation_metadata(self) -> Metadata:
-        return self._metadata
-
-    def peer(self) -> str:
-        return self._peer
-
-    def auth_context(self) -> dict[str, list[bytes]]:
-        return {}  # no client certificate reaches the servicer through HTTP: a bearer token identifies
-
-    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
-        raise CallAborted(code, details, tuple((str(key), str(value)) for key, value in trailing_metadata or ()))
+def refusal_of(aborted: CallAborted) -> Refused:
+    """What an MCP client is told of a call the servicer refused."""
+    return Refused(refusal_text(aborted.reason, aborted.details, temporary=aborted.temporary))
 
 
 def peer_address(host: str | None, port: int | None) -> str:
@@ -103,7 +58,7 @@ class InProcessSource:
         try:
             response = await self._service.ListTools(pb.ListToolsRequest(), self._context())
         except CallAborted as aborted:
-            raise aborted.refusal() from None
+            raise refusal_of(aborted) from None
         return list(response.tools)
 
     async def execute(self, request: pb.ExecuteRequest, on_event: OnEvent) -> None:
@@ -134,6 +89,6 @@ async def _relay(events: AsyncGenerator[pb.ExecuteEvent, None], on_event: OnEven
         async for event in events:
             await on_event(event)
     except CallAborted as aborted:
-        raise aborted.refusal() from None
+        raise refusal_of(aborted) from None
     finally:
         await events.aclose()

@@ -40,6 +40,7 @@ SANDBOXCTL = BIN / "sandboxctl"
 TEST_IDS_COUNT = 4096
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 60.0
+FRAMED_SOCKET_NAME = "sandboxd.framed.sock"
 
 # A profile that allows everything but ptrace, which kills: SECCOMP_VIOLATION on demand.
 KILL_PTRACE_PROFILE = """{
@@ -71,6 +72,11 @@ class Daemon:
     @property
     def socket(self) -> Path:
         return self.root / "sandboxd.sock"
+
+    @property
+    def framed_socket(self) -> Path:
+        """Where the daemon serves its framed socket, when made with ``framed=True``."""
+        return self.root / FRAMED_SOCKET_NAME
 
     @property
     def state_dir(self) -> Path:
@@ -117,6 +123,10 @@ class Daemon:
 
     def client(self) -> SandboxClient:
         return SandboxClient(self.socket)
+
+    def framed_client(self) -> SandboxClient:
+        """A client whose executions go through the framed socket (the daemon made with ``framed=True``)."""
+        return SandboxClient(self.socket, framed_socket=self.framed_socket)
 
     def ctl(self, *args: str, stdin: bytes | None = None, timeout_s: float = 60,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -184,6 +194,8 @@ def assert_nothing_left(daemon: Daemon) -> None:
     assert not sandbox_processes(daemon.ids), f"processes of ids {daemon.ids} survived: {sandbox_processes(daemon.ids)}"
     assert not daemon.socket.exists(), "the socket was not removed"
     assert not list(daemon.root.glob(f".{daemon.socket.name}.*")), "a socket bound aside was left"
+    assert not daemon.framed_socket.exists(), "the framed socket was not removed"
+    assert not list(daemon.root.glob(f".{FRAMED_SOCKET_NAME}.*")), "a framed socket bound aside was left"
     root = daemon.state_dir / "root"
     assert not root.exists() or not any(root.iterdir()), "the sandbox root mount point is not empty"
 
@@ -225,10 +237,13 @@ def write_config(root: Path, *, tools: dict[str, str], ids: IdRange, limits: dic
 
 def make_daemon(tmp_path: Path, *, tools: dict[str, str] | None = None, env: dict[str, str] | None = None,
                 limits: dict[str, str] | None = None, extra: str = "", top: str = "", pool_size: int = 0,
-                **daemon_keys: Any) -> Daemon:
-    """A daemon (not started) with test tools, a test profile, [sandbox.limits], [daemon] keys and ``extra``."""
+                framed: bool = False, **daemon_keys: Any) -> Daemon:
+    """A daemon (not started) with test tools, a test profile, [sandbox.limits], [daemon] keys and ``extra``;
+    ``framed``: serving a framed socket too (:attr:`Daemon.framed_socket`)."""
     root = tmp_path / f"d-{uuid.uuid4().hex[:6]}"
     root.mkdir()
+    if framed:
+        daemon_keys["framed_socket"] = str(root / FRAMED_SOCKET_NAME)
     ids = fresh_ids()
     config = write_config(root, tools=tools or {}, ids=ids, limits=limits, extra=extra, top=top,
                           pool_size=pool_size, **daemon_keys)

@@ -654,3 +654,37 @@ class ListGrantsResponse(_message.Message):
     GRANTS_FIELD_NUMBER: _ClassVar[int]
     grants: _containers.RepeatedCompositeFieldContainer[RuntimeGrant]
     def __init__(self, grants: _Optional[_Iterable[_Union[RuntimeGrant, _Mapping]]] = ...) -> None: ...
+
+class FramedCall(_message.Message):
+    __slots__ = ("metadata", "execute")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    metadata: _containers.RepeatedCompositeFieldContainer[FramedMetadata]
+    execute: ExecuteRequest
+    def __init__(self, metadata: _Optional[_Iterable[_Union[FramedMetadata, _Mapping]]] = ..., execute: _Optional[_Union[ExecuteRequest, _Mapping]] = ...) -> None: ...
+
+class FramedMetadata(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class FramedStatus(_message.Message):
+    __slots__ = ("code", "details", "metadata")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    details: str
+    metadata: _containers.RepeatedCompositeFieldContainer[FramedMetadata]
+    def __init__(self, code: _Optional[int] = ..., details: _Optional[str] = ..., metadata: _Optional[_Iterable[_Union[FramedMetadata, _Mapping]]] = ...) -> None: ...
+
+class FramedReply(_message.Message):
+    __slots__ = ("event", "status")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    event: ExecuteEvent
+    status: FramedStatus
+    def __init__(self, event: _Optional[_Union[ExecuteEvent, _Mapping]] = ..., status: _Optional[_Union[FramedStatus, _Mapping]] = ...) -> None: ...
