@@ -257,7 +257,7 @@ class SandboxClient:
     ``retry``: how a fleet retries a call refused before it started (a single daemon has no other to try).
     ``framed_socket``: the daemon's ``[daemon] framed_socket``, where :meth:`execute` (and what is built on it)
     goes instead of gRPC — the same messages without HTTP/2, for a caller on the daemon's host; the other
-    calls stay on gRPC. Not for a fleet.
+    calls stay on gRPC. Only beside a Unix socket.
     """
 
     def __init__(
@@ -294,9 +294,9 @@ class SandboxClient:
             self._channel = grpc.insecure_channel(self.target, options=options)
         self._stub = pb_grpc.SandboxStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
-        if framed_socket is not None and targets.fleet:
+        if framed_socket is not None and not self.target.startswith("unix:"):
             raise SandboxdError(grpc.StatusCode.INVALID_ARGUMENT, "", (
-                "a framed socket serves the one daemon of its host: not a fleet's calls"))
+                "a framed socket is the local daemon's: give its Unix socket too, not an address"))
         self._framed = FramedChannel(framed_socket) if framed_socket is not None else None
         self._retry = retry if targets.fleet else NO_RETRY
         self._fleet: Fleet[SandboxClient] | None = Fleet(targets, self._member) if targets.fleet else None
@@ -318,6 +318,11 @@ class SandboxClient:
     def is_ready(self) -> bool:
         """Whether the channel is connected (always true of a channel not watched: any but a fleet's members)."""
         return self._connectivity is None or self._connectivity == grpc.ChannelConnectivity.READY
+
+    @property
+    def framed_socket(self) -> str | None:
+        """Where :meth:`execute` goes instead of gRPC (``framed_socket=``), or None."""
+        return None if self._framed is None else self._framed.path
 
     def close(self) -> None:
         if self._framed is not None:

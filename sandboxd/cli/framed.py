@@ -21,7 +21,10 @@ from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api.frames import HEADER_BYTES, FrameError, call_frame, frame_length
 from sandboxd.cli.errors import SandboxdError
 
-__all__ = ["FramedChannel"]
+__all__ = ["FRAMED_SOCKET_ENV", "FRAMED_UNREACHABLE", "FramedChannel"]
+
+FRAMED_SOCKET_ENV = "SANDBOXD_FRAMED_SOCKET"  # sandboxctl's default --framed-socket
+FRAMED_UNREACHABLE = "cannot connect to the framed socket"  # how an UNAVAILABLE of ours begins
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # far above any event the daemon sends (its output chunks are 64 KiB)
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -102,4 +105,4 @@ class FramedChannel:
             return _Connection(self.path)
         except OSError as error:
             raise SandboxdError(grpc.StatusCode.UNAVAILABLE, "",
-                                f"cannot connect to the framed socket {self.path}: {error}") from None
+                                f"{FRAMED_UNREACHABLE} {self.path}: {error}") from None

@@ -24,6 +24,7 @@ def test_no_file_is_the_embedded_defaults() -> None:
     assert config == Config()
     assert config.daemon.socket == Path("/run/sandboxd/sandboxd.sock")
     assert config.daemon.socket_mode == 0o660
+    assert config.daemon.framed_socket is None  # off unless configured
     assert config.daemon.max_request_bytes == 1024 * 1024
     assert config.daemon.grace_period_ms == 10_000
     assert config.sandbox.ids == IdRange(2_000_000_000, 65_536)
@@ -51,6 +52,7 @@ shipped_tools = false
 socket = "/run/other/s.sock"
 socket_mode = "0600"
 socket_group = "adm"
+framed_socket = "/run/other/framed.sock"
 tcp_listen = "127.0.0.1:7070"
 state_dir = "/run/other"
 instance = "blue-2"
@@ -94,6 +96,7 @@ network_allow = ["*.example.test:443"]
 """))
     daemon = config.daemon
     assert (daemon.socket, daemon.socket_mode, daemon.socket_group) == (Path("/run/other/s.sock"), 0o600, "adm")
+    assert daemon.framed_socket == Path("/run/other/framed.sock")
     assert daemon.tcp_listen == "127.0.0.1:7070"
     assert (daemon.instance, daemon.max_concurrent_executions) == ("blue-2", 3)
     assert (daemon.max_request_bytes, daemon.grace_period_ms) == (64 * 1024, 1500)
@@ -144,6 +147,9 @@ def test_the_retired_uid_and_gid_keys_say_what_replaced_them(tmp_path: Path) -> 
         ("[daemon]\nmax_concurrent_executions = 0", "daemon.max_concurrent_executions", "between 1 and"),
         ("[daemon]\nmax_concurrent_executions = true", "daemon.max_concurrent_executions", "an integer"),
         ("[daemon]\nsocket = 'relative.sock'", "daemon.socket", "absolute"),
+        ("[daemon]\nframed_socket = 'fast.sock'", "daemon.framed_socket", "absolute"),
+        ("[daemon]\nsocket = '/run/x.sock'\nframed_socket = '/run/x.sock'", "daemon.framed_socket",
+         "is daemon.socket"),
         ("[daemon]\nsocket_mode = '0666'", "daemon.socket_mode", "every user"),
         ("[daemon]\nsocket_mode = 'rw'", "daemon.socket_mode", "octal"),
         ("[daemon]\ntcp_listen = '0.0.0.0:7070'", "daemon.tcp_listen", "TLS"),
