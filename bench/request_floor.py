@@ -1,12 +1,14 @@
-"""The floor of the request path: what an ``Execute`` of ``/bin/true`` costs in gRPC's Python server and client
-alone — no daemon, no policy, no audit, no sandbox — against bubblewrap, side by side in one run.
+"""The floor of the request path: what an ``Execute`` of ``/bin/true`` costs in its transport alone — gRPC's
+Python server and client, or the framed socket's — with no daemon, no policy, no audit and no sandbox, against
+bubblewrap, side by side in one run.
 
 A real daemon (pool on) runs ``/bin/true`` once and its Execute stream is recorded, message for message. A
-second process of this script then serves exactly those messages from a bare ``grpc.aio`` server on uvloop, as
-the daemon's loop is, on a Unix socket; the daemon's own client (:class:`SandboxClient`, synchronous) asks it,
+second process of this script then serves exactly those messages, on one uvloop loop as the daemon's is, from
+a bare ``grpc.aio`` server and from a bare framed one (``sandboxd.api.frames``), each on a Unix socket; the
+daemon's own client (:class:`SandboxClient`, synchronous; ``framed_socket=`` for the second) asks it,
 alternating request by request with bwrap, then on 2 parallel loops. Printed: p50, p99, executions per second
 and all of the machine's CPU per execution (``/proc/stat``), with the ratios to bwrap's — and what the issue's
-targets (``Execute`` p50 ≤ 0.5x bwrap's, executions per second ≥ 1.0x bwrap's) leave for everything the
+targets (``Execute`` p50 <= 0.5x bwrap's, executions per second >= 1.0x bwrap's) leave for everything the
 floor leaves out: the daemon's own work and the sandbox (``spawn_latency.py`` and ``cpu_per_execution.py``
 measure those). Needs root (the recorded run is a real one).
 
@@ -16,6 +18,7 @@ measure those). Needs root (the recorded run is a real one).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 import statistics
 import subprocess
@@ -33,6 +36,7 @@ from execute_latency import LOOPS, bwrap_once, p99, throughput_per_s
 
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2_grpc as pb_grpc
+from sandboxd.api.frames import HEADER_BYTES, event_frame, status_frame
 from sandboxd.cli.client import SandboxClient
 
 COMMAND = ["/bin/true"]
@@ -75,25 +79,47 @@ class Replay(pb_grpc.SandboxServicer):
             yield event
 
 
-def serve(socket_path: str, events_path: Path) -> None:
-    """The floor's server, in a process of its own (``--serve``): a bare grpc.aio server on uvloop."""
+async def replay_framed(events: list[pb.ExecuteEvent], reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+    """Each FramedCall answered with the recorded events, one write each as the daemon sends them, and OK."""
+    ok = status_frame(0, "")
+    try:
+        while True:
+            length = int.from_bytes(await reader.readexactly(HEADER_BYTES), "big")
+            pb.FramedCall.FromString(await reader.readexactly(length))
+            for event in events:
+                writer.write(event_frame(event))
+                await writer.drain()
+            writer.write(ok)
+            await writer.drain()
+    except asyncio.IncompleteReadError:
+        writer.close()
+
+
+def serve(grpc_socket: str, framed_socket: str, events_path: Path) -> None:
+    """The floors' servers, in a process of their own (``--serve``), on one uvloop loop."""
     import grpc
     import uvloop
 
+    events = list(read_events(events_path))
+
     async def main() -> None:
         server = grpc.aio.server()
-        pb_grpc.add_SandboxServicer_to_server(Replay(list(read_events(events_path))), server)  # type: ignore[no-untyped-call]
-        server.add_insecure_port(f"unix:{socket_path}")
+        pb_grpc.add_SandboxServicer_to_server(Replay(events), server)  # type: ignore[no-untyped-call]
+        server.add_insecure_port(f"unix:{grpc_socket}")
         await server.start()
-        await server.wait_for_termination()
+        framed = await asyncio.start_unix_server(lambda r, w: replay_framed(events, r, w), path=framed_socket)
+        async with framed:
+            await server.wait_for_termination()
 
     uvloop.run(main())
 
 
-def start_server(socket_path: Path, events_path: Path) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(socket_path), str(events_path)])
+def start_server(grpc_socket: Path, framed_socket: Path, events_path: Path) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(grpc_socket), str(framed_socket),
+                               str(events_path)])
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while not socket_path.exists():
+    while not (grpc_socket.exists() and framed_socket.exists()):
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
             raise SystemExit(f"the floor's server did not start (exit {server.poll()})")
@@ -109,15 +135,18 @@ def floor_once(client: SandboxClient) -> float:
     return elapsed_ms
 
 
-def measure_floor(runs: int, events: list[pb.ExecuteEvent]) -> tuple[list[float], list[float], dict[str, float]]:
-    """Alternating latencies (floor, bwrap), then the floor's executions per second and CPU on 2 loops."""
+def measure_floor(runs: int, events: list[pb.ExecuteEvent], *,
+                  framed: bool) -> tuple[list[float], list[float], dict[str, float]]:
+    """Alternating latencies (floor, bwrap), then the floor's executions per second and CPU on 2 loops — over
+    gRPC, or (``framed``) over the framed socket."""
     floor_ms: list[float] = []
     ref_ms: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        events_path, socket_path = Path(tmp) / "events", Path(tmp) / "floor.sock"
+        events_path, grpc_socket, framed_socket = Path(tmp) / "events", Path(tmp) / "g.sock", Path(tmp) / "f.sock"
         write_events(events_path, events)
-        server = start_server(socket_path, events_path)
-        clients = [SandboxClient(socket_path) for _ in range(LOOPS)]
+        server = start_server(grpc_socket, framed_socket, events_path)
+        clients = [SandboxClient(grpc_socket, framed_socket=framed_socket if framed else None)
+                   for _ in range(LOOPS)]
         try:
             for _ in range(10):
                 floor_once(clients[0])
@@ -141,30 +170,32 @@ def measure_floor(runs: int, events: list[pb.ExecuteEvent]) -> tuple[list[float]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=400)
-    parser.add_argument("--serve", nargs=2, metavar=("SOCKET", "EVENTS"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=3, metavar=("GRPC_SOCKET", "FRAMED_SOCKET", "EVENTS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve[0], Path(args.serve[1]))
+        serve(args.serve[0], args.serve[1], Path(args.serve[2]))
         return
     if shutil.which("bwrap") is None:
         raise SystemExit("bwrap is not installed: apt-get install bubblewrap (bash .ci/setup does)")
     events = record_stream(pool=1)
     kinds = ", ".join(event.WhichOneof("event") or "?" for event in events)
-    floor_ms, ref_ms, floor = measure_floor(args.runs, events)
-    reference = measure_bwrap(args.runs)
-    floor_p50, ref_p50 = statistics.median(floor_ms), statistics.median(ref_ms)
     print(f"/bin/true, {args.runs} each: a pooled Execute's {len(events)} messages ({kinds}) replayed by a bare "
-          f"grpc.aio server, no sandbox; alternating, then {LOOPS} loops")
-    print(f"  {'':8} {'p50 ms':>7} {'p99 ms':>7} {'exec/s':>7} {'CPU ms':>7}   {'p50 ratio':>9} {'exec/s ratio':>12} "
-          f"{'CPU ratio':>9}")
-    print(f"  {'bwrap':8} {ref_p50:7.2f} {p99(ref_ms):7.2f} {reference['exec/s']:7.1f} {reference['machine']:7.2f}")
-    print(f"  {'floor':8} {floor_p50:7.2f} {p99(floor_ms):7.2f} {floor['exec/s']:7.1f} {floor['machine']:7.2f}   "
-          f"{floor_p50 / ref_p50:9.2f} {floor['exec/s'] / reference['exec/s']:12.2f} "
-          f"{floor['machine'] / reference['machine']:9.2f}   (server {floor['server']:.2f}, client "
-          f"{floor['client']:.2f} ms CPU)")
-    print("left under the targets for the daemon's own work and the sandbox:")
-    print(f"  latency: 0.5x bwrap's p50 minus the floor's = {0.5 * ref_p50 - floor_p50:.2f} ms")
-    print(f"  CPU: bwrap's per execution minus the floor's = {reference['machine'] - floor['machine']:.2f} ms")
+          f"server, no sandbox; alternating, then {LOOPS} loops. Left: what the targets leave for the daemon's "
+          "own work and the sandbox (0.5x bwrap's p50 minus the floor's; bwrap's CPU minus the floor's)")
+    print(f"  {'':14} {'p50 ms':>7} {'p99 ms':>7} {'exec/s':>7} {'CPU ms':>7}   {'p50 ratio':>9} "
+          f"{'exec/s ratio':>12} {'CPU ratio':>9}   {'left':>20}")
+    for name, framed in (("floor, gRPC", False), ("floor, framed", True)):
+        floor_ms, ref_ms, floor = measure_floor(args.runs, events, framed=framed)
+        reference = measure_bwrap(args.runs)
+        floor_p50, ref_p50 = statistics.median(floor_ms), statistics.median(ref_ms)
+        print(f"  {'bwrap':14} {ref_p50:7.2f} {p99(ref_ms):7.2f} {reference['exec/s']:7.1f} "
+              f"{reference['machine']:7.2f}")
+        print(f"  {name:14} {floor_p50:7.2f} {p99(floor_ms):7.2f} {floor['exec/s']:7.1f} {floor['machine']:7.2f}   "
+              f"{floor_p50 / ref_p50:9.2f} {floor['exec/s'] / reference['exec/s']:12.2f} "
+              f"{floor['machine'] / reference['machine']:9.2f}   {0.5 * ref_p50 - floor_p50:5.2f} ms, "
+              f"{reference['machine'] - floor['machine']:5.2f} CPU   (server {floor['server']:.2f}, client "
+              f"{floor['client']:.2f} ms CPU)")
 
 
 if __name__ == "__main__":
