@@ -143,16 +143,18 @@ class FramedListener:
             left.cancel()
             await asyncio.gather(relay, left, return_exceptions=True)
             raise
-        if not relay.done():
-            relay.cancel()  # once: the generator's finally kills the execution and records it
-            await asyncio.gather(relay, return_exceptions=True)
-            return False
-        gone = left.done()  # closed, or sent something, as the call ended: no status to wait for, no next call
+        caller_left = not relay.done()  # it closed (or sent something) while the call ran
+        gone = left.done()  # ... or as the call ended: no status to wait for, no next call either way
         left.cancel()
-        await asyncio.gather(left, return_exceptions=True)
-        if gone:
+        if caller_left:
+            relay.cancel()  # once: the generator's finally kills the execution and records it
+        await asyncio.gather(relay, left, return_exceptions=True)
+        if caller_left or gone:
             return False
-        writer.write(_status(relay.exception()))
+        error = relay.exception()
+        if isinstance(error, ConnectionError):  # the relay's writes met the caller's leaving first
+            return False
+        writer.write(_status(error))
         await writer.drain()
         return True
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import socket
 import stat
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import Daemon, make_daemon, running, sandbox_processes
+from daemon_harness import UNMETERED_POLICY, Daemon, make_daemon, running, sandbox_processes
 
 from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api.frames import call_frame
@@ -236,3 +240,47 @@ def test_sandboxctl_sends_its_executions_to_the_framed_socket(socket_principal_d
     assert missing.returncode == 125, missing.stderr
     assert b"no socket at " + bytes(daemon.root / "none.sock") + b": sandboxd is not running" in missing.stderr
     assert b"--framed-socket" in missing.stderr
+
+
+CHATTY = ["/bin/sh", "-c", "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.02; done"]
+
+
+def drop_at_random(daemon: Daemon, n: int) -> str:
+    """One framed Execute, abandoned at a random moment (its connection closed); returns where."""
+    chooser = random.Random(n)
+    moment = chooser.choice(["at-once", "after-decision", "after-started", "mid-output", "never"])
+    with daemon.framed_client() as client:
+        events = client.execute(command=CHATTY, request_id=f"drop-{n}")
+        try:
+            for event in events:
+                kind = event.WhichOneof("event")
+                if moment == "at-once" or (moment, kind) in (("after-decision", "audit"), ("after-started", "started")):
+                    break
+                if moment == "mid-output" and kind == "output" and chooser.random() < 0.5:
+                    break
+        except SandboxdError:
+            pass  # refused (too many at once): it must leave nothing either way
+        finally:
+            events.close()
+    return moment
+
+
+def test_dropped_calls_leave_nothing_and_each_allowed_decision_one_outcome(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the daemon's end-to-end tests need root")
+    with running(make_daemon(tmp_path, extra=UNMETERED_POLICY, framed=True, max_concurrent_executions=32)) as daemon:
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            moments = Counter(pool.map(lambda n: drop_at_random(daemon, n), range(120)))
+        assert set(moments) == {"at-once", "after-decision", "after-started", "mid-output", "never"}, moments
+        with daemon.client() as client:
+            deadline = time.monotonic() + 60
+            while client.list_executions() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert client.list_executions() == [] and client.info().running_executions == 0
+        records = daemon.audit_records()
+        allowed = [r for r in records if r["event"] == "decision" and r["details"]["outcome"] == "allowed"]
+        finished = Counter(r["execution_id"] for r in records if r["event"] == "execution.finished")
+        assert allowed and all(finished[r["execution_id"]] == 1 for r in allowed)
+        left = [r for r in records if r["event"] == "execution.cancelled" and r["details"]["by"] == "caller-left"]
+        assert left, "no execution recorded its caller leaving"
+        assert "level=error" not in daemon.logs(), daemon.logs()
