@@ -48,6 +48,15 @@ class _Connection:
             raise FrameError("the daemon closed the connection in the middle of the call")
         return pb.FramedReply.FromString(data)
 
+    def open(self) -> bool:
+        """Whether the daemon still holds this idle connection: nothing to read, and no end of it."""
+        try:
+            return self.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
     def close(self) -> None:
         self.reader.close()
         self.socket.close()
@@ -98,9 +107,14 @@ class FramedChannel:
             connection.close()
 
     def _connect(self) -> _Connection:
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                connection = self._idle.pop()
+            if connection.open():
+                return connection
+            connection.close()  # the daemon closed it between calls (it stopped, or restarted): a new one
         try:
             return _Connection(self.path)
         except OSError as error:

@@ -284,3 +284,19 @@ def test_dropped_calls_leave_nothing_and_each_allowed_decision_one_outcome(tmp_p
         left = [r for r in records if r["event"] == "execution.cancelled" and r["details"]["by"] == "caller-left"]
         assert left, "no execution recorded its caller leaving"
         assert "level=error" not in daemon.logs(), daemon.logs()
+
+
+def test_a_client_outlives_a_daemon_restart_between_its_calls(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the daemon's end-to-end tests need root")
+    with running(make_daemon(tmp_path, framed=True)) as daemon, daemon.framed_client() as client:
+        assert client.run_command(["/bin/echo", "before"]).stdout == b"before\n"
+        assert daemon.stop() == 0  # its idle connection, kept by the client, is closed by the daemon
+        daemon.start()
+        assert client.run_command(["/bin/echo", "after"]).stdout == b"after\n"  # on a new connection
+        assert daemon.stop() == 0
+        with pytest.raises(SandboxdError) as down:
+            client.run_command(["/bin/true"])
+        assert down.value.code.name == "UNAVAILABLE" and not down.value.reason
+        assert "cannot connect to the framed socket" in down.value.message
+        daemon.start()
