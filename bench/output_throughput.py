@@ -1,5 +1,6 @@
-"""Output streaming: megabytes per second of a handler's stdout reaching a Python gRPC client through a real
-daemon, against the same bytes read straight from a pipe by the same Python process, side by side in one run.
+"""Output streaming: megabytes per second of a handler's stdout reaching a Python client through a real daemon
+— over gRPC, and over its framed socket — against the same bytes read straight from a pipe by the same Python
+process, side by side in one run.
 
 sandboxd runs ``head -c SIZE /dev/zero`` as a raw command under full isolation, over the Unix socket, with the
 synchronous Python client counting the bytes of the output events; the reference runs the same command as a
@@ -64,19 +65,23 @@ def main() -> None:
     args = parser.parse_args()
     size_bytes = args.mib << 20
     argv = ["/usr/bin/head", "-c", str(size_bytes), "/dev/zero"]
-    ours: list[float] = []
+    over_grpc: list[float] = []
+    over_framed: list[float] = []
     ref: list[float] = []
     limits = {"output": f"{args.mib + 1}M", "wall_time": "120s"}
-    with tempfile.TemporaryDirectory() as tmp, running(make_daemon(Path(tmp), limits=limits,
-                                                                   extra=UNMETERED_POLICY)) as daemon, \
-            SandboxClient(daemon.socket) as client:
+    with tempfile.TemporaryDirectory() as tmp, running(make_daemon(Path(tmp), limits=limits, extra=UNMETERED_POLICY,
+                                                                   framed=True)) as daemon, \
+            daemon.client() as client, daemon.framed_client() as framed:
         for _ in range(args.runs):
-            ours.append(through_daemon_mb_per_s(client, argv, size_bytes))
+            over_grpc.append(through_daemon_mb_per_s(client, argv, size_bytes))
+            over_framed.append(through_daemon_mb_per_s(framed, argv, size_bytes))
             ref.append(from_pipe_mb_per_s(argv, size_bytes))
-    ours_mb_s, ref_mb_s = statistics.median(ours), statistics.median(ref)
+    ref_mb_s = statistics.median(ref)
     print(f"{args.mib} MiB of stdout, median of {args.runs} runs each")
     print(f"  {'straight from a pipe':28} {ref_mb_s:8.0f} MB/s")
-    print(f"  {'through sandboxd (gRPC)':28} {ours_mb_s:8.0f} MB/s   ratio {ours_mb_s / ref_mb_s:.2f}")
+    for name, runs in (("through sandboxd (gRPC)", over_grpc), ("through its framed socket", over_framed)):
+        ours_mb_s = statistics.median(runs)
+        print(f"  {name:28} {ours_mb_s:8.0f} MB/s   ratio {ours_mb_s / ref_mb_s:.2f}")
 
 
 if __name__ == "__main__":
