@@ -44,6 +44,7 @@ log = logging.getLogger("sandboxd.framed")
 
 UNIX_PEER = "unix:"  # what grpc reports for a caller on a Unix socket: the authenticator's socket principal
 _RPC = "Execute"
+WRITE_BUFFER_BYTES = 1 << 20
 
 
 class FramedListener:
@@ -90,6 +91,8 @@ class FramedListener:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        # A few output chunks in flight before the relay waits for the caller (asyncio's default: 64 KiB, one)
+        writer.transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
         try:
             while await self._one_call(reader, writer):
                 pass
