@@ -2,8 +2,9 @@
 
 A frame is a 4-byte big-endian length, then that many bytes of one protobuf message. The caller sends a
 ``FramedCall`` (its metadata and an ``ExecuteRequest``); the daemon answers with ``FramedReply`` frames, the
-call's ``ExecuteEvent`` s and then one ``FramedStatus``. An event is wrapped without being copied: the bytes of
-``FramedReply{event}`` are field 1's tag, the event's length as a varint, then the event's own bytes.
+call's ``ExecuteEvent`` s and then one ``FramedStatus``. An event is wrapped by hand, without a ``FramedReply``
+to copy it into: the bytes of ``FramedReply{event}`` are field 1's tag, the event's length as a varint, then
+the event's own bytes.
 """
 
 from __future__ import annotations
