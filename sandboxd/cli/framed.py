@@ -28,6 +28,7 @@ FRAMED_UNREACHABLE = "cannot connect to the framed socket"  # how an UNAVAILABLE
 
 MAX_REPLY_BYTES = 64 * 1024 * 1024  # far above any event the daemon sends (its output chunks are 64 KiB)
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_CUT = "the daemon closed the connection in the middle of the call"
 
 
 class _Connection:
@@ -42,10 +43,12 @@ class _Connection:
 
     def read_reply(self) -> pb.FramedReply:
         header = self.reader.read(HEADER_BYTES)
-        length = frame_length(header, max_bytes=MAX_REPLY_BYTES) if len(header) == HEADER_BYTES else -1
-        data = self.reader.read(length) if length >= 0 else b""
-        if len(data) != length:
-            raise FrameError("the daemon closed the connection in the middle of the call")
+        if len(header) < HEADER_BYTES:
+            raise FrameError(_CUT)
+        length = frame_length(header, max_bytes=MAX_REPLY_BYTES)
+        data = self.reader.read(length)
+        if len(data) < length:
+            raise FrameError(_CUT)
         return pb.FramedReply.FromString(data)
 
     def open(self) -> bool:

@@ -68,7 +68,7 @@ from sandboxd.server.runtime import Runtime, build_runtime
 from sandboxd.server.service import SandboxService
 from sandboxd.server.sessions import Sessions
 from sandboxd.server.state_dir import StateDir, prepare_state_dir
-from sandboxd.server.unix_socket import claim_socket_path, socket_gid
+from sandboxd.server.unix_socket import bind_aside, socket_gid
 
 if TYPE_CHECKING:
     from sandboxd.server.mcp_http import McpListener
@@ -313,7 +313,10 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    listening = _bind_unix_socket(server, daemon.socket, daemon.socket_mode, daemon.socket_group)
+    socket_group_id = socket_gid(daemon.socket_group)
+    # Bound beside its path, renamed into place once the server listens; another daemon's socket is not taken.
+    listening = bind_aside(daemon.socket, "daemon.socket", mode=daemon.socket_mode, gid=socket_group_id,
+                           bind=lambda bound: _add_port(server, f"unix:{bound}", "daemon.socket"))
     stop = _StopSignals()
     mcp_listener: McpListener | None = None
     if config.mcp.listen is not None:  # the MCP SDK and its web stack are loaded only to serve MCP over HTTP
@@ -323,7 +326,7 @@ async def _serve_with_executor(holder: _RuntimeHolder, executor: Executor, trail
     framed: FramedListener | None = None
     if daemon.framed_socket is not None:
         framed = FramedListener(service, daemon.framed_socket, mode=daemon.socket_mode,
-                                gid=socket_gid(daemon.socket_group),
+                                gid=socket_group_id,
                                 max_call_bytes=daemon.max_request_bytes + _TRANSPORT_SLACK_BYTES)
     metrics_server: MetricsServer | None = None
     watchdog: Watchdog | None = None
@@ -466,24 +469,6 @@ class _StopSignals:
         for signum in self.SIGNALS:
             loop.remove_signal_handler(signum)
             signal.signal(signum, signal.SIG_IGN)
-
-
-def _bind_unix_socket(server: grpc.aio.Server, path: Path, mode: int, group: str) -> Path:
-    """Bind a socket with ``mode`` and ``group`` beside ``path``, to be renamed to ``path`` once the server
-    listens; refuse to steal a socket another daemon serves. Returns where it was bound."""
-    claim_socket_path(path, "daemon.socket")
-    gid = socket_gid(group)
-    bound = path.with_name(f".{path.name}.{os.getpid()}")
-    bound.unlink(missing_ok=True)
-    # The socket is born without access for anyone but root; mode and group are set right after.
-    old_umask = os.umask(0o177)
-    try:
-        _add_port(server, f"unix:{bound}", "daemon.socket")
-    finally:
-        os.umask(old_umask)
-    os.chown(bound, 0, gid, follow_symlinks=False)
-    os.chmod(bound, mode)  # Linux has no lchmod; the path is the socket we just created
-    return bound
 
 
 def _add_port(server: grpc.aio.Server, address: str, key: str, *, tls: TlsConfig | None = None) -> None:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import cast
@@ -36,7 +37,7 @@ from sandboxd.api.frames import HEADER_BYTES, FrameError, event_frame, frame_len
 from sandboxd.api.handlers import Undecodable
 from sandboxd.server.call_context import CallAborted, CallContext
 from sandboxd.server.service import SandboxService
-from sandboxd.server.unix_socket import claim_socket_path
+from sandboxd.server.unix_socket import bind_aside
 
 __all__ = ["UNIX_PEER", "FramedListener"]
 
@@ -61,16 +62,14 @@ class FramedListener:
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        claim_socket_path(self._path, "daemon.framed_socket")
-        bound = self._path.with_name(f".{self._path.name}.{os.getpid()}")
-        bound.unlink(missing_ok=True)
-        old_umask = os.umask(0o177)  # born without access for anyone but root; mode and group set right after
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._server = await asyncio.start_unix_server(self._serve, path=str(bound))
-        finally:
-            os.umask(old_umask)
-        os.chown(bound, 0, self._gid, follow_symlinks=False)
-        os.chmod(bound, self._mode)
+            bound = bind_aside(self._path, "daemon.framed_socket", mode=self._mode, gid=self._gid,
+                               bind=lambda where: listener.bind(str(where)))
+            self._server = await asyncio.start_unix_server(self._serve, sock=listener)
+        except BaseException:
+            listener.close()
+            raise
         os.rename(bound, self._path)
         log.info("framed socket on %s", self._path)
 
@@ -109,23 +108,24 @@ class FramedListener:
             return False  # closed between calls
         if len(header) < HEADER_BYTES:
             header += await reader.readexactly(HEADER_BYTES - len(header))
-        context = CallContext(authorization=(), peer=UNIX_PEER)
         try:
             length = frame_length(header, max_bytes=self._max_call_bytes)
         except FrameError as error:  # not read: the connection cannot be resynchronised
-            await self._refuse(writer, context, str(error))
+            await self._refuse(writer, str(error))
             return False
         data = await reader.readexactly(length)
         try:
             call = pb.FramedCall.FromString(data)
         except DecodeError as error:
-            await self._refuse(writer, context, str(error) or "not a FramedCall")
+            await self._refuse(writer, str(error) or "not a FramedCall")
             return False
         context = CallContext(authorization=[entry.value for entry in call.metadata if entry.key == "authorization"],
                               peer=UNIX_PEER)
         return await self._execute(call.execute, context, reader, writer)
 
-    async def _refuse(self, writer: asyncio.StreamWriter, context: CallContext, why: str) -> None:
+    async def _refuse(self, writer: asyncio.StreamWriter, why: str) -> None:
+        """A frame that is no call: refused as the socket's caller (no token could be read), recorded."""
+        context = CallContext(authorization=(), peer=UNIX_PEER)
         undecodable = Undecodable(rpc=_RPC, message_type="FramedCall", error=why)
         try:
             await self._service.refuse_undecodable(undecodable, cast(grpc.aio.ServicerContext, context))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import grp
 import logging
+import os
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from sandboxd.base.errors import ConfigError
 from sandboxd.server.config import DEFAULT_SOCKET_GROUP
 
-__all__ = ["claim_socket_path", "socket_gid"]
+__all__ = ["bind_aside", "claim_socket_path", "socket_gid"]
 
 log = logging.getLogger("sandboxd")
 
@@ -26,6 +28,23 @@ def claim_socket_path(path: Path, key: str) -> None:
             raise ConfigError(f"{key}: another daemon is listening on {path}")
         path.unlink()  # left by a daemon that died
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def bind_aside(path: Path, key: str, *, mode: int, gid: int, bind: Callable[[Path], object]) -> Path:
+    """Claim ``path`` (see :func:`claim_socket_path`), then ``bind`` a socket beside it, born without access for
+    anyone but root, given ``mode`` and group ``gid`` right after. Returns where it was bound: the caller renames
+    it to ``path`` once it listens, so whoever sees the socket can use it."""
+    claim_socket_path(path, key)
+    bound = path.with_name(f".{path.name}.{os.getpid()}")
+    bound.unlink(missing_ok=True)
+    old_umask = os.umask(0o177)
+    try:
+        bind(bound)
+    finally:
+        os.umask(old_umask)
+    os.chown(bound, 0, gid, follow_symlinks=False)
+    os.chmod(bound, mode)  # Linux has no lchmod; the path is the socket just bound
+    return bound
 
 
 def socket_gid(group: str) -> int:
