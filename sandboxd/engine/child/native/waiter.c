@@ -17,7 +17,8 @@
  * tool runs: nothing the tool does escapes accounting.
  *
  * The waiter seizes pid 1 with PTRACE_O_TRACEFORK|VFORK|CLONE before that ack, so every process and thread of
- * the sandbox is traced from its birth, and with PTRACE_O_TRACEEXIT, so each one's exit stops where its
+ * the sandbox is traced from its birth (the init only until it has forked the handler: watch.c), and with
+ * PTRACE_O_TRACEEXIT, so each one's exit stops where its
  * registers can still be read; then it turns to the watch, still the tracer and the parent. If
  * ptrace is refused (Yama, an LSM), nothing is traced and the executor falls back to the kernel's audit record.
  */

@@ -6,6 +6,10 @@
  * call in a session: its handler itself. The host's /proc (O_PATH) was opened before the sandbox's pivot_root
  * changed what "/proc" means here. Untraced (ptrace refused): only the outcome is reported.
  *
+ * Only the tool's processes stay traced: the init is let go (PTRACE_DETACH) at its one fork, the handler's,
+ * and every process at its exit stop once its way out is read — so the handler's own exit stop is the only
+ * one between its end and the report (the init's SIGCHLD and exit were two more round trips to this process).
+ *
  * Every stop is resumed as it would have gone untraced (a group-stop stays stopped until SIGCONT). Each exit
  * by SIGSYS is kept — the process, the ABI (PTRACE_GET_SYSCALL_INFO: i386 and x32 too) and the syscall — and
  * the kills reported are those the kernel marked SECCOMP_MODE_DEAD (Seccomp: 3 in the thread's status), or
@@ -128,14 +132,20 @@ static void on_stop(pid_t pid, int status) {
     int event = status >> 16, sig = WSTOPSIG(status);
     unsigned long message = 0;
     if (event == PTRACE_EVENT_FORK || event == PTRACE_EVENT_VFORK || event == PTRACE_EVENT_CLONE) {
-        if (ptrace(PTRACE_GETEVENTMSG, pid, NULL, &message) == 0 && pid == first_pid && handler_pid == 0)
-            announce((pid_t)message); /* the init forks once: the handler */
+        if (ptrace(PTRACE_GETEVENTMSG, pid, NULL, &message) == 0 && pid == first_pid && handler_pid == 0) {
+            announce((pid_t)message); /* the init forks once: the handler, traced from its birth */
+            /* The init itself runs nothing of the tool's and never forks again: untraced from here, its
+             * SIGCHLD and its exit are no stops on the way to the verdict (the handler's exit is its own). */
+            ptrace(PTRACE_DETACH, pid, NULL, NULL);
+            return;
+        }
         ptrace(PTRACE_CONT, pid, NULL, NULL);
     } else if (event == PTRACE_EVENT_EXIT) {
         if (ptrace(PTRACE_GETEVENTMSG, pid, NULL, &message) == 0 && WIFSIGNALED((int)message) &&
             WTERMSIG((int)message) == SIGSYS)
             record_sigsys(pid);
-        ptrace(PTRACE_CONT, pid, NULL, NULL);
+        /* Nothing more to learn from it: it ends untraced, so its parent hears of it without a stop here. */
+        ptrace(PTRACE_DETACH, pid, NULL, NULL);
     } else if (event == PTRACE_EVENT_STOP) {
         if (is_group_stop_signal(sig))
             ptrace(PTRACE_LISTEN, pid, NULL, NULL); /* stays stopped until SIGCONT, as untraced */
