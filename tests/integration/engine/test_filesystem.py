@@ -35,6 +35,38 @@ def test_writes_outside_writable_dirs_fail(engine: Engine) -> None:
     assert out.count("wrote") == 3
 
 
+def test_dev_holds_the_usual_devices_and_nothing_else(engine: Engine) -> None:
+    """/dev has the host's null, zero, full, random and urandom (same device numbers, read and written by
+    all), stdio links, a writable /dev/shm — and no way to add a device or reach one it does not list."""
+    script = (
+        "import errno, os, stat\n"
+        "names = sorted(os.listdir('/dev'))\n"
+        "print('names', ' '.join(names))\n"
+        "for n in ['null', 'zero', 'full', 'random', 'urandom']:\n"
+        "    st = os.stat('/dev/' + n)\n"
+        "    print(n, stat.S_ISCHR(st.st_mode), oct(st.st_mode & 0o777), os.major(st.st_rdev), os.minor(st.st_rdev))\n"
+        "open('/dev/null', 'w').write('x'); print('null reads', repr(open('/dev/null', 'rb').read()))\n"
+        "print('zero reads', open('/dev/zero', 'rb').read(4) == bytes(4))\n"
+        "print('urandom reads', len(open('/dev/urandom', 'rb').read(16)))\n"
+        "try:\n    open('/dev/full', 'wb', buffering=0).write(b'x')\n"
+        "except OSError as e:\n    print('full', errno.errorcode[e.errno])\n"
+        "try:\n    os.mknod('/dev/shm/mem', stat.S_IFCHR | 0o666, os.makedev(1, 1)); print('MADE')\n"
+        "except OSError as e:\n    print('mknod', errno.errorcode[e.errno])\n"
+    )
+    run = engine.run(engine.spec("/usr/bin/python3", "-c", script))
+    assert run.result.status is Status.OK, (run.result, run.stderr)
+    lines = run.stdout.decode().splitlines()
+    assert lines[0] == "names fd full null random shm stderr stdin stdout urandom zero"
+    for name in ("null", "zero", "full", "random", "urandom"):
+        host = os.stat(f"/dev/{name}")
+        assert f"{name} True 0o666 {os.major(host.st_rdev)} {os.minor(host.st_rdev)}" in lines
+    assert "null reads b''" in lines
+    assert "zero reads True" in lines
+    assert "urandom reads 16" in lines
+    assert "full ENOSPC" in lines
+    assert "mknod EPERM" in lines
+
+
 def test_tmpfs_is_size_limited(engine: Engine) -> None:
     from sandboxd.engine.spec import Limits
 
