@@ -246,26 +246,14 @@ static void mask_proc(const char *proc, int root_fd) {
     }
 }
 
-/* The host's character device at `source` made again at `target`: the same device number, read and written
- * by all (runc's way outside a user namespace: a node, not a bind — two mounts fewer to make and tear down). */
-static void make_device(const char *source, const char *target) {
-    int src = open_nofollow(source, -1);
-    struct stat st;
-    check(fstat(src, &st));
-    close(src);
-    if (!S_ISCHR(st.st_mode))
-        step_refused(ENODEV, "the host's %s is not a character device", source);
-    check(mknod(target, S_IFCHR | 0666, st.st_rdev));
-    check(chmod(target, 0666)); /* whatever the umask */
-}
-
-static void dev(const char *root, unsigned long long tmpfs_size_bytes) {
-    char path[PATH_MAX], source[PATH_MAX], target[PATH_MAX], options[96];
+static void dev(const char *root, int root_fd, unsigned long long tmpfs_size_bytes) {
+    char path[PATH_MAX], target[PATH_MAX], options[96];
     under(path, root, "/dev");
-    /* Not nodev: its nodes are ours alone, and it is read-only before anything of the tool runs. */
     tmpfs(path, "size=64k,mode=0755", MS_NOSUID | MS_NOEXEC);
-    for (size_t i = 0; i < COUNT(dev_nodes); i++)
-        make_device(path_of(source, "/dev/%s", dev_nodes[i]), path_of(target, "%s/%s", path, dev_nodes[i]));
+    for (size_t i = 0; i < COUNT(dev_nodes); i++) {
+        path_of(target, "/dev/%s", dev_nodes[i]);
+        bind(root_fd, target, target, 1, 1);
+    }
     for (size_t i = 0; i < COUNT(dev_links); i++) {
         path_of(target, "%s/%s", path, dev_links[i][0]);
         check(symlink(dev_links[i][1], target));
@@ -273,7 +261,7 @@ static void dev(const char *root, unsigned long long tmpfs_size_bytes) {
     path_of(target, "%s/shm", path);
     snprintf(options, sizeof options, "size=%llu,mode=1777", tmpfs_size_bytes);
     tmpfs(target, options, MS_NOSUID | MS_NODEV | MS_NOEXEC);
-    check(mount(NULL, path, NULL, (RO_FLAGS & ~MS_NODEV) | MS_NOEXEC, NULL));
+    check(mount(NULL, path, NULL, RO_FLAGS | MS_NOEXEC, NULL));
 }
 
 void build_and_pivot(const struct plan *plan) {
@@ -294,7 +282,7 @@ void build_and_pivot(const struct plan *plan) {
     step("mask /proc");
     mask_proc(path, root_fd);
     step("mount /dev");
-    dev(root, plan->tmpfs_size_bytes);
+    dev(root, root_fd, plan->tmpfs_size_bytes);
     step("mount /tmp");
     snprintf(options, sizeof options, "size=%llu,mode=1777", plan->tmpfs_size_bytes);
     tmpfs(under(path, root, "/tmp"), options, MS_NOSUID | MS_NODEV);
