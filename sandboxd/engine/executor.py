@@ -44,6 +44,7 @@ from sandboxd.engine.run import (
     read_usage,
     violation,
 )
+from sandboxd.engine.seccomp.constant import allows_launch_after_gate
 from sandboxd.engine.seccomp.names import syscall_name
 from sandboxd.engine.spawnclient import SpawnerClient, close_quietly
 from sandboxd.engine.spec import ExecutionSpec
@@ -381,7 +382,8 @@ class Executor:
             plan = build_plan(self._config, run.spec, run.execution_id, run.procs_files, run.uid,
                               join_pid=0 if run.session is None else run.session.pid)
             if gate is not None:
-                plan = dataclasses.replace(plan, gated=True)
+                plan = dataclasses.replace(plan, gated=True,
+                                           seccomp_before_gate=allows_launch_after_gate(run.spec.seccomp_bpf))
             join = network.namespace_fd if network is not None else None
             return spawner.spawn(plan, (theirs[0], theirs[1], theirs[2]),
                                  run.session.pidfd if run.session is not None else join, gate)

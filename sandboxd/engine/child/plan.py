@@ -56,14 +56,17 @@ class JailPlan:
     # namespaces and root the call joins instead of building its own. 0: a sandbox of its own.
     join_pid: int = 0
     # A pooled sandbox: built ahead, its handler-to-be waits at the gate (an fd the spawner passes) for the
-    # argv and environment of the execution that takes it (``native/exec.c``).
+    # argv and environment of the execution that takes it (``native/launch.c``) — with its seccomp filter
+    # installed before the gate when ``seccomp_before_gate`` (the filter always allows what the launch does
+    # after it: ``seccomp/constant.py``), else after.
     gated: bool = False
+    seccomp_before_gate: bool = False
 
     def encode(self) -> bytes:
         """The plan as the waiter reads it; ValueError naming a string that holds a NUL byte."""
         root = self.root
         fields: list[str | int] = [
-            PLAN_MAGIC, self.hostname, self.join_pid, int(self.gated), root.uid, root.gid,
+            PLAN_MAGIC, self.hostname, self.join_pid, self._launch_mode(), root.uid, root.gid,
             *_counted(self.supplementary_gids), *_counted(self.cgroup_procs)]
         fields.append(len(self.rlimits))
         for name, (soft, hard) in self.rlimits.items():
@@ -82,6 +85,12 @@ class JailPlan:
         head = b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in strings)
         launch = encode_launch(self.argv, self.env)
         return b"".join((head, _blob(launch), _blob(self.seccomp_bpf)))
+
+    def _launch_mode(self) -> int:
+        """``native/launch.h``'s launch_mode: LAUNCH_NOW, GATED, GATED_FILTERED."""
+        if not self.gated:
+            return 0
+        return 2 if self.seccomp_before_gate else 1
 
 
 def _counted(items: tuple[str, ...] | tuple[int, ...]) -> list[str | int]:

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "launch.h"
 #include "process.h"
 #include "report.h"
 
@@ -85,7 +86,10 @@ void read_plan(int fd, int errpipe, struct plan *plan) {
         malformed(&c, "not a plan of this version (" PLAN_MAGIC ")");
     plan->hostname = next_string(&c);
     plan->join_pid = (pid_t)next_number(&c);
-    plan->gated = next_number(&c) != 0;
+    unsigned long long gated = next_number(&c);
+    if (gated > GATED_FILTERED)
+        malformed(&c, "the gate's mode is not one the launch knows");
+    plan->gated = (int)gated;
     plan->uid = (uid_t)next_number(&c);
     plan->gid = (gid_t)next_number(&c);
     plan->group_count = next_count(&c);

@@ -33,7 +33,7 @@ struct blob {
 struct plan {
     const char *hostname;
     pid_t join_pid; /* a call in a session: that process's namespaces and root; 0: a sandbox of its own */
-    int gated;      /* a pooled sandbox: the handler-to-be waits at the gate for what to launch */
+    int gated;      /* a pooled sandbox: the handler-to-be waits at the gate for what to launch (launch.h) */
     uid_t uid;
     gid_t gid;
     size_t group_count;

@@ -148,7 +148,7 @@ __attribute__((noreturn)) static void run_handler(const struct plan *plan, const
     step("stdio");
     install_stdio(stdio, errpipe, launch, seccomp_filter);
     drop_privileges(plan);
-    run_launch(gate >= 0);
+    run_launch(gate >= 0 ? (enum launch_mode)plan->gated : LAUNCH_NOW);
 }
 
 /* "forked" to the watch, with the handler's pid as credentials (SCM_CREDENTIALS, which needs the privilege pid 1
