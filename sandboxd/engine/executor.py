@@ -328,14 +328,12 @@ class Executor:
                         yield event
                     final = await self._finish(run, await handle.exited, t0)
         finally:
-            # Shielded: a second cancellation (a stop during the release) must not skip the kill or the closes;
-            # the release then goes on by itself. The empty cgroup is removed after it, off the Result's path.
-            release = asyncio.ensure_future(self._let_go(run, handle, tasks, stdin_w, tuple(ours), network))
-            removal = asyncio.ensure_future(self._remove_after(release, run))
-            self._keep_going(removal)
+            # Shielded: a second cancellation (a stop during the release) must not skip the kill, the closes
+            # or the rmdir; the release then goes on by itself.
+            release = asyncio.ensure_future(self._release(run, handle, tasks, stdin_w, tuple(ours), network))
             recording = asyncio.ensure_future(record(final)) if record is not None and final is not None else None
             if pooled is not None:  # refilled once this one is gone and answered, not while it runs
-                removal.add_done_callback(
+                release.add_done_callback(
                     lambda _: asyncio.get_running_loop().call_later(POOL_REFILL_DELAY_S, self._pool.refill, spec))
             try:
                 await asyncio.shield(release)
@@ -346,7 +344,7 @@ class Executor:
                 raise
         if recording is not None:
             await recording
-        # Yielded only after the release: a caller that stops at the Result finds none of its processes left.
+        # Yielded only after the release: a caller that stops at the Result finds nothing of it left.
         if final is not None:
             yield final
 
@@ -447,12 +445,6 @@ class Executor:
                        stdin: OwnedFd, fds: tuple[int, ...], network: PreparedNetwork | None) -> None:
         """Kill what is left, close our pipe ends and the network's door, remove the cgroup. Runs exactly once
         per execution."""
-        await self._let_go(run, handle, tasks, stdin, fds, network)
-        await self._remove(run)
-
-    async def _let_go(self, run: Run, handle: SpawnHandle | None, tasks: list[asyncio.Task[None]],
-                      stdin: OwnedFd, fds: tuple[int, ...], network: PreparedNetwork | None) -> None:
-        """The release up to the cgroup: nothing of the execution runs or is open once it returns."""
         self._sessions.pop(run.execution_id, None)  # no call joins it from here: its pidfd is closed below
         await cancel_and_wait(tasks)  # before any fd is closed
         self._accounted.discard(run)
@@ -469,28 +461,20 @@ class Executor:
         close_quietly(*fds)
         if network is not None:
             network.close()
-        self._runs.pop(run.execution_id, None)  # a pooled sandbox released unused was never listed
-
-    async def _remove_after(self, release: asyncio.Future[None], run: Run) -> None:
-        """The cgroup's removal once ``release`` is over, however it ended."""
-        await asyncio.gather(release, return_exceptions=True)
-        await self._remove(run)
-
-    async def _remove(self, run: Run) -> None:
-        """Remove the cgroup, then give its uid back. In a worker thread: on a v1 host an rmdir waits for the
-        kernel's cgroup lock, which another sandbox's cgroup.procs write can hold through an RCU grace period
-        (10-20 ms measured under load) — that wait holds neither the event loop nor any Result."""
         def remove() -> None:
             if not run.cgroup.remove_if_empty():  # usually it is: its init's end took every process along
                 run.cgroup.remove()
 
         try:
+            # In a worker thread: on a v1 host an rmdir waits for the kernel's cgroup lock, which another
+            # sandbox's cgroup.procs write can hold through an RCU grace period (4-20 ms measured under load).
             await asyncio.to_thread(remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool
             log.error("execution %s: %s; uid %d is not reused", run.execution_id, e, run.uid)
         else:
             if run.session is None:  # a call's uid is its session's
                 self._ids.release(run.uid)
+        self._runs.pop(run.execution_id, None)  # a pooled sandbox released unused was never listed
 
     async def _watch_cancel(self, run: Run) -> None:
         await run.cancel.wait()

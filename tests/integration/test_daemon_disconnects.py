@@ -81,15 +81,9 @@ def test_hundreds_of_dropped_streams_leave_nothing_and_each_allowed_decision_one
             time.sleep(0.2)
         assert client.info().running_executions == 0, "an admission slot was kept"
         assert client.list_executions() == []
-
-    def leaves() -> list[Path]:  # an execution's empty cgroup is removed just after its Result, aside
-        return [leaf for base in cgroup_dirs(daemon.instance) if base.is_dir() for leaf in base.iterdir()
-                if leaf.is_dir()]
-
-    deadline = time.monotonic() + 10
-    while leaves() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not leaves(), f"execution cgroups left: {leaves()[:5]}"
+    leaves = [leaf for base in cgroup_dirs(daemon.instance) if base.is_dir() for leaf in base.iterdir()
+              if leaf.is_dir()]
+    assert not leaves, f"execution cgroups left: {leaves[:5]}"
     assert not sandbox_processes(daemon.ids)
     assert open_fds(daemon.process.pid) <= fds_before + 4, "descriptors leaked"
 
