@@ -3,7 +3,7 @@
 ::
 
     append (any thread; one lock)            the writer thread
-      seq, time, prev, hash assigned           wait for queued lines
+      seq, time, prev, hash assigned           wait until a queued line is awaited, or COMMIT_DELAY_S old
       line queued  ─────────────────────────▶  take ALL of them: one write(), one fsync()
       record published to the hub              on_fsync(seconds)
       returns the record at once               every taken seq is durable: wake its waiters
@@ -11,9 +11,12 @@
     await wait_durable(seq)  ◀─────────────────┘
 
 Seq order is chain order because both are assigned under the same lock, and lines reach the file in the
-order they were queued. A write or fsync error (ENOSPC, EIO) breaks the log for good: every waiter, present
-and future, gets :class:`AuditUnavailable`, append refuses, and the daemon refuses executions (fail closed)
-until it restarts — whereupon :meth:`AuditLog.open` repairs the torn tail such a failure can leave.
+order they were queued. A commit waits for a reason: someone waits for a queued record to be durable (a
+Result, a refusal, a flush), or the oldest queued record is COMMIT_DELAY_S old — so an execution's records
+(request, decision, start, outcome: a few ms apart) go to disk in one fsync, the outcome's, instead of one each.
+A write or fsync error (ENOSPC, EIO) breaks the log for good: every waiter, present and future, gets
+:class:`AuditUnavailable`, append refuses, and the daemon refuses executions (fail closed) until it restarts —
+whereupon :meth:`AuditLog.open` repairs the torn tail such a failure can leave.
 
 Files: the active ``audit.log``, rotated ones ``audit.log.<first seq, 12 digits>`` beside it (see
 :mod:`sandboxd.audit.reader`). The chain runs through them: a new file's first ``prev`` is the hash of the
@@ -46,6 +49,9 @@ _DAY_S = 86_400
 _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 _REMOVED_PREFIX_CHARS = 200
 STALLED_COMMIT_S = 30.0  # a write+fsync this long means a dying disk: healthy() says so
+# How long a record nobody waits for may stay queued: it is written and fsynced with what follows within this
+# (an execution's records are a few ms apart), at the latest this much after it was appended.
+COMMIT_DELAY_S = 0.01
 
 
 class AuditUnavailable(SandboxError):
@@ -117,6 +123,8 @@ class AuditLog:
         self._has_pending = threading.Condition(self._lock)
         self._writer_waits = False  # the writer sleeps on _has_pending: only then must an append wake it
         self._pending: list[_Queued] = []
+        self._pending_since = 0.0  # monotonic time the oldest queued line was appended
+        self._awaited_seq = 0  # the highest seq someone waits to see durable: a commit is due once it is queued
         self._last_seq = last.seq if last is not None else 0
         self._last_hash = last.hash if last is not None else ZERO_HASH
         self._closing = False
@@ -187,8 +195,10 @@ class AuditLog:
             )
             self._pending.append(_Queued(record.seq, record.hash, record.to_line().encode()))
             self._last_seq, self._last_hash = record.seq, record.hash
-            if self._writer_waits:  # a busy writer takes the queue when its commit is done: no wake-up
-                self._has_pending.notify()
+            if len(self._pending) == 1:  # the writer's clock for it starts: wake it if it sleeps untimed
+                self._pending_since = time.monotonic()
+                if self._writer_waits:
+                    self._has_pending.notify()
             self.hub.publish(record)  # under the lock, so subscribers see seq order
         return record
 
@@ -204,17 +214,27 @@ class AuditLog:
             loop = asyncio.get_running_loop()
             future: asyncio.Future[None] = loop.create_future()
             heapq.heappush(self._waiters, (seq, next(self._waiter_ids), loop, future))
+        self._await_seq(seq)
         await future
 
     def flush(self, timeout_s: float) -> None:
         """Block until every record appended so far is durable (shutdown, tests)."""
         target = self._last_seq
+        self._await_seq(target)
         with self._durable:
             done = self._durable.wait_for(lambda: self._broken is not None or self._durable_seq >= target, timeout_s)
             if self._broken is not None:
                 raise AuditUnavailable(self._broken)
         if not done:
             raise AuditUnavailable(f"{self._path}: seq {target} is not on disk after {timeout_s}s", temporary=True)
+
+    def _await_seq(self, seq: int) -> None:
+        """Someone waits for ``seq`` to be durable: its commit is due now."""
+        with self._lock:
+            if seq > self._awaited_seq:
+                self._awaited_seq = seq
+                if self._writer_waits:
+                    self._has_pending.notify()
 
     def close(self) -> None:
         """Write what is queued (and what is appended meanwhile), stop the writer, close the file. Idempotent."""
@@ -280,9 +300,9 @@ class AuditLog:
     def _commit_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._closing:
+                while not self._closing and (wait_s := self._until_commit_s()) != 0.0:
                     self._writer_waits = True
-                    self._has_pending.wait()
+                    self._has_pending.wait(wait_s)
                     self._writer_waits = False
                 batch, self._pending = self._pending, []
                 if not batch:  # closing, and all written
@@ -306,6 +326,14 @@ class AuditLog:
                     self.expire_old_files()
                 except SandboxError as error:
                     log.error("audit retention: %s", error.message)
+
+    def _until_commit_s(self) -> float | None:
+        """Under the chain lock: 0.0 once a commit is due, else how long until it is (None: nothing queued)."""
+        if not self._pending:
+            return None
+        if self._awaited_seq >= self._pending[0].seq:
+            return 0.0
+        return max(0.0, self._pending_since + COMMIT_DELAY_S - time.monotonic())
 
     def _report_fsync(self, fsync_s: float) -> None:
         if self.on_fsync is not None:

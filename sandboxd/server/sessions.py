@@ -249,12 +249,10 @@ class Sessions:
             session.admitted.cancel(by)  # killing its cgroup kills what is left of its calls too
             result = await session.keeper
             subject = self._subject(session)
-            if expired:
-                self._trail.session_ended(subject, "session.expired", by=expired, executions=session.executions,
-                                          memory_peak_bytes=result.memory_peak_bytes)
-            else:
-                self._trail.session_ended(subject, "session.closed", by=by, executions=session.executions,
-                                          memory_peak_bytes=result.memory_peak_bytes)
+            event, ended_by = ("session.expired", expired) if expired else ("session.closed", by)
+            record = self._trail.session_ended(subject, event, by=ended_by, executions=session.executions,
+                                               memory_peak_bytes=result.memory_peak_bytes)
+            await self._trail.durable(record)  # whoever closed it hears so once the record is on disk
         except SandboxError as error:  # the audit log failed: the session is gone all the same
             log.error("session %s: %s", session.session_id, error.message)
         finally:

@@ -261,3 +261,31 @@ def test_a_waiter_when_the_log_breaks_is_woken_with_the_error(tmp_path: Path) ->
     finally:
         gate.set()
         log.close()
+
+
+def test_records_nobody_waits_for_go_to_disk_with_the_next_awaited_one(tmp_path: Path, monkeypatch: Any) -> None:
+    """An execution's records are a few ms apart and only its last is awaited (its Result): they are written
+    and fsynced together when it is — one fsync, not one each — however long the delay for unawaited ones."""
+    monkeypatch.setattr("sandboxd.audit.writer.COMMIT_DELAY_S", 3600.0)
+    fsyncs: list[float] = []
+    path = tmp_path / "audit.log"
+    log = open_log(path, on_fsync=fsyncs.append)
+    records = [log.append(event) for event in ("request.received", "decision", "execution.started")]
+    last = log.append("execution.finished")
+    asyncio.run(log.wait_durable(last.seq))  # due at once: it is awaited
+    assert len(fsyncs) == 1
+    assert lines(path) == [*records, last]
+    log.close()
+
+
+def test_a_record_nobody_waits_for_reaches_the_disk_within_the_delay(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr("sandboxd.audit.writer.COMMIT_DELAY_S", 0.05)
+    path = tmp_path / "audit.log"
+    log = open_log(path)
+    record = log.append("config.reloaded")
+    deadline = time.monotonic() + 10
+    while log.durable_seq < record.seq:
+        assert time.monotonic() < deadline, "a record nobody waited for was never committed"
+        time.sleep(0.01)
+    assert lines(path) == [record]
+    log.close()
