@@ -461,6 +461,7 @@ class Executor:
         close_quietly(*fds)
         if network is not None:
             network.close()
+
         def remove() -> None:
             if not run.cgroup.remove_if_empty():  # usually it is: its init's end took every process along
                 run.cgroup.remove()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sandboxd.engine.child.launch import encode_launch
 
 PLAN_MAGIC = "sandboxd-plan/1"  # native/plan.h: a spawner and a waiter of different versions never meet
+LAUNCH_NOW, GATED, GATED_FILTERED = 0, 1, 2  # native/launch.h's enum launch_mode: the plan's "gated" field
 _RLIMITS = {"cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE,
             "core": resource.RLIMIT_CORE}
 _RLIM_INFINITY = (1 << 64) - 1
@@ -87,10 +88,9 @@ class JailPlan:
         return b"".join((head, _blob(launch), _blob(self.seccomp_bpf)))
 
     def _launch_mode(self) -> int:
-        """``native/launch.h``'s launch_mode: LAUNCH_NOW, GATED, GATED_FILTERED."""
         if not self.gated:
-            return 0
-        return 2 if self.seccomp_before_gate else 1
+            return LAUNCH_NOW
+        return GATED_FILTERED if self.seccomp_before_gate else GATED
 
 
 def _counted(items: tuple[str, ...] | tuple[int, ...]) -> list[str | int]:
