@@ -36,6 +36,7 @@ from sandboxd.api._proto.sandboxd.v1 import sandbox_pb2 as pb
 from sandboxd.api.frames import HEADER_BYTES, FrameError, event_frame, frame_length, status_frame
 from sandboxd.api.handlers import Undecodable
 from sandboxd.server.call_context import CallAborted, CallContext
+from sandboxd.server.outbox import Outbox
 from sandboxd.server.service import SandboxService
 from sandboxd.server.unix_socket import bind_aside
 
@@ -137,7 +138,8 @@ class FramedListener:
                        writer: asyncio.StreamWriter) -> bool:
         events = cast(AsyncGenerator[pb.ExecuteEvent, None],
                       self._service.Execute(request, cast(grpc.aio.ServicerContext, context)))
-        relay = asyncio.ensure_future(_relay(events, writer))
+        outbox = Outbox(writer)
+        relay = asyncio.ensure_future(_relay(events, outbox))
         left = asyncio.ensure_future(reader.read(1))  # the caller sends nothing during a call, or has left
         try:
             await asyncio.wait((relay, left), return_when=asyncio.FIRST_COMPLETED)
@@ -153,20 +155,23 @@ class FramedListener:
             relay.cancel()  # once: the generator's finally kills the execution and records it
         await asyncio.gather(relay, left, return_exceptions=True)
         if caller_left or gone:
+            outbox.discard()
             return False
         error = relay.exception()
         if isinstance(error, ConnectionError):  # the relay's writes met the caller's leaving first
+            outbox.discard()
             return False
-        writer.write(_status(error))
+        await outbox.put(_status(error))
+        outbox.flush()  # with the Result, held for it
         await writer.drain()
         return True
 
 
-async def _relay(events: AsyncGenerator[pb.ExecuteEvent, None], writer: asyncio.StreamWriter) -> None:
+async def _relay(events: AsyncGenerator[pb.ExecuteEvent, None], outbox: Outbox) -> None:
     try:
         async for event in events:
-            writer.write(event_frame(event))
-            await writer.drain()
+            # The Result waits for the status: the caller reads neither alone, and is woken once for both
+            await outbox.put(event_frame(event), hold=event.WhichOneof("event") == "result")
     finally:
         await events.aclose()
 
