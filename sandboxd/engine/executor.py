@@ -379,6 +379,9 @@ class Executor:
             spawner = await self._live_spawner()
             plan = build_plan(self._config, run.spec, run.execution_id, run.procs_files, run.uid,
                               join_pid=0 if run.session is None else run.session.pid)
+            if run.alone_in_cgroup:
+                plan = dataclasses.replace(plan, cgroup_final_reads=run.cgroup.final_reads,
+                                           cgroup_removal=run.cgroup.removal_dirs)
             if gate is not None:
                 plan = dataclasses.replace(plan, gated=True,
                                            seccomp_before_gate=allows_launch_after_gate(run.spec.seccomp_bpf))
@@ -467,9 +470,11 @@ class Executor:
                 run.cgroup.remove()
 
         try:
-            # In a worker thread: on a v1 host an rmdir waits for the kernel's cgroup lock, which another
-            # sandbox's cgroup.procs write can hold through an RCU grace period (4-20 ms measured under load).
-            await asyncio.to_thread(remove)
+            # Usually its waiter removed it once the sandbox had ended. Else in a worker thread: on a v1 host an
+            # rmdir waits for the kernel's cgroup lock, which another sandbox's cgroup.procs write can hold
+            # through an RCU grace period (4-20 ms measured under load).
+            if not _removed_by_waiter(handle):
+                await asyncio.to_thread(remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool
             log.error("execution %s: %s; uid %d is not reused", run.execution_id, e, run.uid)
         else:
@@ -507,6 +512,8 @@ class Executor:
             for run, usage in zip(runs, await asyncio.to_thread(read_usage, runs), strict=True):
                 limits = run.spec.limits
                 reason: Status | None = None
+                if isinstance(usage, CgroupError) and not run.cgroup.exists():
+                    continue  # its waiter removed it: everything in it has ended, the accounting is in its report
                 if isinstance(usage, CgroupError):
                     run.kill_message = (f"ended: the cgroup's accounting could not be read ({usage.message}), so its "
                                         "CPU time and memory limits could no longer be enforced")
@@ -533,11 +540,12 @@ class Executor:
                             f"{stage}: the sandbox's setup did not finish within {timeout_ms} ms")
 
     async def _setup_failed(self, run: Run, handle: SpawnHandle, failure: SetupFailure, t0: float) -> Result:
+        report: ExitReport | None = None
         try:
-            await asyncio.wait_for(asyncio.shield(handle.exited), EXIT_REPORT_TIMEOUT_S)
+            report = await asyncio.wait_for(asyncio.shield(handle.exited), EXIT_REPORT_TIMEOUT_S)
         except (TimeoutError, SpawnerError) as e:
             log.error("execution %s: no exit report after a failed setup: %r", run.execution_id, e)
-        stats = run.stats()
+        stats = run.stats(() if report is None else report.cgroup_reads)
         message = failure.message
         if stats.oom_kill_count:
             message += " (the sandbox's setup was OOM-killed: memory limit too low?)"
@@ -547,7 +555,7 @@ class Executor:
 
     async def _finish(self, run: Run, report: ExitReport, t0: float) -> Result:
         wall_time_ms = int((time.monotonic() - t0) * 1000)
-        stats = run.stats()
+        stats = run.stats(report.cgroup_reads)
         violations = tuple(violation(pid, arch, nr) for pid, arch, nr in report.seccomp_kills)
         own = next((v for v in violations if v.pid == run.pid), None)
         handler_killed = True if own is not None else (False if report.traced else None)
@@ -578,6 +586,12 @@ class Executor:
             memory_peak_bytes=stats.memory_peak_bytes or report.maxrss_bytes,
             stdout_bytes=run.stdout_bytes, stderr_bytes=run.stderr_bytes, output_truncated=run.output_truncated,
             seccomp_syscall_nr=syscall_nr, seccomp_syscall_name=syscall, seccomp_violations=violations)
+
+
+def _removed_by_waiter(handle: SpawnHandle | None) -> bool:
+    exited = None if handle is None else handle.exited
+    return (exited is not None and exited.done() and not exited.cancelled() and exited.exception() is None
+            and exited.result().cgroup_removed)
 
 
 def _log_failure(work: asyncio.Future[None]) -> None:

@@ -36,6 +36,10 @@ class ExitReport:
     traced: bool = False  # every process of the sandbox was traced: seccomp_kills is complete
     seccomp_kills: tuple[tuple[int, int, int], ...] = ()  # (host pid, AUDIT_ARCH, syscall nr) of each kill
     seccomp_kills_more: int = 0  # killed processes past those named (the watch names a bounded number)
+    # A sandbox alone in its cgroup: the accounting files' contents (the plan's cgroup_final_reads, in order;
+    # None: not read), read once everything in it had ended — and whether its waiter then removed it.
+    cgroup_reads: tuple[bytes | None, ...] = ()
+    cgroup_removed: bool = False
 
 
 @dataclass
@@ -141,15 +145,21 @@ def _setup_failure(record: bytes) -> SetupFailure:
 def _exit_report(status: bytes) -> ExitReport:
     wait_status: int | None = None
     usage = (0, 0, 0)
-    traced = False
+    traced = removed = False
     kills: list[tuple[int, int, int]] = []
     more = 0
+    reads: dict[int, bytes | None] = {}
     for line in status.decode(errors="replace").splitlines():
         parts = line.split()
         if parts[:1] == ["exit"]:
             wait_status, usage, traced = int(parts[1]), (int(parts[2]), int(parts[3]), int(parts[4])), parts[5] == "1"
+            removed = parts[6:7] == ["1"]
         elif parts[:1] == ["seccomp"]:
             kills.append((int(parts[1]), int(parts[2]), int(parts[3])))
         elif parts[:1] == ["seccomp-more"]:
             more = int(parts[1])
-    return ExitReport(wait_status, *usage, traced, tuple(kills), more)
+        elif parts[:1] == ["cgroup-read"]:
+            content = parts[2] if len(parts) > 2 else ""
+            reads[int(parts[1])] = None if content == "-" else bytes.fromhex(content)
+    return ExitReport(wait_status, *usage, traced, tuple(kills), more,
+                      tuple(reads.get(index) for index in range(len(reads))), removed)

@@ -92,11 +92,19 @@ class Run:
         except CgroupError as e:  # remove() kills again and retries; say so loudly
             log.error("execution %s: kill failed: %s", self.execution_id, e)
 
-    def stats(self) -> CgroupStats:
+    @property
+    def alone_in_cgroup(self) -> bool:
+        """Its sandbox is all its cgroup holds (not a session's, nor a call in one): its waiter reads the
+        accounting and removes the cgroup once the sandbox has ended."""
+        return self.session is None and self.procs_files == self.cgroup.procs_files
+
+    def stats(self, final_reads: Sequence[bytes | None] = ()) -> CgroupStats:
+        """The cgroup's accounting: from what its waiter read at the end when it did, else read now."""
         try:
-            return self.cgroup.stats()
+            return self.cgroup.stats_from(final_reads) if final_reads else self.cgroup.stats()
         except CgroupError as e:
-            log.warning("execution %s: cannot read accounting: %s", self.execution_id, e)
+            if self.cgroup.exists():  # else its waiter removed it: nothing of it is left to account for
+                log.warning("execution %s: cannot read accounting: %s", self.execution_id, e)
             return _EMPTY_STATS
 
 

@@ -358,3 +358,24 @@ def test_remove_if_empty_is_one_rmdir_each_and_leaves_a_busy_leaf_to_remove(kern
     assert kernel.sleeps == []
     busy.remove()
     assert leaf_dirs(kernel.root) == []
+
+
+def test_final_accounting_from_the_waiters_reads(kernel: FakeKernel, swaps: Path) -> None:
+    cg = make_backend(kernel, swaps).create("a1", LIMITS)
+    memory, acct = kernel.root / OWN_MEMORY / "sandboxd-test/exec-a1", kernel.root / "cpuacct/sandboxd-test/exec-a1"
+    assert cg.final_reads == tuple(str(p) for p in (
+        memory / "memory.max_usage_in_bytes", memory / "memory.oom_control", acct / "cpuacct.usage_user",
+        acct / "cpuacct.usage_sys", acct / "cpuacct.stat"))  # fmt: skip
+    assert cg.removal_dirs == tuple(os.path.dirname(procs) for procs in cg.procs_files)
+    oom = b"oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"
+    stats = cg.stats_from([b"4096\n", oom, b"3000\n", b"5000\n", b"user 9\nsystem 9\n"])
+    assert (stats.memory_peak_bytes, stats.oom_kill_count, stats.cpu_user_usec, stats.cpu_system_usec) == (
+        4096, 2, 3, 5)
+    # a kernel before 4.16: clock ticks
+    ticks = cg.stats_from([b"4096\n", oom, None, None, b"user 1\nsystem 2\n"])
+    tick_usec = 1_000_000 // os.sysconf("SC_CLK_TCK")
+    assert (ticks.cpu_user_usec, ticks.cpu_system_usec) == (tick_usec, 2 * tick_usec)
+    with pytest.raises(CgroupError, match=r"cannot read .*memory\.max_usage_in_bytes"):
+        cg.stats_from([None, oom, b"1\n", b"1\n", None])
+    with pytest.raises(CgroupError, match="2 accounting files read, not the 5 asked for"):
+        cg.stats_from([b"1\n", oom])

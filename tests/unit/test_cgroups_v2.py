@@ -250,3 +250,19 @@ def test_remove_if_empty_leaves_a_leaf_with_a_cgroup_below_to_remove(own: Path, 
     assert holder.remove_if_empty() is False and (own / "exec-b/exec-c").is_dir()
     holder.remove()
     assert backend.stale_leaves() == []
+
+
+def test_final_accounting_from_the_waiters_reads(own: Path, kernel: FakeKernel) -> None:
+    cg = make_backend(own, kernel).create("a1", CgroupLimits(memory_max_bytes=None, cpu_share_percent=None,
+                                                              pids_max=None))
+    leaf = own / "exec-a1"
+    assert cg.final_reads == tuple(str(leaf / name) for name in ("memory.peak", "memory.current", "memory.events",
+                                                                  "cpu.stat"))
+    assert cg.removal_dirs == (str(leaf),)
+    events, cpu = b"low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n", b"usage_usec 90\nuser_usec 40\nsystem_usec 50\n"
+    stats = cg.stats_from([b"8192\n", b"100\n", events, cpu])
+    assert (stats.memory_peak_bytes, stats.oom_kill_count, stats.cpu_user_usec, stats.cpu_system_usec) == (
+        8192, 1, 40, 50)
+    assert cg.stats_from([None, b"100\n", events, cpu]).memory_peak_bytes == 100  # before 5.19: no memory.peak
+    with pytest.raises(CgroupError, match=r"cannot read .*cpu\.stat"):
+        cg.stats_from([b"8192\n", b"100\n", events, None])

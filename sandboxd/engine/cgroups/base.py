@@ -7,6 +7,7 @@ directory it owns (``base``); it never writes to a cgroup it did not create.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,7 +52,24 @@ class ExecCgroup(Protocol):
     def oom_group_emulated(self) -> bool:
         """True when the kernel kills only one process on OOM (v1), so the caller must kill the group."""
 
-    def stats(self) -> CgroupStats: ...
+    def stats(self) -> CgroupStats:
+        """Its accounting, read now: :meth:`stats_from` the contents of :attr:`final_reads`."""
+
+    @property
+    def final_reads(self) -> tuple[str, ...]:
+        """The absolute paths of the files its accounting is read from. The sandbox's waiter reads them once
+        everything in the cgroup has ended, then removes :attr:`removal_dirs` (``native/watch.c``)."""
+
+    def stats_from(self, contents: Sequence[bytes | None]) -> CgroupStats:
+        """The accounting those files' contents (in order; None: not read) give; CgroupError naming the file
+        when one it needs is missing."""
+
+    @property
+    def removal_dirs(self) -> tuple[str, ...]:
+        """Its directories, in the order an empty one is removed (one per hierarchy on v1)."""
+
+    def exists(self) -> bool:
+        """Whether it is still there (its waiter removes it once its sandbox has ended)."""
 
     def usage(self) -> CgroupUsage:
         """What a running execution's limits are checked against, often: fewer files than :meth:`stats`."""

@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,25 @@ def read_text(path: StrPath) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode()
+
+
+def read_bytes_or_none(path: StrPath) -> bytes | None:
+    """A cgroup file's content, None when it cannot be read (missing on this kernel, removed)."""
+    try:
+        return read_text(path).encode()
+    except CgroupError:
+        return None
+
+
+def content_of(paths: Sequence[str], contents: Sequence[bytes | None], index: int) -> bytes:
+    """What was read of ``paths[index]`` (``contents`` in the order of ``paths``); CgroupError naming the file
+    when it was not read."""
+    if len(contents) != len(paths):
+        raise CgroupError(f"{len(contents)} accounting files read, not the {len(paths)} asked for")
+    content = contents[index]
+    if content is None:
+        raise CgroupError(f"cannot read {paths[index]}")
+    return content
 
 
 def write_text(path: StrPath, value: str) -> None:

@@ -26,8 +26,9 @@ How cgroupspy is used, and where it is not:
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -149,22 +150,41 @@ class V1ExecCgroup:
     def procs_files(self) -> tuple[str, ...]:
         return tuple(os.path.join(d, "cgroup.procs") for d in self._dirs())
 
+    @functools.cached_property
+    def final_reads(self) -> tuple[str, ...]:
+        memory, acct = self._leaves["memory"].dir, self._leaves["cpuacct"].dir
+        return (os.path.join(memory, "memory.max_usage_in_bytes"), os.path.join(memory, "memory.oom_control"),
+                os.path.join(acct, "cpuacct.usage_user"), os.path.join(acct, "cpuacct.usage_sys"),
+                os.path.join(acct, "cpuacct.stat"))
+
     def stats(self) -> CgroupStats:
-        mem, acct = _ctl(self._leaves["memory"]), _ctl(self._leaves["cpuacct"])
-        if acct.exists("cpuacct.usage_user"):
-            user_usec = acct.usage_user_nsec // _NSEC_PER_USEC
-            system_usec = acct.usage_sys_nsec // _NSEC_PER_USEC
+        return self.stats_from([fsutil.read_bytes_or_none(path) for path in self.final_reads])
+
+    def stats_from(self, contents: Sequence[bytes | None]) -> CgroupStats:
+        reads = self.final_reads
+        user, system = contents[2:4] if len(contents) == len(reads) else (None, None)
+        if user is not None and system is not None:
+            user_usec = int(user) // _NSEC_PER_USEC
+            system_usec = int(system) // _NSEC_PER_USEC
         else:  # kernels before 4.16: clock ticks
-            ticks = fsutil.parse_keyed(acct.get_property("cpuacct.stat"))
+            ticks = fsutil.parse_keyed(fsutil.content_of(reads, contents, 4).decode())
             usec_per_tick = 1_000_000 // os.sysconf("SC_CLK_TCK")
             user_usec = ticks.get("user", 0) * usec_per_tick
             system_usec = ticks.get("system", 0) * usec_per_tick
         return CgroupStats(
-            memory_peak_bytes=int(mem.max_usage_in_bytes),
-            oom_kill_count=_oom_kills(mem),
+            memory_peak_bytes=int(fsutil.content_of(reads, contents, 0)),
+            # how many of the leaf's tasks the kernel OOM-killed (the line exists from kernel 4.13)
+            oom_kill_count=fsutil.parse_keyed(fsutil.content_of(reads, contents, 1).decode()).get("oom_kill", 0),
             cpu_user_usec=user_usec,
             cpu_system_usec=system_usec,
         )
+
+    @property
+    def removal_dirs(self) -> tuple[str, ...]:
+        return tuple(self._dirs())
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(d) for d in self._dirs())
 
     def usage(self) -> CgroupUsage:
         mem, acct = _ctl(self._leaves["memory"]), _ctl(self._leaves["cpuacct"])

@@ -15,7 +15,9 @@ See https://docs.kernel.org/admin-guide/cgroup-v2.html ("Delegation", "No Intern
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from sandboxd.base.errors import CgroupError
@@ -59,16 +61,33 @@ class V2ExecCgroup:
     def _has(self, filename: str) -> bool:
         return os.path.lexists(self._path / filename)
 
+    @functools.cached_property
+    def final_reads(self) -> tuple[str, ...]:
+        # memory.peak exists from kernel 5.19; before that the current usage is the best we have
+        return tuple(str(self._path / name) for name in ("memory.peak", "memory.current", "memory.events",
+                                                          "cpu.stat"))
+
     def stats(self) -> CgroupStats:
-        # memory.peak exists from kernel 5.19; before that the current usage is the best we have.
-        peak_file = "memory.peak" if self._has("memory.peak") else "memory.current"
-        cpu = fsutil.parse_keyed(self._read("cpu.stat"))
+        return self.stats_from([fsutil.read_bytes_or_none(path) for path in self.final_reads])
+
+    def stats_from(self, contents: Sequence[bytes | None]) -> CgroupStats:
+        reads = self.final_reads
+        peak = contents[0] if len(contents) == len(reads) and contents[0] is not None else (
+            fsutil.content_of(reads, contents, 1))
+        cpu = fsutil.parse_keyed(fsutil.content_of(reads, contents, 3).decode())
         return CgroupStats(
-            memory_peak_bytes=int(self._read(peak_file)),
-            oom_kill_count=fsutil.parse_keyed(self._read("memory.events")).get("oom_kill", 0),
+            memory_peak_bytes=int(peak),
+            oom_kill_count=fsutil.parse_keyed(fsutil.content_of(reads, contents, 2).decode()).get("oom_kill", 0),
             cpu_user_usec=cpu.get("user_usec", 0),
             cpu_system_usec=cpu.get("system_usec", 0),
         )
+
+    @property
+    def removal_dirs(self) -> tuple[str, ...]:
+        return (str(self._path),)
+
+    def exists(self) -> bool:
+        return self._path.is_dir()
 
     def usage(self) -> CgroupUsage:
         cpu = fsutil.parse_keyed(self._read("cpu.stat"))
@@ -88,7 +107,12 @@ class V2ExecCgroup:
         if not self._path.is_dir():
             return
         if self._has("cgroup.kill"):  # kernel >= 5.14: one write kills the tree, racing forks included
-            self._write("cgroup.kill", "1")
+            try:
+                self._write("cgroup.kill", "1")
+            except CgroupError:
+                if self._path.is_dir():
+                    raise
+                # removed meanwhile by its waiter, once everything in it had ended: nothing left to kill
             return
         procs.freeze_kill_thaw(
             lambda: self._write("cgroup.freeze", "1"),

@@ -62,13 +62,18 @@ class JailPlan:
     # after it: ``seccomp/constant.py``), else after.
     gated: bool = False
     seccomp_before_gate: bool = False
+    # A sandbox alone in its cgroup: once everything in it has ended, its waiter reads these accounting files
+    # (their contents go in its report) and then removes these directories, before it reports the exit.
+    cgroup_final_reads: tuple[str, ...] = ()
+    cgroup_removal: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         """The plan as the waiter reads it; ValueError naming a string that holds a NUL byte."""
         root = self.root
         fields: list[str | int] = [
             PLAN_MAGIC, self.hostname, self.join_pid, self._launch_mode(), root.uid, root.gid,
-            *_counted(self.supplementary_gids), *_counted(self.cgroup_procs)]
+            *_counted(self.supplementary_gids), *_counted(self.cgroup_procs), *_counted(self.cgroup_final_reads),
+            *_counted(self.cgroup_removal)]
         fields.append(len(self.rlimits))
         for name, (soft, hard) in self.rlimits.items():
             fields += [_RLIMITS[name], _rlim(soft), _rlim(hard)]

@@ -97,6 +97,8 @@ void read_plan(int fd, int errpipe, struct plan *plan) {
     for (size_t i = 0; i < plan->group_count; i++)
         plan->groups[i] = (gid_t)next_number(&c);
     plan->cgroup_procs = next_strings(&c, &plan->cgroup_procs_count);
+    plan->cgroup_reads = next_strings(&c, &plan->cgroup_read_count);
+    plan->cgroup_removal = next_strings(&c, &plan->cgroup_removal_count);
     plan->rlimit_count = next_count(&c);
     plan->rlimits = items(&c, plan->rlimit_count, sizeof *plan->rlimits);
     for (size_t i = 0; i < plan->rlimit_count; i++) {

@@ -40,6 +40,9 @@ struct plan {
     gid_t *groups;
     size_t cgroup_procs_count;
     const char **cgroup_procs;
+    /* a sandbox alone in its cgroup: read once everything in it has ended, then removed (watch.c) */
+    size_t cgroup_read_count, cgroup_removal_count;
+    const char **cgroup_reads, **cgroup_removal;
     size_t rlimit_count;
     struct rlimit_entry *rlimits;
     /* the root */

@@ -93,6 +93,42 @@ static void open_placement(const struct plan *plan, struct placement *placement)
     }
 }
 
+/* The cgroup's directories and accounting files, from the plan's host paths (watch.h): each read must be a
+ * file of one of those directories. */
+static void open_final_cgroup(const struct plan *plan, struct final_cgroup *cgroup) {
+    step("open cgroup");
+    memset(cgroup, 0, sizeof *cgroup);
+    if (plan->cgroup_removal_count > FINAL_CGROUP_MAX || plan->cgroup_read_count > FINAL_CGROUP_MAX)
+        step_refused(EINVAL, "%zu cgroup directories and %zu accounting files", plan->cgroup_removal_count,
+                     plan->cgroup_read_count);
+    for (size_t i = 0; i < plan->cgroup_removal_count; i++) {
+        const char *path = plan->cgroup_removal[i], *slash = strrchr(path, '/');
+        char parent[PATH_MAX];
+        if (slash == NULL || slash == path || slash[1] == '\0' ||
+            snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path) >= (int)sizeof parent)
+            step_refused(EINVAL, "not a cgroup directory: %s", path);
+        cgroup->parent_fds[i] = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        check(cgroup->parent_fds[i]);
+        cgroup->leaf_fds[i] = openat(cgroup->parent_fds[i], slash + 1, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        check(cgroup->leaf_fds[i]);
+        cgroup->leaf_names[i] = slash + 1;
+        cgroup->leaf_count = i + 1;
+    }
+    for (size_t r = 0; r < plan->cgroup_read_count; r++) {
+        const char *path = plan->cgroup_reads[r], *slash = strrchr(path, '/');
+        size_t leaf = 0;
+        while (slash != NULL && leaf < cgroup->leaf_count &&
+               !(strlen(plan->cgroup_removal[leaf]) == (size_t)(slash - path) &&
+                 strncmp(plan->cgroup_removal[leaf], path, (size_t)(slash - path)) == 0))
+            leaf++;
+        if (slash == NULL || leaf == cgroup->leaf_count)
+            step_refused(EINVAL, "not a file of the execution's cgroup: %s", path);
+        cgroup->read_leaf[r] = leaf;
+        cgroup->read_names[r] = slash + 1;
+        cgroup->read_count = r + 1;
+    }
+}
+
 static int open_procs_file(const struct placement *placement, size_t i) {
     return openat(placement->leaf_fds[i], placement->procs_names[i], O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 }
@@ -163,10 +199,16 @@ static int seize_and_place(pid_t pid, struct placement *placement, int joined_w,
 /* Turn to the watch (watch.c), still the tracer and parent of `pid`, with nothing open but the status pipe,
  * the host's /proc and the init's report (`init_r`; -1: `pid` is a call's handler): the error pipe closes here,
  * and its EOF waits only for the sandbox's own processes. */
-__attribute__((noreturn)) static void watch(const struct fds *fds, pid_t pid, int traced, int proc_fd, int init_r) {
-    const int kept[] = {fds->status, proc_fd, init_r};
-    close_all_except(kept, 3);
-    run_watch(fds->status, proc_fd, pid, traced, init_r);
+__attribute__((noreturn)) static void watch(const struct fds *fds, pid_t pid, int traced, int proc_fd, int init_r,
+                                            const struct final_cgroup *cgroup) {
+    int kept[3 + 2 * FINAL_CGROUP_MAX] = {fds->status, proc_fd, init_r};
+    size_t count = 3;
+    for (size_t i = 0; i < cgroup->leaf_count; i++) {
+        kept[count++] = cgroup->leaf_fds[i];
+        kept[count++] = cgroup->parent_fds[i];
+    }
+    close_all_except(kept, count);
+    run_watch(fds->status, proc_fd, pid, traced, init_r, cgroup);
 }
 
 /* A call in a session: enter the session (its namespaces by its pidfd, its root by its /proc/PID/root, checked
@@ -204,7 +246,8 @@ __attribute__((noreturn)) static void call_waiter(const struct plan *plan, struc
     for (int i = 0; i < 3; i++)
         close(fds->stdio[i]);
     int traced = seize_and_place(pid, &placement, joined[1], fds->errpipe);
-    watch(fds, pid, traced, proc_fd, -1);
+    const struct final_cgroup none = {0};
+    watch(fds, pid, traced, proc_fd, -1, &none);
 }
 
 void run_waiter(pid_t spawner, int plan_fd, struct fds fds) {
@@ -236,6 +279,8 @@ void run_waiter(pid_t spawner, int plan_fd, struct fds fds) {
     }
     struct placement placement;
     open_placement(&plan, &placement);
+    struct final_cgroup cgroup;
+    open_final_cgroup(&plan, &cgroup);
     /* Opened now: pid 1's pivot_root moves the root of this process too (same mount namespace), after which
      * "/proc" is the sandbox's. The host's /proc stays reachable through proc_fd. */
     int proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -262,5 +307,5 @@ void run_waiter(pid_t spawner, int plan_fd, struct fds fds) {
     if (fds.gate >= 0)
         close(fds.gate);
     int traced = seize_and_place(pid, &placement, joined[1], fds.errpipe);
-    watch(&fds, pid, traced, proc_fd, init_report[0]);
+    watch(&fds, pid, traced, proc_fd, init_report[0], &cgroup);
 }

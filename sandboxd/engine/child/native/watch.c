@@ -17,8 +17,10 @@
  *
  * Report on the status pipe: "pid P" (the handler's host pid) once it exists; "seccomp TGID ARCH NR" per killed
  * process, the handler's first, at most KILLS_REPORTED, and "seccomp-more N" for the rest; last
- * "exit W U S R T" — the handler's wait status (its init's word, else the first process's own), the user and
- * system CPU microseconds and peak memory bytes of the whole sandbox, T 1 when it was traced.
+ * "cgroup-read I HEX" per accounting file of a sandbox alone in its cgroup (final_cgroup below); last
+ * "exit W U S R T C" — the handler's wait status (its init's word, else the first process's own), the user and
+ * system CPU microseconds and peak memory bytes of the whole sandbox, T 1 when it was traced, C 1 when its
+ * cgroup was removed here.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,6 +43,7 @@
 #define KILLS_REPORTED 32 /* program.KILLS_REPORTED */
 #define SIGSYS_KEPT 1024  /* a tool that forks doomed processes in a loop must not grow the watch without bound */
 #define SECCOMP_MODE_DEAD 3
+#define CGROUP_READ_MAX_BYTES 1024 /* an accounting file (cpu.stat is the longest, ~300 bytes) */
 
 struct sigsys_exit {
     pid_t tid, tgid;
@@ -266,7 +269,37 @@ static void announce_untraced(int init_fd) {
     }
 }
 
-void run_watch(int status_pipe, int proc, pid_t first, int traced, int init_fd) {
+/* Once everything of the sandbox has ended: each accounting file's content, "cgroup-read I HEX" ("-" when it
+ * cannot be read), then the cgroup's removal — whether it is gone. Here rather than in the daemon: its
+ * removal before the Result then costs the daemon neither a thread's hop nor a wait on the kernel's cgroup lock. */
+static int final_cgroup(const struct final_cgroup *cgroup) {
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < cgroup->read_count; i++) {
+        char content[CGROUP_READ_MAX_BYTES], line[64 + 2 * CGROUP_READ_MAX_BYTES];
+        int fd = openat(cgroup->leaf_fds[cgroup->read_leaf[i]], cgroup->read_names[i],
+                        O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        ssize_t length = fd < 0 ? -1 : read(fd, content, sizeof content);
+        if (fd >= 0)
+            close(fd);
+        int at = snprintf(line, sizeof line, "cgroup-read %zu ", i);
+        if (length < 0 || (size_t)length == sizeof content) /* unread, or longer than any we read */
+            line[at++] = '-';
+        for (ssize_t k = 0; length > 0 && (size_t)length < sizeof content && k < length; k++) {
+            line[at++] = digits[(unsigned char)content[k] >> 4];
+            line[at++] = digits[(unsigned char)content[k] & 15];
+        }
+        line[at++] = '\n';
+        if (write(status_fd, line, (size_t)at) < 0) {
+            /* the spawner is gone: its own end follows */
+        }
+    }
+    int removed = cgroup->leaf_count > 0; /* else the daemon removes it, or what is left of it */
+    for (size_t i = 0; removed && i < cgroup->leaf_count; i++)
+        removed = unlinkat(cgroup->parent_fds[i], cgroup->leaf_names[i], AT_REMOVEDIR) == 0;
+    return removed;
+}
+
+void run_watch(int status_pipe, int proc, pid_t first, int traced, int init_fd, const struct final_cgroup *cgroup) {
     prctl(PR_SET_NAME, (unsigned long)"sandbox-watch", 0, 0, 0);
     status_fd = status_pipe;
     proc_fd = proc;
@@ -290,9 +323,10 @@ void run_watch(int status_pipe, int proc, pid_t first, int traced, int init_fd) 
         if (line != NULL && (line == init_report || line[-1] == '\n'))
             status = atoi(line + 7);
     }
-    say("exit %d %lld %lld %lld %d\n", status,
+    int removed = final_cgroup(cgroup);
+    say("exit %d %lld %lld %lld %d %d\n", status,
         (long long)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec,
         (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec, (long long)usage.ru_maxrss * 1024,
-        traced);
+        traced, removed);
     _exit(0);
 }
