@@ -257,12 +257,12 @@ def test_final_accounting_from_the_waiters_reads(own: Path, kernel: FakeKernel) 
                                                               pids_max=None))
     leaf = own / "exec-a1"
     assert cg.final_reads == tuple(str(leaf / name) for name in ("memory.peak", "memory.current", "memory.events",
-                                                                  "cpu.stat"))
+                                                                  "cpu.stat", "pids.events"))
     assert cg.removal_dirs == (str(leaf),)
     events, cpu = b"low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n", b"usage_usec 90\nuser_usec 40\nsystem_usec 50\n"
-    stats = cg.stats_from([b"8192\n", b"100\n", events, cpu])
+    stats = cg.stats_from([b"8192\n", b"100\n", events, cpu, b"max 0\n"])
     assert (stats.memory_peak_bytes, stats.oom_kill_count, stats.cpu_user_usec, stats.cpu_system_usec) == (
         8192, 1, 40, 50)
-    assert cg.stats_from([None, b"100\n", events, cpu]).memory_peak_bytes == 100  # before 5.19: no memory.peak
+    assert cg.stats_from([None, b"100\n", events, cpu, None]).memory_peak_bytes == 100  # before 5.19: no memory.peak
     with pytest.raises(CgroupError, match=r"cannot read .*cpu\.stat"):
-        cg.stats_from([b"8192\n", b"100\n", events, None])
+        cg.stats_from([b"8192\n", b"100\n", events, None, None])

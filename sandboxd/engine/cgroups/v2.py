@@ -63,9 +63,10 @@ class V2ExecCgroup:
 
     @functools.cached_property
     def final_reads(self) -> tuple[str, ...]:
-        # memory.peak exists from kernel 5.19; before that the current usage is the best we have
+        # memory.peak exists from kernel 5.19; before that the current usage is the best we have. pids.events
+        # is not in the stats: read with them, how often pids.max refused a fork is on record until the end.
         return tuple(str(self._path / name) for name in ("memory.peak", "memory.current", "memory.events",
-                                                          "cpu.stat"))
+                                                          "cpu.stat", "pids.events"))
 
     def stats(self) -> CgroupStats:
         return self.stats_from([fsutil.read_bytes_or_none(path) for path in self.final_reads])

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,7 @@ class Recorder:
         original_write = fsutil.write_text
         original_create = V2Backend.create
         original_stats = V2ExecCgroup.stats
+        original_stats_from = V2ExecCgroup.stats_from
 
         def write_text(path: fsutil.StrPath, value: str) -> None:
             self.writes.append((os.fsdecode(os.fspath(path)), value))
@@ -220,7 +221,14 @@ class Recorder:
 
         monkeypatch.setattr(fsutil, "write_text", write_text)
         monkeypatch.setattr(V2Backend, "create", create)
+        def stats_from(cg: V2ExecCgroup, contents: Sequence[bytes | None]) -> CgroupStats:
+            # what the sandbox's waiter read of the leaf at the end, before it removed it
+            self.final_files = {Path(path).name: content.decode() for path, content in
+                                zip(cg.final_reads, contents, strict=False) if content is not None}
+            return original_stats_from(cg, contents)
+
         monkeypatch.setattr(V2ExecCgroup, "stats", stats)
+        monkeypatch.setattr(V2ExecCgroup, "stats_from", stats_from)
 
     def kill_writes(self, leaf: Path) -> list[str]:
         return [value for path, value in self.writes if path == str(leaf / "cgroup.kill")]

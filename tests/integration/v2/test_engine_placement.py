@@ -13,6 +13,8 @@ import os
 import struct
 from pathlib import Path
 
+from sandboxd.engine.cgroups import fsutil
+from sandboxd.engine.cgroups.v2 import V2ExecCgroup
 from sandboxd.engine.child.plan import JailPlan, RootPlan
 from sandboxd.engine.config import DEFAULT_SYSTEM_BINDS
 from sandboxd.engine.reports import ExitReport, SetupFailure
@@ -66,3 +68,28 @@ def test_pid_1_is_born_in_its_leaf_and_never_moved(run_cgroup: RunCgroup, tmp_pa
     assert not isinstance(started, SetupFailure), started
     assert exited.wait_status == 0
     assert output == b"0::/\n"  # the leaf is the root of its cgroup namespace
+
+
+def test_its_waiter_reads_the_leaf_then_removes_it(run_cgroup: RunCgroup, tmp_path: Path) -> None:
+    """Once everything in the leaf has ended, the waiter reads its accounting files and removes it, before the
+    exit report (what lets the executor's Result come without an rmdir of its own)."""
+    leaf = V2ExecCgroup(run_cgroup.make_child("ended"), fsutil.DirOps())
+    (tmp_path / "root").mkdir()
+    root = RootPlan(mountpoint=str(tmp_path / "root"), system_binds=DEFAULT_SYSTEM_BINDS, etc_binds=(),
+                    etc_files={}, binds=(), workdir="/work", workdir_source=None, tmpfs_size_bytes=1 << 20,
+                    uid=NOBODY, gid=NOBODY)
+    plan = JailPlan(execution_id="ended", argv=("/bin/true",), env={}, cgroup_procs=leaf.procs_files,
+                    hostname="ended", root=root, rlimits={}, seccomp_bpf=ALLOW_ALL,
+                    cgroup_final_reads=leaf.final_reads, cgroup_removal=leaf.removal_dirs)
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        started, exited = asyncio.run(_spawn(plan, (null, null, null)))
+    finally:
+        os.close(null)
+        if leaf.exists():
+            run_cgroup.remove_child(leaf.path, expected=set())
+    assert not isinstance(started, SetupFailure), started
+    assert exited.wait_status == 0
+    assert exited.cgroup_removed and not leaf.exists()
+    cpu_stat = exited.cgroup_reads[leaf.final_reads.index(str(leaf.path / "cpu.stat"))]
+    assert cpu_stat is not None and cpu_stat.startswith(b"usage_usec ")
