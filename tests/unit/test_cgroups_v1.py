@@ -379,3 +379,12 @@ def test_final_accounting_from_the_waiters_reads(kernel: FakeKernel, swaps: Path
         cg.stats_from([None, oom, b"1\n", b"1\n", None])
     with pytest.raises(CgroupError, match="2 accounting files read, not the 5 asked for"):
         cg.stats_from([b"1\n", oom])
+
+
+def test_a_cgroup_with_one_hierarchy_removed_no_longer_exists(kernel: FakeKernel, swaps: Path) -> None:
+    # its waiter removes it a hierarchy at a time: the accounting sweep must not take the first rmdir for a
+    # cgroup whose accounting can no longer be read while its sandbox runs
+    cg = make_backend(kernel, swaps).create("a1", LIMITS)
+    assert cg.exists()
+    shutil.rmtree(cg.removal_dirs[0])  # (a fake hierarchy: its control files are plain files)
+    assert not cg.exists()

@@ -69,7 +69,8 @@ class ExecCgroup(Protocol):
         """Its directories, in the order an empty one is removed (one per hierarchy on v1)."""
 
     def exists(self) -> bool:
-        """Whether it is still there (its waiter removes it once its sandbox has ended)."""
+        """Whether all of it is still there: its waiter removes it once its sandbox has ended, a directory at a
+        time on v1 — one missing means it is going, and nothing in it runs any more."""
 
     def usage(self) -> CgroupUsage:
         """What a running execution's limits are checked against, often: fewer files than :meth:`stats`."""

@@ -184,7 +184,7 @@ class V1ExecCgroup:
         return tuple(self._dirs())
 
     def exists(self) -> bool:
-        return any(os.path.isdir(d) for d in self._dirs())
+        return all(os.path.isdir(d) for d in self._dirs())  # one missing: its waiter is removing it
 
     def usage(self) -> CgroupUsage:
         mem, acct = _ctl(self._leaves["memory"]), _ctl(self._leaves["cpuacct"])
