@@ -470,10 +470,10 @@ class Executor:
                 run.cgroup.remove()
 
         try:
-            # Usually its waiter removed it once the sandbox had ended. Else in a worker thread: on a v1 host an
-            # rmdir waits for the kernel's cgroup lock, which another sandbox's cgroup.procs write can hold
-            # through an RCU grace period (4-20 ms measured under load).
-            if not _removed_by_waiter(handle):
+            # Usually its waiter removes it once the sandbox has ended, while the outcome is written down. Else
+            # in a worker thread: on a v1 host an rmdir waits for the kernel's cgroup lock, which another
+            # sandbox's cgroup.procs write can hold through an RCU grace period (4-20 ms measured under load).
+            if not await _removed_by_waiter(handle):
                 await asyncio.to_thread(remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool
             log.error("execution %s: %s; uid %d is not reused", run.execution_id, e, run.uid)
@@ -588,10 +588,14 @@ class Executor:
             seccomp_syscall_nr=syscall_nr, seccomp_syscall_name=syscall, seccomp_violations=violations)
 
 
-def _removed_by_waiter(handle: SpawnHandle | None) -> bool:
-    exited = None if handle is None else handle.exited
-    return (exited is not None and exited.done() and not exited.cancelled() and exited.exception() is None
-            and exited.result().cgroup_removed)
+async def _removed_by_waiter(handle: SpawnHandle | None) -> bool:
+    """Whether the sandbox's waiter removed its cgroup, which it does right after its exit report."""
+    if handle is None or not handle.exited.done():  # no report: the waiter's end is not coming for it either
+        return False
+    try:
+        return await asyncio.wait_for(asyncio.shield(handle.removed), EXIT_REPORT_TIMEOUT_S)
+    except TimeoutError:
+        return False
 
 
 def _log_failure(work: asyncio.Future[None]) -> None:

@@ -37,9 +37,8 @@ class ExitReport:
     seccomp_kills: tuple[tuple[int, int, int], ...] = ()  # (host pid, AUDIT_ARCH, syscall nr) of each kill
     seccomp_kills_more: int = 0  # killed processes past those named (the watch names a bounded number)
     # A sandbox alone in its cgroup: the accounting files' contents (the plan's cgroup_final_reads, in order;
-    # None: not read), read once everything in it had ended — and whether its waiter then removed it.
+    # None: not read), read once everything in it had ended.
     cgroup_reads: tuple[bytes | None, ...] = ()
-    cgroup_removed: bool = False
 
 
 @dataclass
@@ -47,19 +46,26 @@ class SpawnHandle:
     execution_id: str
     started: asyncio.Future[int | SetupFailure] = field(default_factory=asyncio.Future)
     exited: asyncio.Future[ExitReport] = field(default_factory=asyncio.Future)
+    # After the exit report: whether the waiter removed the cgroup (its plan's cgroup_removal; False when it
+    # names none, when something was left in it, or when the waiter ended without saying).
+    removed: asyncio.Future[bool] = field(default_factory=asyncio.Future)
 
     def fail(self, error: BaseException) -> None:
         for future in (self.started, self.exited):
             if not future.done():
                 future.set_exception(error)
+        if not self.removed.done():
+            self.removed.set_result(False)
 
 
 class ReportReader:
     """Reads ``err_r`` and ``status_r`` (ours, non-blocking from here on) into ``handle``; closes both once
     the sandbox has ended, or on :meth:`close`."""
 
-    def __init__(self, handle: SpawnHandle, err_r: int, status_r: int) -> None:
+    def __init__(self, handle: SpawnHandle, err_r: int, status_r: int, *, removal: bool) -> None:
+        """``removal``: the waiter removes the cgroup after its exit report and says whether ("removed N")."""
         self.handle = handle
+        self._removal = removal
         self._err_r = err_r
         self._status_r = status_r
         self._error = b""
@@ -108,10 +114,15 @@ class ReportReader:
         if self._handler_pid is None and self._status.startswith(b"pid ") and b"\n" in self._status:
             self._handler_pid = int(self._status.split(b"\n", 1)[0].split()[1])
             self._announce()
-        if not data or self._status.startswith(b"exit ") or b"\nexit " in self._status:
-            # The watch's "exit" line is its last word (one write below PIPE_BUF: whole when there), written
-            # once everything of the sandbox is gone: reported at once, not after the waiter's own exit.
+        if not self.handle.exited.done() and (
+                not data or self._status.startswith(b"exit ") or b"\nexit " in self._status):
+            # The watch's "exit" line (one write below PIPE_BUF: whole when there), written once everything of
+            # the sandbox is gone: reported at once, not after the cgroup's removal nor the waiter's own exit.
             self._finish()
+        if self.handle.exited.done() and (not data or not self._removal or b"\nremoved " in self._status):
+            # its last word: "removed N" once the cgroup's removal is over — or none (the waiter's end)
+            self.handle.removed.set_result(self._removal and b"\nremoved 1\n" in self._status)
+            self.close()
 
     def _announce(self) -> None:
         started = self.handle.started
@@ -132,7 +143,6 @@ class ReportReader:
             died = "the sandbox's setup process died before reporting"
             self.handle.started.set_result(SetupFailure("spawn", 0, died))
         self.handle.exited.set_result(_exit_report(self._status))
-        self.close()
 
 
 def _setup_failure(record: bytes) -> SetupFailure:
@@ -145,7 +155,7 @@ def _setup_failure(record: bytes) -> SetupFailure:
 def _exit_report(status: bytes) -> ExitReport:
     wait_status: int | None = None
     usage = (0, 0, 0)
-    traced = removed = False
+    traced = False
     kills: list[tuple[int, int, int]] = []
     more = 0
     reads: dict[int, bytes | None] = {}
@@ -153,7 +163,6 @@ def _exit_report(status: bytes) -> ExitReport:
         parts = line.split()
         if parts[:1] == ["exit"]:
             wait_status, usage, traced = int(parts[1]), (int(parts[2]), int(parts[3]), int(parts[4])), parts[5] == "1"
-            removed = parts[6:7] == ["1"]
         elif parts[:1] == ["seccomp"]:
             kills.append((int(parts[1]), int(parts[2]), int(parts[3])))
         elif parts[:1] == ["seccomp-more"]:
@@ -162,4 +171,4 @@ def _exit_report(status: bytes) -> ExitReport:
             content = parts[2] if len(parts) > 2 else ""
             reads[int(parts[1])] = None if content == "-" else bytes.fromhex(content)
     return ExitReport(wait_status, *usage, traced, tuple(kills), more,
-                      tuple(reads.get(index) for index in range(len(reads))), removed)
+                      tuple(reads.get(index) for index in range(len(reads))))

@@ -103,8 +103,8 @@ class SpawnerClient:
         finally:
             close_quietly(*theirs)  # the spawner has its own now: EOF on ours once the sandbox's are gone
         handle = SpawnHandle(plan.execution_id)
-        self._readers[plan.execution_id] = ReportReader(handle, ours[0], ours[1])
-        handle.exited.add_done_callback(lambda _: self._readers.pop(plan.execution_id, None))
+        self._readers[plan.execution_id] = ReportReader(handle, ours[0], ours[1], removal=bool(plan.cgroup_removal))
+        handle.removed.add_done_callback(lambda _: self._readers.pop(plan.execution_id, None))
         return handle
 
     def _on_readable(self) -> None:

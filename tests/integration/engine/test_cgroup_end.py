@@ -1,6 +1,6 @@
 """A sandbox's end, in its cgroup: once everything in it has ended, the sandbox's waiter reads its accounting
-and removes it, before its exit report — so the daemon's Result waits for no rmdir of its own (on v1 one waits
-for the kernel's cgroup lock) and the cgroup is gone when the report comes. The spawner is driven directly, as
+(in its exit report) and then removes it, saying so — while the daemon writes the outcome down, with no rmdir
+of its own (on v1 one waits for the kernel's cgroup lock). The spawner is driven directly, as
 the executor drives it, on a leaf of this host's own backend."""
 
 from __future__ import annotations
@@ -56,13 +56,14 @@ def plan_for(cgroup: ExecCgroup, root_dir: Path, *argv: str) -> JailPlan:
                     cgroup_final_reads=cgroup.final_reads, cgroup_removal=cgroup.removal_dirs)
 
 
-def spawn(plan: JailPlan) -> tuple[int | SetupFailure, ExitReport]:
-    async def run() -> tuple[int | SetupFailure, ExitReport]:
+def spawn(plan: JailPlan) -> tuple[int | SetupFailure, ExitReport, bool]:
+    """What started, the exit report, and whether the waiter then removed the cgroup."""
+    async def run() -> tuple[int | SetupFailure, ExitReport, bool]:
         spawner = await SpawnerClient.start()
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         try:
             handle = spawner.spawn(plan, (null, null, null))
-            return await handle.started, await handle.exited
+            return await handle.started, await handle.exited, await handle.removed
         finally:
             os.close(null)
             await spawner.close()
@@ -73,11 +74,11 @@ def spawn(plan: JailPlan) -> tuple[int | SetupFailure, ExitReport]:
 def test_the_waiter_reads_the_accounting_then_removes_the_cgroup(backend: Backend, tmp_path: Path) -> None:
     cgroup = backend.create(f"end-{uuid.uuid4().hex[:8]}", NO_LIMITS)
     # dd's one block of 32 MiB, filled from /dev/zero: 32 MiB touched in the cgroup
-    started, report = spawn(plan_for(cgroup, tmp_path / "root", "/bin/dd", "if=/dev/zero", "of=/dev/null",
-                                     f"bs={HOG_BYTES}", "count=1"))
+    started, report, removed = spawn(plan_for(cgroup, tmp_path / "root", "/bin/dd", "if=/dev/zero",
+                                              "of=/dev/null", f"bs={HOG_BYTES}", "count=1"))
     assert not isinstance(started, SetupFailure), started
     assert report.wait_status == 0
-    assert report.cgroup_removed
+    assert removed
     assert not cgroup.exists() and not any(os.path.isdir(d) for d in cgroup.removal_dirs)
     assert len(report.cgroup_reads) == len(cgroup.final_reads)
     stats = cgroup.stats_from(report.cgroup_reads)  # read by the waiter only: the cgroup is gone now
@@ -89,10 +90,10 @@ def test_a_cgroup_something_else_still_holds_is_left_to_the_daemon(backend: Back
     cgroup = backend.create(f"end-{uuid.uuid4().hex[:8]}", NO_LIMITS)
     below = backend.create(f"below-{uuid.uuid4().hex[:8]}", NO_LIMITS, parent=cgroup)  # as a session's call
     try:
-        started, report = spawn(plan_for(cgroup, tmp_path / "root", "/bin/true"))
+        started, report, removed = spawn(plan_for(cgroup, tmp_path / "root", "/bin/true"))
         assert not isinstance(started, SetupFailure), started
         assert report.wait_status == 0
-        assert not report.cgroup_removed and cgroup.exists()
+        assert not removed and cgroup.exists()
         assert cgroup.stats_from(report.cgroup_reads).memory_peak_bytes > 0  # read all the same
     finally:
         below.remove()
@@ -103,10 +104,10 @@ def test_a_read_outside_the_cgroup_is_refused_before_anything_runs(backend: Back
     cgroup = backend.create(f"end-{uuid.uuid4().hex[:8]}", NO_LIMITS)
     plan = dataclasses.replace(plan_for(cgroup, tmp_path / "root", "/bin/true"), cgroup_final_reads=("/etc/shadow",))
     try:
-        started, report = spawn(plan)
+        started, _, removed = spawn(plan)
         assert isinstance(started, SetupFailure), started  # the handler never started
         assert started.stage == "open cgroup"
         assert "not a file of the execution's cgroup: /etc/shadow" in started.message
-        assert not report.cgroup_removed and cgroup.exists()
+        assert not removed and cgroup.exists()
     finally:
         cgroup.remove()

@@ -40,7 +40,9 @@ async def _spawn(plan: JailPlan, stdio: tuple[int, int, int]) -> tuple[int | Set
     spawner = await SpawnerClient.start()
     try:
         handle = spawner.spawn(plan, stdio)
-        return await handle.started, await handle.exited
+        started, exited = await handle.started, await handle.exited
+        await handle.removed  # the waiter's last word
+        return started, exited
     finally:
         await spawner.close()
 
@@ -71,8 +73,8 @@ def test_pid_1_is_born_in_its_leaf_and_never_moved(run_cgroup: RunCgroup, tmp_pa
 
 
 def test_its_waiter_reads_the_leaf_then_removes_it(run_cgroup: RunCgroup, tmp_path: Path) -> None:
-    """Once everything in the leaf has ended, the waiter reads its accounting files and removes it, before the
-    exit report (what lets the executor's Result come without an rmdir of its own)."""
+    """Once everything in the leaf has ended, the waiter reads its accounting files (in its exit report), then
+    removes it (what lets the executor's Result come without an rmdir of its own)."""
     leaf = V2ExecCgroup(run_cgroup.make_child("ended"), fsutil.DirOps())
     (tmp_path / "root").mkdir()
     root = RootPlan(mountpoint=str(tmp_path / "root"), system_binds=DEFAULT_SYSTEM_BINDS, etc_binds=(),
@@ -90,6 +92,6 @@ def test_its_waiter_reads_the_leaf_then_removes_it(run_cgroup: RunCgroup, tmp_pa
             run_cgroup.remove_child(leaf.path, expected=set())
     assert not isinstance(started, SetupFailure), started
     assert exited.wait_status == 0
-    assert exited.cgroup_removed and not leaf.exists()
+    assert not leaf.exists()
     cpu_stat = exited.cgroup_reads[leaf.final_reads.index(str(leaf.path / "cpu.stat"))]
     assert cpu_stat is not None and cpu_stat.startswith(b"usage_usec ")

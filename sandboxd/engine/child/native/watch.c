@@ -16,11 +16,11 @@
  * on kernels without that mark those whose syscall_rollback left rax == orig_rax.
  *
  * Report on the status pipe: "pid P" (the handler's host pid) once it exists; "seccomp TGID ARCH NR" per killed
- * process, the handler's first, at most KILLS_REPORTED, and "seccomp-more N" for the rest; last
- * "cgroup-read I HEX" per accounting file of a sandbox alone in its cgroup (final_cgroup below); last
- * "exit W U S R T C" — the handler's wait status (its init's word, else the first process's own), the user and
- * system CPU microseconds and peak memory bytes of the whole sandbox, T 1 when it was traced, C 1 when its
- * cgroup was removed here.
+ * process, the handler's first, at most KILLS_REPORTED, and "seccomp-more N" for the rest; "cgroup-read I HEX"
+ * per accounting file of a sandbox alone in its cgroup (read_final_cgroup below); then "exit W U S R T" — the
+ * handler's wait status (its init's word, else the first process's own), the user and system CPU microseconds
+ * and peak memory bytes of the whole sandbox, T 1 when it was traced; last, for a sandbox alone in its cgroup,
+ * "removed N" once its removal is over (N 1: all of it gone).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -270,9 +270,10 @@ static void announce_untraced(int init_fd) {
 }
 
 /* Once everything of the sandbox has ended: each accounting file's content, "cgroup-read I HEX" ("-" when it
- * cannot be read), then the cgroup's removal — whether it is gone. Here rather than in the daemon: its
- * removal before the Result then costs the daemon neither a thread's hop nor a wait on the kernel's cgroup lock. */
-static int final_cgroup(const struct final_cgroup *cgroup) {
+ * cannot be read). Read here, and the cgroup removed here after the exit report (remove_final_cgroup) while the
+ * daemon writes the outcome down: its removal before the Result costs the daemon neither a thread's hop nor a
+ * wait on the kernel's cgroup lock. */
+static void read_final_cgroup(const struct final_cgroup *cgroup) {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < cgroup->read_count; i++) {
         char content[CGROUP_READ_MAX_BYTES], line[64 + 2 * CGROUP_READ_MAX_BYTES];
@@ -293,7 +294,11 @@ static int final_cgroup(const struct final_cgroup *cgroup) {
             /* the spawner is gone: its own end follows */
         }
     }
-    int removed = cgroup->leaf_count > 0; /* else the daemon removes it, or what is left of it */
+}
+
+/* Whether all of the cgroup is gone; else the daemon removes what is left (a session's calls below it). */
+static int remove_final_cgroup(const struct final_cgroup *cgroup) {
+    int removed = 1;
     for (size_t i = 0; removed && i < cgroup->leaf_count; i++)
         removed = unlinkat(cgroup->parent_fds[i], cgroup->leaf_names[i], AT_REMOVEDIR) == 0;
     return removed;
@@ -323,10 +328,12 @@ void run_watch(int status_pipe, int proc, pid_t first, int traced, int init_fd, 
         if (line != NULL && (line == init_report || line[-1] == '\n'))
             status = atoi(line + 7);
     }
-    int removed = final_cgroup(cgroup);
-    say("exit %d %lld %lld %lld %d %d\n", status,
+    read_final_cgroup(cgroup);
+    say("exit %d %lld %lld %lld %d\n", status,
         (long long)usage.ru_utime.tv_sec * 1000000 + usage.ru_utime.tv_usec,
         (long long)usage.ru_stime.tv_sec * 1000000 + usage.ru_stime.tv_usec, (long long)usage.ru_maxrss * 1024,
-        traced, removed);
+        traced);
+    if (cgroup->leaf_count > 0) /* while the daemon writes the outcome down */
+        say("removed %d\n", remove_final_cgroup(cgroup));
     _exit(0);
 }
