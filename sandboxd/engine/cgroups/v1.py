@@ -143,10 +143,14 @@ class V1ExecCgroup:
     def name(self) -> str:
         return self._name
 
-    def _dirs(self) -> list[str]:
-        return list(dict.fromkeys(self._leaves[c].dir for c in CONTROLLERS))  # co-mounted: one dir
+    def _dirs(self) -> tuple[str, ...]:
+        return self._dir_paths
 
-    @property
+    @functools.cached_property
+    def _dir_paths(self) -> tuple[str, ...]:  # spelled once: a Node's path is a walk up its parents
+        return tuple(dict.fromkeys(self._leaves[c].dir for c in CONTROLLERS))  # co-mounted: one dir
+
+    @functools.cached_property
     def procs_files(self) -> tuple[str, ...]:
         return tuple(os.path.join(d, "cgroup.procs") for d in self._dirs())
 
@@ -181,7 +185,7 @@ class V1ExecCgroup:
 
     @property
     def removal_dirs(self) -> tuple[str, ...]:
-        return tuple(self._dirs())
+        return self._dirs()
 
     def exists(self) -> bool:
         return all(os.path.isdir(d) for d in self._dirs())  # one missing: its waiter is removing it
