@@ -60,7 +60,8 @@ class SpawnHandle:
 
 class ReportReader:
     """Reads ``err_r`` and ``status_r`` (ours, non-blocking from here on) into ``handle``; closes both once
-    the sandbox has ended, or on :meth:`close`."""
+    the sandbox has ended and, when its waiter removes the cgroup, once it has said how that went — or on
+    :meth:`close`."""
 
     def __init__(self, handle: SpawnHandle, err_r: int, status_r: int, *, removal: bool) -> None:
         """``removal``: the waiter removes the cgroup after its exit report and says whether ("removed N")."""

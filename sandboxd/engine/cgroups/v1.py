@@ -17,7 +17,9 @@ How cgroupspy is used, and where it is not:
 * Control files are read and written through cgroupspy controllers and their typed file descriptors
   (``mem.limit_in_bytes = n``), but every controller here mixes in :class:`_SafeIO`, which replaces
   cgroupspy's ``open()`` (follows symlinks, ``"w"`` creates missing files) with ``fsutil``'s O_NOFOLLOW,
-  no-create I/O whose errors name the file and the value.
+  no-create I/O whose errors name the file and the value. The accounting at an execution's end is the
+  exception: it is read from a list of files (``final_reads``), the same files the sandbox's waiter reads
+  before it removes the cgroup, and parsed by ``stats_from``.
 * cgroupspy has no pids or freezer controller; :class:`_Pids` and :class:`_Freezer` add them.
 * Directories are made and removed with ``fsutil`` rather than ``Node.create_cgroup``/``delete_cgroup``:
   those build plain ``Node``s (KeyError for pids/freezer, which are not in ``Node.CONTROLLERS``),
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cgroupspy.controllers import Controller, CpuAcctController, CpuController, MemoryController
-from cgroupspy.interfaces import BaseFileInterface, IntegerFile
+from cgroupspy.interfaces import BaseFileInterface
 from cgroupspy.nodes import Node
 
 from sandboxd.base.errors import CgroupError
@@ -82,8 +84,7 @@ class _Cpu(_SafeIO, CpuController):  # type: ignore[misc]
 
 
 class _CpuAcct(_SafeIO, CpuAcctController):  # type: ignore[misc]
-    usage_user_nsec = IntegerFile("cpuacct.usage_user", readonly=True)
-    usage_sys_nsec = IntegerFile("cpuacct.usage_sys", readonly=True)
+    pass
 
 
 class _Pids(_SafeIO, Controller):  # type: ignore[misc]

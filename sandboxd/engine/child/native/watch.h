@@ -5,8 +5,6 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "plan.h"
-
 #define FINAL_CGROUP_MAX 8 /* directories (v1: one per hierarchy) and files read, each */
 
 /* A sandbox alone in its cgroup: its directories (`leaf_fds`, O_PATH; removed in this order through their
