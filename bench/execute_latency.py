@@ -101,13 +101,32 @@ def main() -> None:
           "loops")
     print(f"  {'':16} {'p50 ms':>8} {'p99 ms':>8} {'exec/s':>8}   {'p50 ratio':>9} {'exec/s ratio':>12} "
           f"{'p99/p50':>7}")
+    rows: list[tuple[str, float, float, float]] = []
     for name, pool, framed in (("sandboxd", 0, False), (f"pooled ({args.pool})", args.pool, False),
                                ("pooled, framed", args.pool, True)):
         ours_ms, ref_ms, ours_per_s, ref_per_s = measure(args.runs, pool, args.pace_ms, framed=framed)
         ours_p50, ref_p50 = statistics.median(ours_ms), statistics.median(ref_ms)
+        rows.append((name, ours_p50 / ref_p50, ours_per_s / ref_per_s, p99(ours_ms) / ours_p50))
         print(f"  {'bwrap':16} {ref_p50:8.2f} {p99(ref_ms):8.2f} {ref_per_s:8.1f}")
-        print(f"  {name:16} {ours_p50:8.2f} {p99(ours_ms):8.2f} {ours_per_s:8.1f}   {ours_p50 / ref_p50:9.2f} "
-              f"{ours_per_s / ref_per_s:12.2f} {p99(ours_ms) / ours_p50:7.2f}")
+        print(f"  {name:16} {ours_p50:8.2f} {p99(ours_ms):8.2f} {ours_per_s:8.1f}   {rows[-1][1]:9.2f} "
+              f"{rows[-1][2]:12.2f} {rows[-1][3]:7.2f}")
+    print_targets(rows)
+
+
+# The speed issue's targets for Execute, each a ratio taken in the same run: (what, its column, met when)
+TARGETS = (("p50 <= 0.5x bwrap's", 1, lambda ratio: ratio <= 0.5),
+           ("exec/s >= 1.0x bwrap's (2 loops)", 2, lambda ratio: ratio >= 1.0),
+           ("p99 <= 2x its own p50", 3, lambda ratio: ratio <= 2.0))
+
+
+def print_targets(rows: list[tuple[str, float, float, float]]) -> None:
+    """Each target, and the rows of this run that meet it; all three met by one row is the issue's bar."""
+    print("targets (this run):")
+    for what, column, met in TARGETS:
+        meeting = [name for name, *ratios in rows if met(ratios[column - 1])]
+        print(f"  {what:34} {', '.join(meeting) if meeting else 'not met'}")
+    whole = [name for name, *ratios in rows if all(met(ratios[column - 1]) for _, column, met in TARGETS)]
+    print(f"  {'all three in one row':34} {', '.join(whole) if whole else 'not met'}")
 
 
 if __name__ == "__main__":
