@@ -102,6 +102,12 @@ def parse_keyed(text: str) -> dict[str, int]:
     return result
 
 
+def oom_kills(text: str | bytes) -> int:
+    """How many of a cgroup's tasks the kernel OOM-killed: the ``oom_kill`` line of v2's memory.events or v1's
+    memory.oom_control (there from kernel 4.13)."""
+    return parse_keyed(text.decode() if isinstance(text, bytes) else text).get("oom_kill", 0)
+
+
 def parse_pids(text: str) -> list[int]:
     return [int(line) for line in text.split() if line]
 

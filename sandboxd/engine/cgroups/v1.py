@@ -125,11 +125,6 @@ def _ctl(node: _Node) -> Any:
     return node.controller
 
 
-def _oom_kills(memory: Any) -> int:
-    """How many of the leaf's tasks the kernel OOM-killed (the line exists from kernel 4.13)."""
-    return fsutil.parse_keyed(memory.get_property("memory.oom_control")).get("oom_kill", 0)
-
-
 class V1ExecCgroup:
     """One execution's leaf in every hierarchy; the child joins each (``procs_files``)."""
 
@@ -144,16 +139,13 @@ class V1ExecCgroup:
     def name(self) -> str:
         return self._name
 
-    def _dirs(self) -> tuple[str, ...]:
-        return self._dir_paths
-
     @functools.cached_property
-    def _dir_paths(self) -> tuple[str, ...]:  # spelled once: a Node's path is a walk up its parents
+    def _dirs(self) -> tuple[str, ...]:  # spelled once: a Node's path is a walk up its parents
         return tuple(dict.fromkeys(self._leaves[c].dir for c in CONTROLLERS))  # co-mounted: one dir
 
     @functools.cached_property
     def procs_files(self) -> tuple[str, ...]:
-        return tuple(os.path.join(d, "cgroup.procs") for d in self._dirs())
+        return tuple(os.path.join(d, "cgroup.procs") for d in self._dirs)
 
     @functools.cached_property
     def final_reads(self) -> tuple[str, ...]:
@@ -178,28 +170,27 @@ class V1ExecCgroup:
             system_usec = ticks.get("system", 0) * usec_per_tick
         return CgroupStats(
             memory_peak_bytes=int(fsutil.content_of(reads, contents, 0)),
-            # how many of the leaf's tasks the kernel OOM-killed (the line exists from kernel 4.13)
-            oom_kill_count=fsutil.parse_keyed(fsutil.content_of(reads, contents, 1).decode()).get("oom_kill", 0),
+            oom_kill_count=fsutil.oom_kills(fsutil.content_of(reads, contents, 1)),
             cpu_user_usec=user_usec,
             cpu_system_usec=system_usec,
         )
 
     @property
     def removal_dirs(self) -> tuple[str, ...]:
-        return self._dirs()
+        return self._dirs
 
     def exists(self) -> bool:
-        return all(os.path.isdir(d) for d in self._dirs())  # one missing: its waiter is removing it
+        return all(os.path.isdir(d) for d in self._dirs)  # one missing: its waiter is removing it
 
     def usage(self) -> CgroupUsage:
         mem, acct = _ctl(self._leaves["memory"]), _ctl(self._leaves["cpuacct"])
         usage_nsec = int(acct.get_property("cpuacct.usage"))
-        return CgroupUsage(usage_nsec // _NSEC_PER_USEC, _oom_kills(mem))
+        return CgroupUsage(usage_nsec // _NSEC_PER_USEC, fsutil.oom_kills(mem.get_property("memory.oom_control")))
 
     def pids(self) -> list[int]:
         """Its processes and those of the cgroups below it (a session's calls), in every hierarchy."""
         found: set[int] = set()
-        for d in self._dirs():
+        for d in self._dirs:
             if os.path.isdir(d):
                 found.update(fsutil.pids_below(d))
         return sorted(found)
@@ -231,7 +222,7 @@ class V1ExecCgroup:
     def remove_if_empty(self) -> bool:
         # An execution's cgroup is usually empty by now — its init's end took every process of its pid namespace
         # along, and an empty cgroup stays empty (only we move tasks in): one rmdir per hierarchy, nothing read.
-        return all(fsutil.remove_dir_if_empty(self._dir_ops, d) for d in self._dirs())
+        return all(fsutil.remove_dir_if_empty(self._dir_ops, d) for d in self._dirs)
 
     def remove(self) -> None:
         # Tasks left, or a session's calls below: the freeze-kill-thaw first, then the leaves deepest first.
@@ -239,7 +230,7 @@ class V1ExecCgroup:
             return
         if self.pids():
             self.kill()  # the freezer freezes the cgroups below too
-        for d in self._dirs():
+        for d in self._dirs:
             for nested in fsutil.nested_leaves(d):
                 fsutil.remove_dir(self._dir_ops, nested)
             fsutil.remove_dir(self._dir_ops, d)
@@ -296,7 +287,7 @@ class V1Backend:
         cg = self._exec_cgroup(name) if parent is None else parent.child(name)
         made: list[str] = []
         try:
-            for d in cg._dirs():
+            for d in cg._dirs:
                 fsutil.make_dir(self._dir_ops, d, exist_ok=False)
                 made.append(d)
             self._apply(cg, limits)

@@ -78,7 +78,7 @@ class V2ExecCgroup:
         cpu = fsutil.parse_keyed(fsutil.content_of(reads, contents, 3).decode())
         return CgroupStats(
             memory_peak_bytes=int(peak),
-            oom_kill_count=fsutil.parse_keyed(fsutil.content_of(reads, contents, 2).decode()).get("oom_kill", 0),
+            oom_kill_count=fsutil.oom_kills(fsutil.content_of(reads, contents, 2)),
             cpu_user_usec=cpu.get("user_usec", 0),
             cpu_system_usec=cpu.get("system_usec", 0),
         )
@@ -92,8 +92,7 @@ class V2ExecCgroup:
 
     def usage(self) -> CgroupUsage:
         cpu = fsutil.parse_keyed(self._read("cpu.stat"))
-        return CgroupUsage(cpu.get("usage_usec", 0),
-                           fsutil.parse_keyed(self._read("memory.events")).get("oom_kill", 0))
+        return CgroupUsage(cpu.get("usage_usec", 0), fsutil.oom_kills(self._read("memory.events")))
 
     def pids(self) -> list[int]:
         """Its processes and those of the cgroups below it (a session's calls)."""
