@@ -1,6 +1,7 @@
 /* The sandbox's two processes and their steps, in order, each naming its stage (sandbox.h).
  *
- * Pid 1: pdeathsig → root + pivot_root (rootfs.c, /proc masked) → wait until in the cgroup → unshare(cgroup)
+ * Pid 1 (on v1 in its cgroup already: the waiter's move_self): pdeathsig → root + pivot_root (rootfs.c, /proc
+ * masked) → wait until in the cgroup and traced → unshare(cgroup)
  * → loopback up → hostname → audit login uid → fork the handler → close all but what its init needs → become
  * the init (init.c), which drops its privileges first of all. A pooled sandbox is built at niceness
  * 19 (a build ahead never takes the CPU from a running request) and back at 0 before the handler is forked.

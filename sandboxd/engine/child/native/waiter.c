@@ -11,10 +11,13 @@
  *
  * The waiter stays outside the cgroup on purpose: killing the cgroup (timeouts, memory.oom.group) must not take
  * the one process that reports the outcome with it. On v2 it forks pid 1 straight into the leaf (clone3 with
- * CLONE_INTO_CGROUP); on v1 (or a kernel without it) it moves pid 1 into the cgroup while pid 1 builds its
- * root — the first cgroup migration after a quiet spell waits out an RCU grace period (~5-15 ms), so the two
- * overlap. Pid 1 waits for the waiter's ack before it creates its cgroup namespace and before anything of the
- * tool runs: nothing the tool does escapes accounting.
+ * CLONE_INTO_CGROUP), or on a kernel without it moves pid 1 by pid while pid 1 builds its root. On v1 pid 1 moves
+ * itself, before anything else, by writing "0" to each hierarchy's `tasks`: a thread moving itself is the one
+ * migration the kernel makes without its global threadgroup lock, whose write side waits out an RCU grace period
+ * (12-17 ms measured here) while holding cgroup_mutex — which every cgroup mkdir and rmdir on the machine then
+ * waits behind, another execution's end included. Pid 1 is single-threaded: its thread is the whole process.
+ * Pid 1 waits for the waiter's ack (it is traced) before it creates its cgroup namespace and before anything of
+ * the tool runs: nothing the tool does escapes accounting.
  *
  * The waiter seizes pid 1 with PTRACE_O_TRACEFORK|VFORK|CLONE before that ack, so every process and thread of
  * the sandbox is traced from its birth (the init only until it has forked the handler: watch.c), and with
@@ -54,12 +57,13 @@
 
 /* Where the first process goes: the leaf directory of each hierarchy (v2: one), opened before anything can
  * change what the paths mean — the call's chroot, pid 1's pivot_root — and its cgroup.procs, by name or, once
- * opened (open_procs), by descriptor. */
+ * opened (open_procs), by descriptor; on v1 its `tasks`, which the first process writes itself (move_self). */
 struct placement {
     size_t count;
     int leaf_fds[MAX_HIERARCHIES];
     const char *procs_names[MAX_HIERARCHIES];
     int procs_fds[MAX_HIERARCHIES]; /* -1: opened only to move */
+    int tasks_fds[MAX_HIERARCHIES]; /* v1, every hierarchy: the first process moves itself; else all -1 */
 };
 
 /* Whether this process's / is the root of a mount (false in a plain chroot). */
@@ -73,6 +77,34 @@ static int root_is_mount_point(void) {
         found = sscanf(line, "%*s %*s %*s %*s %4095s", root) == 1 && strcmp(root, "/") == 0;
     fclose(mountinfo);
     return found;
+}
+
+/* v1: each leaf's `tasks`, opened now (a move is checked against the cgroup namespace the file was opened in); v2
+ * has none, and a plan mixing the two moves by pid. */
+static void open_tasks(struct placement *placement) {
+    size_t opened = 0;
+    while (opened < placement->count) {
+        int fd = openat(placement->leaf_fds[opened], "tasks", O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno != ENOENT)
+            step_failed(errno);
+        if (fd < 0)
+            break;
+        placement->tasks_fds[opened++] = fd;
+    }
+    if (opened < placement->count)
+        for (size_t i = 0; i < placement->count; i++) {
+            if (i < opened)
+                close(placement->tasks_fds[i]);
+            placement->tasks_fds[i] = -1;
+        }
+}
+
+/* In the first process, before anything else: into the execution's cgroup, by its own `tasks` (v1). */
+static void move_self(const struct placement *placement) {
+    step("join cgroup");
+    for (size_t i = 0; i < placement->count; i++)
+        if (placement->tasks_fds[i] >= 0 && write(placement->tasks_fds[i], "0", 1) != 1)
+            step_failed(errno);
 }
 
 static void open_placement(const struct plan *plan, struct placement *placement) {
@@ -91,6 +123,7 @@ static void open_placement(const struct plan *plan, struct placement *placement)
         check(placement->leaf_fds[i]);
         placement->procs_fds[i] = -1;
     }
+    open_tasks(placement);
 }
 
 /* The cgroup's directories and accounting files, from the plan's host paths (watch.h): each read must be a
@@ -137,7 +170,7 @@ static int open_procs_file(const struct placement *placement, size_t i) {
  * a call is moved from inside its session's, whose root the waiter's own cgroup is not below (the kernel
  * refuses clone3's CLONE_INTO_CGROUP there for the same reason). */
 static void open_procs(struct placement *placement) {
-    for (size_t i = 0; i < placement->count; i++) {
+    for (size_t i = 0; i < placement->count && placement->tasks_fds[i] < 0; i++) {
         placement->procs_fds[i] = open_procs_file(placement, i);
         check(placement->procs_fds[i]);
     }
@@ -148,14 +181,17 @@ static void close_placement(struct placement *placement) {
         close(placement->leaf_fds[i]);
         if (placement->procs_fds[i] >= 0)
             close(placement->procs_fds[i]);
+        if (placement->tasks_fds[i] >= 0)
+            close(placement->tasks_fds[i]);
     }
     placement->count = 0;
 }
 
 /* Fork the sandbox's first process: born in its leaf when it can be (v2, Linux >= 5.7: clone3 with
- * CLONE_INTO_CGROUP; then no cgroup.procs is ever opened), else by fork(), to be moved (seize_and_place). */
+ * CLONE_INTO_CGROUP; then no cgroup.procs is ever opened), else by fork(), to move itself (v1: move_self) or be
+ * moved (seize_and_place). */
 static pid_t fork_into(struct placement *placement) {
-    if (placement->count == 1 && placement->procs_fds[0] < 0) {
+    if (placement->count == 1 && placement->procs_fds[0] < 0 && placement->tasks_fds[0] < 0) {
         struct clone_args args;
         memset(&args, 0, sizeof args);
         args.flags = CLONE_INTO_CGROUP;
@@ -172,21 +208,24 @@ static pid_t fork_into(struct placement *placement) {
     return pid;
 }
 
-/* Trace `pid` from before anything of the tool runs, put it in its cgroup (if it was not born there), let it go
- * on (the ack it waits for); then close what it needed. Whether it is traced. */
+/* Trace `pid` from before anything of the tool runs, put it in its cgroup (if it was neither born there nor moves
+ * itself), let it go on (the ack it waits for); then close what it needed. Whether it is traced. */
 static int seize_and_place(pid_t pid, struct placement *placement, int joined_w, int errpipe) {
     int traced = ptrace(PTRACE_SEIZE, pid, 0, (void *)(uintptr_t)TRACE_OPTIONS) == 0;
     char text[24];
     int length = snprintf(text, sizeof text, "%d", pid);
     int placed = 1;
-    for (size_t i = 0; placed && i < placement->count; i++) {
+    for (size_t i = 0; placed && i < placement->count && placement->tasks_fds[i] < 0; i++) {
         int procs = placement->procs_fds[i] >= 0 ? placement->procs_fds[i] : open_procs_file(placement, i);
         placed = procs >= 0 && write(procs, text, (size_t)length) == length;
         if (procs >= 0 && procs != placement->procs_fds[i])
             close(procs);
     }
-    if (placed)
-        placed = write(joined_w, "1", 1) == 1;
+    if (placed) { /* `pid` may have ended already (its own move failed: v1): then EPIPE, not the waiter's end */
+        signal(SIGPIPE, SIG_IGN);
+        placed = write(joined_w, "1", 1) == 1 || errno == EPIPE; /* its end is the watch's to report */
+        signal(SIGPIPE, SIG_DFL);
+    }
     if (!placed) {
         report(errpipe, "join cgroup", errno, "join cgroup: %s", strerror(errno));
         kill(pid, SIGKILL);
@@ -239,6 +278,7 @@ __attribute__((noreturn)) static void call_waiter(const struct plan *plan, struc
         close(fds->status);
         close(joined[1]);
         close(proc_fd);
+        move_self(&placement);
         close_placement(&placement);
         run_call(plan, fds->stdio, fds->errpipe, joined[0]);
     }
@@ -297,6 +337,7 @@ void run_waiter(pid_t spawner, int plan_fd, struct fds fds) {
         close(joined[1]);
         close(init_report[0]);
         close(proc_fd);
+        move_self(&placement);
         close_placement(&placement);
         run_sandbox(&plan, fds.stdio, fds.errpipe, joined[0], init_report[1], fds.gate);
     }
