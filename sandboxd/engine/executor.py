@@ -471,8 +471,8 @@ class Executor:
 
         try:
             # Usually its waiter removes it once the sandbox has ended, while the outcome is written down. Else
-            # in a worker thread: on a v1 host an rmdir waits for the kernel's cgroup lock, which another
-            # sandbox's cgroup.procs write can hold through an RCU grace period (4-20 ms measured under load).
+            # in a worker thread: an rmdir waits for the kernel's cgroup lock, which any process's move of
+            # another (a cgroup.procs write: ours no longer make one on v1) holds through an RCU grace period.
             if not await _removed_by_waiter(handle):
                 await asyncio.to_thread(remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool
