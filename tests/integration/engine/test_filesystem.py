@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path, PurePosixPath
 
 from sandboxd.engine.result import Status
@@ -110,3 +111,37 @@ def test_symlink_planted_in_a_bind_source_is_refused(engine: Engine, tmp_path: P
     assert run.result.status is Status.SETUP_FAILED
     assert "symlink" in run.result.message
     assert run.stdout == b""
+
+
+MOUNT_FLAGS = ("ro", "rw", "nosuid", "nodev", "noexec")
+
+
+def test_each_bind_has_exactly_its_flags_whatever_its_source_had(engine: Engine, tmp_path: Path) -> None:
+    """Read-only binds ro,nosuid,nodev; device nodes rw,nosuid,noexec (nodev off); a writable bind rw,nosuid,nodev
+    — even from a source mounted noexec, as a bind remount sets them: the flags are the sandbox's, not the
+    host's (the kernel's own mountinfo, read inside the sandbox)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec,size=64k,mode=2770", "flags-source", str(out)], check=True)
+    try:
+        os.chown(out, 0, engine.config.sandbox_ids.shared_gid)
+        binds = (BindMount(data, PurePosixPath("/data")), BindMount(out, PurePosixPath("/out"), writable=True))
+        script = ("for line in open('/proc/self/mountinfo'):\n"
+                  "    fields = line.split()\n"
+                  f"    print(fields[4], ','.join(o for o in fields[5].split(',') if o in {MOUNT_FLAGS!r}))\n")
+        run = engine.run(engine.spec("/usr/bin/python3", "-c", script, binds=binds))
+    finally:
+        subprocess.run(["umount", str(out)], check=True)
+    assert run.result.status is Status.OK, (run.result, run.stderr)
+    flags = dict(line.split(" ", 1) for line in run.stdout.decode().splitlines())
+    read_only = "ro,nosuid,nodev"
+    assert flags["/"] == read_only
+    for path in ("/usr", "/etc/ld.so.cache", "/etc/ld.so.conf.d", "/data"):
+        assert flags[path] == read_only, (path, flags)
+    for name in ("null", "zero", "full", "random", "urandom"):
+        assert flags[f"/dev/{name}"] == "rw,nosuid,noexec", (name, flags)
+    assert flags["/out"] == "rw,nosuid,nodev", flags
+    masked = [path for path in flags if path.startswith("/proc/") and flags[path] != "ro,nosuid,nodev,noexec"]
+    assert all(flags[path] == "ro,nosuid,noexec" for path in masked), flags  # /dev/null over /proc files

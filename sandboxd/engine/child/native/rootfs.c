@@ -5,8 +5,10 @@
  * and nothing is left behind if the whole tree is killed.
  *
  * Host-side paths are never resolved through a symlink a tool could have planted: every bind source and target
- * is walked component by component with O_PATH|O_NOFOLLOW and mounted through /proc/self/fd/N (the approach
- * runc uses against the symlink-race CVEs of this field).
+ * is walked component by component with O_PATH|O_NOFOLLOW (runc's answer to the symlink-race CVEs of this
+ * field), and a bind is made from those descriptors alone with the mount API of Linux 5.12: the source's mount
+ * cloned (open_tree), its flags set while it is still detached (mount_setattr), then attached on the target
+ * (move_mount) — no path is resolved again, and no bind is ever visible writable or with suid, even to us.
  */
 #define _GNU_SOURCE
 #include "rootfs.h"
@@ -25,7 +27,6 @@
 #include "steps.h"
 
 #define RO_FLAGS (MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-#define FD_PATH_BYTES 32
 
 /* /proc as runc masks it (its maskedPaths / readonlyPaths): kernel memory, keys, timers and scheduler
  * internals, hardware trees hidden; the sysctl, bus, filesystem and irq trees read-only (test_proc.py checks
@@ -52,11 +53,6 @@ __attribute__((format(printf, 2, 3))) static char *path_of(char *out, const char
 
 /* `root` + `path` in `out` (PATH_MAX). */
 static char *under(char *out, const char *root, const char *path) { return path_of(out, "%s%s", root, path); }
-
-static const char *fd_path(char out[FD_PATH_BYTES], int fd) {
-    snprintf(out, FD_PATH_BYTES, "/proc/self/fd/%d", fd);
-    return out;
-}
 
 /* The next component of the path at `*rest` (NUL-terminated in place), or NULL at its end. */
 static char *next_part(char **rest) {
@@ -143,21 +139,25 @@ static int make_target(int root_fd, const char *target, int is_dir) {
     return fd;
 }
 
-/* Bind `source` (host) at `target` (below the root), non-recursively: host submounts stay hidden. */
+/* Bind `source` (host) at `target` (below the root), non-recursively: host submounts stay hidden. Its nosuid,
+ * noexec or nodev (a device node: nodev off) and read-only flags are exactly these, whatever the source mount
+ * had, as a bind remount would set them; set before it is attached. */
 static void bind(int root_fd, const char *source, const char *target, int writable, int device) {
-    char from[FD_PATH_BYTES], to[FD_PATH_BYTES];
     int src = open_nofollow(source, -1);
     struct stat st;
     check(fstat(src, &st));
-    int dst = make_target(root_fd, target, S_ISDIR(st.st_mode));
-    check(mount(fd_path(from, src), fd_path(to, dst), NULL, MS_BIND, NULL));
+    int tree = open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    check(tree);
     close(src);
+    struct mount_attr attr = {0};
+    attr.attr_set = MOUNT_ATTR_NOSUID | (device ? MOUNT_ATTR_NOEXEC : MOUNT_ATTR_NODEV) |
+                    (writable ? 0 : MOUNT_ATTR_RDONLY);
+    attr.attr_clr = (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC) & ~attr.attr_set;
+    check(mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr));
+    int dst = make_target(root_fd, target, S_ISDIR(st.st_mode));
+    check(move_mount(tree, "", dst, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH));
+    close(tree);
     close(dst);
-    /* Re-opened: a normal lookup crosses onto the new mount, which is the one to remount. */
-    unsigned long flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (device ? MS_NOEXEC : MS_NODEV) | (writable ? 0 : MS_RDONLY);
-    int mounted = open_nofollow(target, root_fd);
-    check(mount(NULL, fd_path(to, mounted), NULL, flags, NULL));
-    close(mounted);
 }
 
 /* mkdir -p (mode before the umask); what exists is left as it is. */
