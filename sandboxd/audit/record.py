@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 ZERO_HASH = "0" * 64
@@ -143,7 +144,7 @@ class AuditRecord:
         # The canonical JSON of the fields, spelled once by hand in sorted key order (the details already
         # spelled): the hash covers it without "hash", the line holds it with. Both equal canonical_json's,
         # which the tests check.
-        string = _CANONICAL.encode
+        string = encode_basestring  # a str's canonical JSON (what _CANONICAL.encode calls for one), no detour
         head = (f'{{"details":{details_json},"event":{string(fields["event"])},'
                 f'"execution_id":{string(fields["execution_id"])},')
         tail = (f'"prev":{string(prev)},"principal":{string(fields["principal"])},'

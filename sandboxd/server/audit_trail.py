@@ -62,14 +62,23 @@ class Subject:
     request_id: str = ""
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})  # recorded as they are
+
+
 def _bounded(value: Any) -> Any:
-    if isinstance(value, str):
+    """``value`` with each string in it cut (keys to ``ECHO_MAX_CHARS``), tuples as lists. The exact types of
+    the daemon's own details are tried first: four records an execution, and an ABC's isinstance costs."""
+    kind = type(value)
+    if kind is str:
         return cut(value)
-    if isinstance(value, Mapping):
-        return {cut(str(key), ECHO_MAX_CHARS): _bounded(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
+    if kind in _PLAIN:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {key if type(key) is str and len(key) <= ECHO_MAX_CHARS else cut(str(key), ECHO_MAX_CHARS):
+                _bounded(item) for key, item in value.items()}
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
         return [_bounded(item) for item in value]
-    return value
+    return cut(value) if isinstance(value, str) else value
 
 
 def limits_details(limits: Limits) -> dict[str, int | None]:

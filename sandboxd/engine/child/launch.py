@@ -20,7 +20,14 @@ def encode_launch(argv: Sequence[str], env: Mapping[str, str]) -> bytes:
         if not key or "=" in key:
             raise ValueError(f"environment variable name {key!r} is empty or holds '='")
         strings.append(f"{key}={value}")
-    for string in strings:
-        if "\0" in string:
-            raise ValueError(f"{string[:64]!r} holds a NUL byte, which execve cannot pass")
-    return b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in strings)
+    return nul_terminated(strings, ", which execve cannot pass")
+
+
+def nul_terminated(strings: list[str], why: str) -> bytes:
+    """Each string then a NUL, as UTF-8 (surrogate escapes back to their bytes); ValueError naming a string
+    that holds a NUL itself (``why`` ends the message)."""
+    text = "\0".join(strings) + "\0" if strings else ""
+    if text.count("\0") != len(strings):
+        culprit = next(string for string in strings if "\0" in string)
+        raise ValueError(f"{culprit[:64]!r} holds a NUL byte{why}")
+    return text.encode("utf-8", "surrogateescape")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
-from sandboxd.engine.child.launch import encode_launch
+from sandboxd.engine.child.launch import encode_launch, nul_terminated
 
 PLAN_MAGIC = "sandboxd-plan/1"  # native/plan.h: a spawner and a waiter of different versions never meet
 LAUNCH_NOW, GATED, GATED_FILTERED = 0, 1, 2  # native/launch.h's enum launch_mode: the plan's "gated" field
@@ -84,11 +84,7 @@ class JailPlan:
         fields.append(len(root.binds))
         for bind in root.binds:
             fields += [bind.source, bind.target, int(bind.writable)]
-        strings = [str(field) for field in fields]
-        for string in strings:
-            if "\0" in string:
-                raise ValueError(f"{string[:64]!r} holds a NUL byte")
-        head = b"".join(s.encode("utf-8", "surrogateescape") + b"\0" for s in strings)
+        head = nul_terminated([str(field) for field in fields], "")
         launch = encode_launch(self.argv, self.env)
         return b"".join((head, _blob(launch), _blob(self.seccomp_bpf)))
 
