@@ -116,7 +116,12 @@ class _Node(Node):  # type: ignore[misc]
             return self._given_type
         return self.parent.controller_type if self.parent else None
 
-    @property
+    @functools.cached_property
+    def full_path(self) -> bytes:  # cgroupspy's walks up the parents on every file's access: spelled once
+        path: bytes = os.path.join(self.parent.full_path, self.name) if self.parent else self.name
+        return path
+
+    @functools.cached_property
     def dir(self) -> str:
         return os.fsdecode(self.full_path)
 
