@@ -24,7 +24,8 @@ _MOUNT_SETATTR_NR = 442  # the same number on every architecture of the unified 
 
 
 def has_mount_setattr() -> bool:
-    """Whether the kernel knows mount_setattr (asked with a bad descriptor: EBADF if it does, ENOSYS if not)."""
+    """Whether the kernel knows mount_setattr (asked with a bad descriptor and path: any error but ENOSYS if it
+    does)."""
     libc = ctypes.CDLL(None, use_errno=True)
     ctypes.set_errno(0)
     libc.syscall(_MOUNT_SETATTR_NR, -1, b"", 0, None, 0)

@@ -74,9 +74,9 @@ def _bounded(value: Any) -> Any:
     if kind in _PLAIN:
         return value
     if kind is dict or isinstance(value, Mapping):
-        return {key if type(key) is str and len(key) <= ECHO_MAX_CHARS else cut(str(key), ECHO_MAX_CHARS):
-                _bounded(item) for key, item in value.items()}
-    if kind is list or kind is tuple or isinstance(value, list | tuple):
+        return {cut(key if type(key) is str else str(key), ECHO_MAX_CHARS): _bounded(item)
+                for key, item in value.items()}
+    if isinstance(value, list | tuple):
         return [_bounded(item) for item in value]
     return cut(value) if isinstance(value, str) else value
 

@@ -79,31 +79,35 @@ static int root_is_mount_point(void) {
     return found;
 }
 
-/* v1: each leaf's `tasks`, opened now (a move is checked against the cgroup namespace the file was opened in); v2
- * has none, and a plan mixing the two moves by pid. */
+/* v1: each leaf's `tasks`, opened now (a move is checked against the cgroup namespace the file was opened in);
+ * all or none: v2 has none, and a plan mixing the two moves by pid. */
 static void open_tasks(struct placement *placement) {
     size_t opened = 0;
-    while (opened < placement->count) {
-        int fd = openat(placement->leaf_fds[opened], "tasks", O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 && errno != ENOENT)
-            step_failed(errno);
-        if (fd < 0)
-            break;
+    int fd;
+    while (opened < placement->count &&
+           (fd = openat(placement->leaf_fds[opened], "tasks", O_WRONLY | O_NOFOLLOW | O_CLOEXEC)) >= 0)
         placement->tasks_fds[opened++] = fd;
+    if (opened == placement->count)
+        return;
+    if (errno != ENOENT)
+        step_failed(errno);
+    for (size_t i = 0; i < placement->count; i++) {
+        if (i < opened)
+            close(placement->tasks_fds[i]);
+        placement->tasks_fds[i] = -1;
     }
-    if (opened < placement->count)
-        for (size_t i = 0; i < placement->count; i++) {
-            if (i < opened)
-                close(placement->tasks_fds[i]);
-            placement->tasks_fds[i] = -1;
-        }
+}
+
+/* Whether the first process moves itself (v1: open_tasks opened every hierarchy's `tasks`). */
+static int moves_self(const struct placement *placement) {
+    return placement->count > 0 && placement->tasks_fds[0] >= 0;
 }
 
 /* In the first process, before anything else: into the execution's cgroup, by its own `tasks` (v1). */
 static void move_self(const struct placement *placement) {
     step("join cgroup");
-    for (size_t i = 0; i < placement->count; i++)
-        if (placement->tasks_fds[i] >= 0 && write(placement->tasks_fds[i], "0", 1) != 1)
+    for (size_t i = 0; moves_self(placement) && i < placement->count; i++)
+        if (write(placement->tasks_fds[i], "0", 1) != 1)
             step_failed(errno);
 }
 
@@ -170,7 +174,7 @@ static int open_procs_file(const struct placement *placement, size_t i) {
  * a call is moved from inside its session's, whose root the waiter's own cgroup is not below (the kernel
  * refuses clone3's CLONE_INTO_CGROUP there for the same reason). */
 static void open_procs(struct placement *placement) {
-    for (size_t i = 0; i < placement->count && placement->tasks_fds[i] < 0; i++) {
+    for (size_t i = 0; !moves_self(placement) && i < placement->count; i++) {
         placement->procs_fds[i] = open_procs_file(placement, i);
         check(placement->procs_fds[i]);
     }
@@ -191,7 +195,7 @@ static void close_placement(struct placement *placement) {
  * CLONE_INTO_CGROUP; then no cgroup.procs is ever opened), else by fork(), to move itself (v1: move_self) or be
  * moved (seize_and_place). */
 static pid_t fork_into(struct placement *placement) {
-    if (placement->count == 1 && placement->procs_fds[0] < 0 && placement->tasks_fds[0] < 0) {
+    if (placement->count == 1 && placement->procs_fds[0] < 0 && !moves_self(placement)) {
         struct clone_args args;
         memset(&args, 0, sizeof args);
         args.flags = CLONE_INTO_CGROUP;
@@ -215,7 +219,7 @@ static int seize_and_place(pid_t pid, struct placement *placement, int joined_w,
     char text[24];
     int length = snprintf(text, sizeof text, "%d", pid);
     int placed = 1;
-    for (size_t i = 0; placed && i < placement->count && placement->tasks_fds[i] < 0; i++) {
+    for (size_t i = 0; placed && !moves_self(placement) && i < placement->count; i++) {
         int procs = placement->procs_fds[i] >= 0 ? placement->procs_fds[i] : open_procs_file(placement, i);
         placed = procs >= 0 && write(procs, text, (size_t)length) == length;
         if (procs >= 0 && procs != placement->procs_fds[i])
