@@ -18,7 +18,7 @@ from setuptools.dist import Distribution
 NATIVE = Path("sandboxd/engine/child/native")
 PROGRAMS = {  # output: its sources
     "sandboxd-spawn": ("spawner.c", "waiter.c", "sandbox.c", "rootfs.c", "init.c", "launch.c", "watch.c", "plan.c",
-                       "steps.c", "process.c"),
+                       "cgroup.c", "steps.c", "process.c"),
 }
 CFLAGS = ["-std=gnu11", "-O2", "-static", "-Wall", "-Wextra", "-Werror", "-fstack-protector-strong",
           "-D_FORTIFY_SOURCE=2"]

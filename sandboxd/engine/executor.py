@@ -22,8 +22,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from sandboxd.base.errors import CgroupError, ConfigError, InvalidSpec, SpawnerError
 from sandboxd.base.limits import Limits
-from sandboxd.engine.cgroups import Backend, CgroupLimits, ExecCgroup, detect_backend
-from sandboxd.engine.child.program import check_spawner
+from sandboxd.engine.cgroups import Backend, CgroupCreation, CgroupLimits, ExecCgroup, detect_backend
+from sandboxd.engine.child.program import CREATE_CGROUP_STAGE, check_spawner
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.hostcheck import check_host
 from sandboxd.engine.ids import IdPool, IdsExhausted
@@ -175,14 +175,15 @@ class Executor:
         except IdsExhausted:
             return None
         try:
-            cgroup, procs_files = await self._create_cgroup(pool_id, spec.limits, session=None, opens_session=False)
+            cgroup, procs_files, creation = await self._create_cgroup(pool_id, spec.limits, session=None,
+                                                                      opens_session=False)
         except BaseException as e:
             self._ids.release(uid)
             if isinstance(e, CgroupError):
                 log.warning("pool: %s", e)
                 return None
             raise
-        run = Run(pool_id, spec, cgroup, asyncio.Event(), uid, procs_files=procs_files)
+        run = Run(pool_id, spec, cgroup, asyncio.Event(), uid, procs_files=procs_files, creation=creation)
         ours: list[int] = []
         gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
         try:
@@ -267,8 +268,8 @@ class Executor:
                 yield Result(eid, Status.SETUP_FAILED, e.message, setup_stage="ids")
                 return
             try:
-                cgroup, procs_files = await self._create_cgroup(eid, limits, session=session,
-                                                                opens_session=opens_session)
+                cgroup, procs_files, creation = await self._create_cgroup(eid, limits, session=session,
+                                                                          opens_session=opens_session)
             except CgroupError as e:
                 if session is None:
                     self._ids.release(uid)
@@ -278,7 +279,7 @@ class Executor:
                 if session is None:
                     self._ids.release(uid)
                 raise
-            run = Run(eid, spec, cgroup, cancel, uid, procs_files=procs_files, session=session)
+            run = Run(eid, spec, cgroup, cancel, uid, procs_files=procs_files, session=session, creation=creation)
         self._runs[eid] = run
         # From here one try/finally holds everything: the release runs whatever fails or is cancelled.
         stdin_w = OwnedFd(-1)
@@ -380,8 +381,10 @@ class Executor:
             plan = build_plan(self._config, run.spec, run.execution_id, run.procs_files, run.uid,
                               join_pid=0 if run.session is None else run.session.pid)
             if run.alone_in_cgroup:
+                made = run.creation or CgroupCreation((), ())
                 plan = dataclasses.replace(plan, cgroup_final_reads=run.cgroup.final_reads,
-                                           cgroup_removal=run.cgroup.removal_dirs)
+                                           cgroup_removal=run.cgroup.removal_dirs, cgroup_create=made.dirs,
+                                           cgroup_writes=made.writes)
             if gate is not None:
                 plan = dataclasses.replace(plan, gated=True,
                                            seccomp_before_gate=allows_launch_after_gate(run.spec.seccomp_bpf))
@@ -396,29 +399,31 @@ class Executor:
         finally:
             close_quietly(*theirs)
 
-    async def _create_cgroup(self, eid: str, limits: Limits, *, session: SessionSandbox | None,
-                             opens_session: bool) -> tuple[ExecCgroup, tuple[str, ...]]:
-        """The execution's cgroup and the procs files its sandbox joins, made in a worker thread: a leaf; a
-        session's cgroup with the keeper's leaf below it; or a call's leaf below its session's. If the caller is
-        cancelled meanwhile, the thread still finishes: wait for it and remove what it made, so no empty leaf
-        is left behind."""
+    async def _create_cgroup(self, eid: str, limits: Limits, *, session: SessionSandbox | None, opens_session: bool,
+                             ) -> tuple[ExecCgroup, tuple[str, ...], CgroupCreation | None]:
+        """The execution's cgroup, the procs files its sandbox joins, and how its waiter makes it: a leaf of its
+        own is only planned here (its limits checked) and made by the sandbox's waiter, first of all — no thread's
+        hop on the event loop's way. A session's cgroup with the keeper's leaf below it, or a call's leaf below
+        its session's, is made here in a worker thread (None: nothing for the waiter to make); if the caller is
+        cancelled meanwhile, the thread still finishes: wait for it and remove what it made, so no empty leaf is
+        left behind."""
         cgroup_limits = CgroupLimits(limits.memory_max_bytes, limits.cpu_share_percent,
                                      cgroup_pids_max(limits.pids_max))
+        if session is None and not opens_session:
+            leaf, creation = self._backend.plan_leaf(eid, cgroup_limits)
+            return leaf, leaf.procs_files, creation
 
-        def create() -> tuple[ExecCgroup, tuple[str, ...]]:
+        def create() -> tuple[ExecCgroup, tuple[str, ...], CgroupCreation | None]:
             if session is not None:
                 call = self._backend.create(eid, cgroup_limits, parent=session.cgroup)
-                return call, call.procs_files
-            if not opens_session:
-                leaf = self._backend.create(eid, cgroup_limits)
-                return leaf, leaf.procs_files
+                return call, call.procs_files, None
             cgroup = self._backend.create(eid, cgroup_limits, holds_children=True)
             try:
                 keeper = self._backend.create(KEEPER_LEAF, CgroupLimits(None, None, None), parent=cgroup)
             except BaseException:
                 cgroup.remove()
                 raise
-            return cgroup, keeper.procs_files
+            return cgroup, keeper.procs_files, None
 
         creating = asyncio.ensure_future(asyncio.to_thread(create))
         try:
@@ -434,9 +439,10 @@ class Executor:
         work.add_done_callback(_log_failure)
 
     @staticmethod
-    async def _undo_create(creating: asyncio.Future[tuple[ExecCgroup, tuple[str, ...]]]) -> None:
+    async def _undo_create(creating: asyncio.Future[tuple[ExecCgroup, tuple[str, ...], CgroupCreation | None]],
+                           ) -> None:
         try:
-            cgroup, _ = await creating
+            cgroup, _, _ = await creating
         except BaseException:
             return  # nothing was made
         try:
@@ -473,7 +479,7 @@ class Executor:
             # Usually its waiter removes it once the sandbox has ended, while the outcome is written down. Else
             # in a worker thread: an rmdir waits for the kernel's cgroup lock, which any process's move of
             # another (a cgroup.procs write: ours no longer make one on v1) holds through an RCU grace period.
-            if not await _removed_by_waiter(handle):
+            if not run.cgroup_not_made and not await _removed_by_waiter(handle):
                 await asyncio.to_thread(remove)
         except CgroupError as e:  # its processes may live on: its uid stays out of the pool
             log.error("execution %s: %s; uid %d is not reused", run.execution_id, e, run.uid)
@@ -545,6 +551,7 @@ class Executor:
             report = await asyncio.wait_for(asyncio.shield(handle.exited), EXIT_REPORT_TIMEOUT_S)
         except (TimeoutError, SpawnerError) as e:
             log.error("execution %s: no exit report after a failed setup: %r", run.execution_id, e)
+        run.cgroup_not_made = run.creation is not None and failure.stage == CREATE_CGROUP_STAGE
         stats = run.stats(() if report is None else report.cgroup_reads)
         message = failure.message
         if stats.oom_kill_count:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sandboxd.base.errors import CgroupError
-from sandboxd.engine.cgroups import CgroupStats, CgroupUsage, ExecCgroup
+from sandboxd.engine.cgroups import CgroupCreation, CgroupStats, CgroupUsage, ExecCgroup
 from sandboxd.engine.child.program import INIT_NAME
 from sandboxd.engine.plan import bind_order
 from sandboxd.engine.relay import OwnedFd
@@ -58,10 +58,14 @@ class Run:
 
     def __init__(self, execution_id: str, spec: ExecutionSpec, cgroup: ExecCgroup, cancel: asyncio.Event,
                  uid: int, *, procs_files: tuple[str, ...] | None = None,
-                 session: SessionSandbox | None = None) -> None:
+                 session: SessionSandbox | None = None, creation: CgroupCreation | None = None) -> None:
         self.execution_id = execution_id
         self.uid = uid
         self.procs_files = cgroup.procs_files if procs_files is None else procs_files  # where the sandbox joins
+        # How its waiter makes its cgroup (None: the daemon made it); cgroup_not_made once its waiter failed to,
+        # having removed what it made: nothing of that name is the execution's to remove.
+        self.creation = creation
+        self.cgroup_not_made = False
         self.session = session  # the session it is a call in
         self.cancel = cancel  # set by whoever cancels (Executor.cancel, or the caller's own token)
         self.spec = spec
@@ -100,6 +104,8 @@ class Run:
 
     def stats(self, final_reads: Sequence[bytes | None] = ()) -> CgroupStats:
         """The cgroup's accounting: from what its waiter read at the end when it did, else read now."""
+        if self.cgroup_not_made:
+            return _EMPTY_STATS
         try:
             return self.cgroup.stats_from(final_reads) if final_reads else self.cgroup.stats()
         except CgroupError as e:

@@ -388,3 +388,39 @@ def test_a_cgroup_with_one_hierarchy_removed_no_longer_exists(kernel: FakeKernel
     assert cg.exists()
     shutil.rmtree(cg.removal_dirs[0])  # (a fake hierarchy: its control files are plain files)
     assert not cg.exists()
+
+
+def test_plan_leaf_plans_what_create_writes_and_makes_nothing(
+    kernel: FakeKernel, swaps: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[tuple[str, str]] = []
+    real_write = fsutil.write_text
+
+    def recording_write(path: fsutil.StrPath, value: str) -> None:
+        writes.append((os.fsdecode(os.fspath(path)), value))
+        real_write(path, value)
+
+    backend = make_backend(kernel, swaps)
+    monkeypatch.setattr(fsutil, "write_text", recording_write)
+    planned, creation = backend.plan_leaf("p1", LIMITS)
+    assert writes == [] and leaf_dirs(kernel.root) == []  # for the sandbox's waiter to make
+    made = backend.create("p1", LIMITS)
+    assert creation.dirs == made.removal_dirs and all(os.path.isdir(d) for d in creation.dirs)
+    assert list(creation.writes) == writes  # the same files, values and order: limit before memsw
+    assert planned.procs_files == made.procs_files and planned.final_reads == made.final_reads
+
+
+def test_plan_leaf_checks_the_limits_as_create_does(kernel: FakeKernel, swaps: Path) -> None:
+    with pytest.raises(CgroupError, match="memory limit must be > 0 bytes, not 0"):
+        make_backend(kernel, swaps).plan_leaf("p1", CgroupLimits(0, None, None))
+
+
+def test_plan_leaf_without_memsw_fails_closed_only_when_swap_is_on(kernel: FakeKernel, swaps: Path) -> None:
+    del kernel.templates["memory"]["memory.memsw.limit_in_bytes"]
+    backend = make_backend(kernel, swaps)
+    names = [Path(path).name for path, _ in backend.plan_leaf("p2", LIMITS)[1].writes]
+    assert "memory.limit_in_bytes" in names and "memory.memsw.limit_in_bytes" not in names  # swap off: enough
+    set_fixture(swaps.parent, "swaps", "Filename\tType\tSize\tUsed\tPriority\n/swapfile file 1024 0 -2\n")
+    with pytest.raises(CgroupError, match=r"swap is on but memory\.memsw\.limit_in_bytes is missing"):
+        backend.plan_leaf("p3", LIMITS)
+    assert leaf_dirs(kernel.root) == []

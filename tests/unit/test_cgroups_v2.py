@@ -266,3 +266,47 @@ def test_final_accounting_from_the_waiters_reads(own: Path, kernel: FakeKernel) 
     assert cg.stats_from([None, b"100\n", events, cpu, None]).memory_peak_bytes == 100  # before 5.19: no memory.peak
     with pytest.raises(CgroupError, match=r"cannot read .*cpu\.stat"):
         cg.stats_from([b"8192\n", b"100\n", events, None, None])
+
+
+def recording_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    writes: list[tuple[str, str]] = []
+    real_write = fsutil.write_text
+
+    def recording_write(path: fsutil.StrPath, value: str) -> None:
+        writes.append((os.fsdecode(os.fspath(path)), value))
+        real_write(path, value)
+
+    monkeypatch.setattr(fsutil, "write_text", recording_write)
+    return writes
+
+
+@pytest.mark.parametrize("swap_accounting", [True, False])
+def test_plan_leaf_plans_what_create_writes_and_makes_nothing(
+    own: Path, kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch, swap_accounting: bool
+) -> None:
+    if not swap_accounting:
+        del kernel.template["memory.swap.max"]
+    backend = make_backend(own, kernel)
+    writes = recording_writes(monkeypatch)
+    planned, creation = backend.plan_leaf("a1", LIMITS)
+    assert writes == [] and not (own / "exec-a1").exists()  # for the sandbox's waiter to make
+    made = backend.create("a1", LIMITS)
+    assert creation.dirs == (str(own / "exec-a1"),)
+    assert list(creation.writes) == writes  # the same files, values and order
+    assert ("memory.swap.max" in {Path(path).name for path, _ in writes}) is swap_accounting
+    assert planned.path == made.path and planned.final_reads == made.final_reads
+
+
+def test_plan_leaf_checks_the_limits_as_create_does(own: Path, kernel: FakeKernel, tmp_path: Path) -> None:
+    with pytest.raises(CgroupError, match="pids limit must be > 0, not 0"):
+        make_backend(own, kernel).plan_leaf("a1", CgroupLimits(None, None, 0))
+    del kernel.template["memory.swap.max"]
+    swaps = tmp_path / "swaps"
+    swaps.write_text("Filename\tType\tSize\tUsed\tPriority\n/swapfile\tfile\t1048572\t0\t-2\n")
+    backend = V2Backend(own / "other", self_pid=SELF_PID, dir_ops=kernel.ops(), swaps_path=swaps)
+    (own / "other").mkdir()
+    for name in ("cgroup.controllers", "cgroup.subtree_control", "cgroup.procs"):
+        set_fixture(own / "other", name, (own / name).read_text())
+    backend.prepare()
+    with pytest.raises(CgroupError, match=r"swap is on but .*exec-a2/memory.swap.max is missing"):
+        backend.plan_leaf("a2", LIMITS)

@@ -20,6 +20,16 @@ class CgroupLimits:
 
 
 @dataclass(frozen=True)
+class CgroupCreation:
+    """How an execution's leaf is made where it is made by the sandbox's waiter (``native/cgroup.c``), not by
+    the daemon: these directories, in order (none may exist yet), then these limit files written, in order,
+    each value in one write; any failure removes what was made and nothing runs."""
+
+    dirs: tuple[str, ...]
+    writes: tuple[tuple[str, str], ...]  # (absolute path of a control file in one of ``dirs``, value)
+
+
+@dataclass(frozen=True)
 class CgroupStats:
     memory_peak_bytes: int
     oom_kill_count: int
@@ -117,6 +127,11 @@ class Backend(Protocol):
         """Create the leaf ``exec-<execution_id>`` (below ``parent``, a session's cgroup, when given) and write
         its limits; ``holds_children``: a session's, with cgroups below it. Fails closed: on any write error
         the leaf is removed and :class:`~sandboxd.base.errors.CgroupError` names the file and value."""
+
+    def plan_leaf(self, execution_id: str, limits: CgroupLimits) -> tuple[ExecCgroup, CgroupCreation]:
+        """The leaf ``exec-<execution_id>`` below the base as an object, and how to make it with its limits —
+        nothing is made here (the sandbox's waiter makes it: :class:`CgroupCreation`). The limits are checked
+        as :meth:`create` checks them: :class:`~sandboxd.base.errors.CgroupError` for one that cannot hold."""
 
     def stale_leaves(self) -> list[str]:
         """Names of ``exec-*`` leaves left below the base by an earlier instance."""

@@ -40,10 +40,11 @@ from cgroupspy.nodes import Node
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.engine.cgroups import fsutil, procs
-from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats, CgroupUsage
+from sandboxd.engine.cgroups.base import CgroupCreation, CgroupLimits, CgroupStats, CgroupUsage
 
 CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")  # also the order the child joins them in
 CFS_PERIOD_USEC = 100_000
+_MEMSW = "memory.memsw.limit_in_bytes"
 _NSEC_PER_USEC = 1000
 
 
@@ -295,7 +296,8 @@ class V1Backend:
             for d in cg._dirs:
                 fsutil.make_dir(self._dir_ops, d, exist_ok=False)
                 made.append(d)
-            self._apply(cg, limits)
+            for path, value in self._limit_writes(cg, limits, made=True):
+                fsutil.write_text(path, value)
         except CgroupError:
             fsutil.remove_quietly(self._dir_ops, made)
             raise
@@ -306,40 +308,45 @@ class V1Backend:
             raise
         return cg
 
-    def _apply(self, cg: V1ExecCgroup, limits: CgroupLimits) -> None:
+    def plan_leaf(self, execution_id: str, limits: CgroupLimits) -> tuple[V1ExecCgroup, CgroupCreation]:
+        cg = self._exec_cgroup(fsutil.leaf_name(execution_id))
+        return cg, CgroupCreation(cg._dirs, tuple(self._limit_writes(cg, limits, made=False)))
+
+    def _limit_writes(self, cg: V1ExecCgroup, limits: CgroupLimits, *, made: bool) -> list[tuple[str, str]]:
+        """The limit files to write, in order, with their values; ``made``: the leaf exists (read what the
+        order of the memory writes depends on from it), else it is yet to be made (a new leaf is unlimited)."""
+        writes: list[tuple[str, str]] = []
         leaves = cg._leaves
         if limits.memory_max_bytes is not None:
-            self._apply_memory(_ctl(leaves["memory"]), limits.memory_max_bytes)
+            writes += self._memory_writes(leaves["memory"], limits.memory_max_bytes, made=made)
         if limits.cpu_share_percent is not None:
             if limits.cpu_share_percent <= 0:
                 raise CgroupError(f"cpu share must be > 0 %, not {limits.cpu_share_percent}")
-            cpu = _ctl(leaves["cpu"])
-            cpu.cfs_period_us = CFS_PERIOD_USEC
-            cpu.cfs_quota_us = CFS_PERIOD_USEC * limits.cpu_share_percent // 100
+            cpu = leaves["cpu"].dir
+            writes += [(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_USEC)),
+                       (os.path.join(cpu, "cpu.cfs_quota_us"), str(CFS_PERIOD_USEC * limits.cpu_share_percent // 100))]
         if limits.pids_max is not None:
             if limits.pids_max <= 0:
                 raise CgroupError(f"pids limit must be > 0, not {limits.pids_max}")
-            _ctl(leaves["pids"]).max = limits.pids_max
+            writes.append((os.path.join(leaves["pids"].dir, "pids.max"), str(limits.pids_max)))
+        return writes
 
-    def _apply_memory(self, mem: Any, limit_bytes: int) -> None:
+    def _memory_writes(self, leaf: _Node, limit_bytes: int, *, made: bool) -> list[tuple[str, str]]:
         if limit_bytes <= 0:
             raise CgroupError(f"memory limit must be > 0 bytes, not {limit_bytes}")
-        if not mem.exists("memory.memsw.limit_in_bytes"):
+        limit = (os.path.join(leaf.dir, "memory.limit_in_bytes"), str(limit_bytes))
+        memsw = (os.path.join(leaf.dir, _MEMSW), str(limit_bytes))
+        # A leaf has the file when its parent has it (swap accounting is the memory controller's, machine-wide).
+        if not os.path.lexists(memsw[0] if made else os.path.join(leaf.parent.dir, _MEMSW)):
             if fsutil.swap_active(self._swaps_path):
                 raise CgroupError(
                     "swap is on but memory.memsw.limit_in_bytes is missing, so a memory limit could be "
                     f"escaped through swap; {fsutil.SWAP_ESCAPE_REMEDY}"
                 )
-            mem.limit_in_bytes = limit_bytes
-            return
+            return [limit]
         # The kernel keeps memsw >= limit at every step: lower the limit first, raise memsw first.
-        current = mem.limit_in_bytes
-        if current is not None and limit_bytes > current:
-            mem.memsw_limit_in_bytes = limit_bytes
-            mem.limit_in_bytes = limit_bytes
-        else:
-            mem.limit_in_bytes = limit_bytes
-            mem.memsw_limit_in_bytes = limit_bytes
+        current = _ctl(leaf).limit_in_bytes if made else None  # a leaf yet to be made is unlimited
+        return [memsw, limit] if current is not None and limit_bytes > current else [limit, memsw]
 
     def stale_leaves(self) -> list[str]:
         names: set[str] = set()

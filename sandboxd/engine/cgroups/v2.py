@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sandboxd.base.errors import CgroupError
 from sandboxd.engine.cgroups import fsutil, procs
-from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats, CgroupUsage
+from sandboxd.engine.cgroups.base import CgroupCreation, CgroupLimits, CgroupStats, CgroupUsage
 
 REQUIRED_CONTROLLERS = ("memory", "cpu", "pids")
 CPU_PERIOD_USEC = 100_000
@@ -190,7 +190,8 @@ class V2Backend:
         cg = V2ExecCgroup(where / fsutil.leaf_name(execution_id), self._dir_ops)
         fsutil.make_dir(self._dir_ops, str(cg.path), exist_ok=False)
         try:
-            self._apply(cg, limits)
+            for path, value in self._limit_writes(cg.path, limits, swap_max=cg._has("memory.swap.max")):
+                fsutil.write_text(path, value)
             if holds_children:
                 cg._write("memory.oom.group", "0")
                 cg._write("cgroup.subtree_control", " ".join(f"+{c}" for c in REQUIRED_CONTROLLERS))
@@ -199,29 +200,40 @@ class V2Backend:
             raise
         return cg
 
-    def _apply(self, cg: V2ExecCgroup, limits: CgroupLimits) -> None:
+    def plan_leaf(self, execution_id: str, limits: CgroupLimits) -> tuple[V2ExecCgroup, CgroupCreation]:
+        cg = V2ExecCgroup(self._own / fsutil.leaf_name(execution_id), self._dir_ops)
+        # A leaf has memory.swap.max when its sibling, our own leaf, has it (the same controllers enabled).
+        writes = self._limit_writes(cg.path, limits,
+                                    swap_max=os.path.lexists(self._own / SUPERVISOR / "memory.swap.max"))
+        return cg, CgroupCreation((str(cg.path),), tuple(writes))
+
+    def _limit_writes(self, leaf: Path, limits: CgroupLimits, *, swap_max: bool) -> list[tuple[str, str]]:
+        """The limit files of ``leaf`` to write, in order, with their values; ``swap_max``: it has
+        memory.swap.max."""
+        writes: list[tuple[str, str]] = []
         if limits.memory_max_bytes is not None:
             if limits.memory_max_bytes <= 0:
                 raise CgroupError(f"memory limit must be > 0 bytes, not {limits.memory_max_bytes}")
-            if not cg._has("memory.swap.max") and fsutil.swap_active(self._swaps_path):
+            if not swap_max and fsutil.swap_active(self._swaps_path):
                 # without swap accounting (CONFIG_MEMCG_SWAP, swapaccount=0) memory.max does not cover swap
                 raise CgroupError(
-                    f"swap is on but {cg.path / 'memory.swap.max'} is missing, so a memory limit could be "
+                    f"swap is on but {leaf / 'memory.swap.max'} is missing, so a memory limit could be "
                     f"escaped through swap; {fsutil.SWAP_ESCAPE_REMEDY}"
                 )
-            cg._write("memory.max", str(limits.memory_max_bytes))
-        if cg._has("memory.swap.max"):
-            cg._write("memory.swap.max", "0")
-        cg._write("memory.oom.group", "1")
+            writes.append((str(leaf / "memory.max"), str(limits.memory_max_bytes)))
+        if swap_max:
+            writes.append((str(leaf / "memory.swap.max"), "0"))
+        writes.append((str(leaf / "memory.oom.group"), "1"))
         if limits.cpu_share_percent is not None:
             if limits.cpu_share_percent <= 0:
                 raise CgroupError(f"cpu share must be > 0 %, not {limits.cpu_share_percent}")
             quota_usec = CPU_PERIOD_USEC * limits.cpu_share_percent // 100
-            cg._write("cpu.max", f"{quota_usec} {CPU_PERIOD_USEC}")
+            writes.append((str(leaf / "cpu.max"), f"{quota_usec} {CPU_PERIOD_USEC}"))
         if limits.pids_max is not None:
             if limits.pids_max <= 0:
                 raise CgroupError(f"pids limit must be > 0, not {limits.pids_max}")
-            cg._write("pids.max", str(limits.pids_max))
+            writes.append((str(leaf / "pids.max"), str(limits.pids_max)))
+        return writes
 
     def stale_leaves(self) -> list[str]:
         return fsutil.list_leaves(str(self._own))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sandboxd.engine.child.launch import encode_launch, nul_terminated
 
-PLAN_MAGIC = "sandboxd-plan/1"  # native/plan.h: a spawner and a waiter of different versions never meet
+PLAN_MAGIC = "sandboxd-plan/2"  # native/plan.h: a spawner and a waiter of different versions never meet
 LAUNCH_NOW, GATED, GATED_FILTERED = 0, 1, 2  # native/launch.h's enum launch_mode: the plan's "gated" field
 _RLIMITS = {"cpu": resource.RLIMIT_CPU, "fsize": resource.RLIMIT_FSIZE, "nofile": resource.RLIMIT_NOFILE,
             "core": resource.RLIMIT_CORE}
@@ -66,6 +66,10 @@ class JailPlan:
     # (their contents go in its report) and then removes these directories, before it reports the exit.
     cgroup_final_reads: tuple[str, ...] = ()
     cgroup_removal: tuple[str, ...] = ()
+    # ... and when its waiter makes it too: these directories, then these (limit file, value) writes, before
+    # anything of the sandbox exists (``native/cgroup.c``; :class:`~sandboxd.engine.cgroups.CgroupCreation`).
+    cgroup_create: tuple[str, ...] = ()
+    cgroup_writes: tuple[tuple[str, str], ...] = ()
 
     def encode(self) -> bytes:
         """The plan as the waiter reads it; ValueError naming a string that holds a NUL byte."""
@@ -73,7 +77,9 @@ class JailPlan:
         fields: list[str | int] = [
             PLAN_MAGIC, self.hostname, self.join_pid, self._launch_mode(), root.uid, root.gid,
             *_counted(self.supplementary_gids), *_counted(self.cgroup_procs), *_counted(self.cgroup_final_reads),
-            *_counted(self.cgroup_removal)]
+            *_counted(self.cgroup_removal), *_counted(self.cgroup_create), len(self.cgroup_writes)]
+        for path, value in self.cgroup_writes:
+            fields += [path, value]
         fields.append(len(self.rlimits))
         for name, (soft, hard) in self.rlimits.items():
             fields += [_RLIMITS[name], _rlim(soft), _rlim(hard)]

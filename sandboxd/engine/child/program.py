@@ -18,6 +18,7 @@ from sandboxd.base.errors import ConfigError
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 SPAWNER_NAME = "sandboxd-spawn"  # the program's file and the spawner's comm
 INIT_NAME = "sandbox-init"  # the comm a sandbox's init names itself by (native/init.h): no setup stage
+CREATE_CGROUP_STAGE = "create cgroup"  # the waiter's first stage when it makes the cgroup (native/cgroup.c)
 # Seccomp kills the watch names one by one in its report (the handler's first, whatever its place); the rest
 # are counted. A tool that forks doomed processes in a loop must not grow the report, or the watch, without
 # bound (native/watch.c).

@@ -17,14 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from sandboxd.engine.cgroups import Backend, CgroupLimits, ExecCgroup, detect_backend
+from sandboxd.engine.cgroups import Backend, CgroupCreation, CgroupLimits, ExecCgroup, detect_backend
 from sandboxd.engine.child.plan import JailPlan, RootPlan
+from sandboxd.engine.child.program import CREATE_CGROUP_STAGE
 from sandboxd.engine.config import DEFAULT_SYSTEM_BINDS, EngineConfig
+from sandboxd.engine.executor import Executor
 from sandboxd.engine.reports import ExitReport, SetupFailure
+from sandboxd.engine.result import Event, Result, Started, Status
 from sandboxd.engine.seccomp.profile import ProfileCache
 from sandboxd.engine.spawnclient import SpawnerClient
+from sandboxd.engine.spec import ExecutionSpec
 
-from .conftest import PROFILES
+from .conftest import PROFILES, fresh_ids
 
 pytestmark = pytest.mark.root
 
@@ -170,3 +174,99 @@ def test_a_read_outside_the_cgroup_is_refused_before_anything_runs(backend: Back
         assert not removed and cgroup.exists()
     finally:
         cgroup.remove()
+
+
+# -- the cgroup made by the waiter ---------------------------------------------------------------------------
+
+LIMITS = CgroupLimits(memory_max_bytes=64 << 20, cpu_share_percent=50, pids_max=16)
+
+
+def made_by_waiter(cgroup: ExecCgroup, creation: CgroupCreation, root_dir: Path, *argv: str) -> JailPlan:
+    return dataclasses.replace(plan_for(cgroup, root_dir, *argv), cgroup_create=creation.dirs,
+                               cgroup_writes=creation.writes)
+
+
+def test_the_waiter_makes_the_cgroup_with_its_limits_before_anything_runs(backend: Backend, tmp_path: Path) -> None:
+    cgroup, creation = backend.plan_leaf(f"made-{uuid.uuid4().hex[:8]}", LIMITS)
+    assert not any(os.path.exists(d) for d in creation.dirs)  # planned only
+    assert {Path(path).name for path, _ in creation.writes} >= {"pids.max"}
+    seen: dict[str, str] = {}
+    members: list[int] = []
+
+    def look() -> None:
+        seen.update({path: Path(path).read_text().strip() for path, _ in creation.writes})
+        members.extend(int(pid) for pid in Path(cgroup.procs_files[0]).read_text().split())
+
+    started, report, removed = spawn(made_by_waiter(cgroup, creation, tmp_path / "root", "/bin/cat"), look)
+    assert not isinstance(started, SetupFailure), started
+    assert seen == dict(creation.writes)  # every limit as planned, while the handler ran
+    assert started in members
+    assert report.wait_status == 0 and removed
+    assert not any(os.path.exists(d) for d in creation.dirs)
+
+
+def test_a_limit_the_kernel_refuses_fails_the_sandbox_before_it_exists(backend: Backend, tmp_path: Path) -> None:
+    cgroup, creation = backend.plan_leaf(f"made-{uuid.uuid4().hex[:8]}", LIMITS)
+    pids_max = next(path for path, _ in creation.writes if path.endswith("/pids.max"))
+    refused = dataclasses.replace(creation, writes=(*creation.writes[:-1], (pids_max, "lots")))
+    marker = tmp_path / "ran"
+    started, report, removed = spawn(made_by_waiter(cgroup, refused, tmp_path / "root", "/bin/sh", "-c",
+                                                    f"echo > {marker}"))
+    assert isinstance(started, SetupFailure), started
+    assert (started.stage, started.errno) == (CREATE_CGROUP_STAGE, errno.EINVAL), started
+    assert f"write lots to {pids_max}" in started.message
+    assert not marker.exists() and not removed
+    assert report.wait_status is None  # no pid 1 was ever made: no exit of one to report
+    assert not any(os.path.exists(d) for d in creation.dirs)  # what it made is gone again
+
+
+def test_a_cgroup_of_that_name_already_there_is_not_taken_nor_removed(backend: Backend, tmp_path: Path) -> None:
+    name = f"made-{uuid.uuid4().hex[:8]}"
+    cgroup, creation = backend.plan_leaf(name, LIMITS)
+    other = backend.create(name, NO_LIMITS)  # the same directories, made by someone else first
+    try:
+        started, _, removed = spawn(made_by_waiter(cgroup, creation, tmp_path / "root", "/bin/true"))
+        assert isinstance(started, SetupFailure), started
+        assert (started.stage, started.errno) == (CREATE_CGROUP_STAGE, errno.EEXIST), started
+        assert f"mkdir {creation.dirs[0]}" in started.message
+        assert not removed and other.exists()
+        assert all(Path(path).read_text().strip() != value for path, value in creation.writes
+                   if path.endswith("/pids.max"))  # not written: not the execution's
+    finally:
+        other.remove()
+
+
+def test_a_write_outside_the_cgroup_it_makes_is_refused(backend: Backend, tmp_path: Path) -> None:
+    cgroup, creation = backend.plan_leaf(f"made-{uuid.uuid4().hex[:8]}", LIMITS)
+    target = tmp_path / "not-a-cgroup-file"
+    outside = dataclasses.replace(creation, writes=((str(target), "1"),))
+    started, _, removed = spawn(made_by_waiter(cgroup, outside, tmp_path / "root", "/bin/true"))
+    assert isinstance(started, SetupFailure), started
+    assert started.stage == CREATE_CGROUP_STAGE
+    assert f"not a file of a cgroup made here: {target}" in started.message
+    assert not target.exists() and not removed
+    assert not any(os.path.exists(d) for d in creation.dirs)  # refused before anything was made
+
+
+def test_through_the_executor_a_taken_name_fails_the_execution_and_stays(tmp_path: Path) -> None:
+    config = EngineConfig(state_dir=tmp_path / "state", instance=f"test-{uuid.uuid4().hex[:8]}",
+                          sandbox_ids=fresh_ids())
+    eid = uuid.uuid4().hex[:16]
+
+    async def run() -> list[Event]:
+        executor = await Executor.create(config)  # its backend's base: the one made below is in it
+        other = detect_backend(config.cgroup_root, config.instance).create(eid, NO_LIMITS)
+        try:
+            spec = ExecutionSpec(argv=("/bin/true",), seccomp_bpf=ProfileCache().get(PROFILES / "default.json").bpf)
+            events = [event async for event in executor.execute(spec, execution_id=eid)]
+            assert other.exists()  # the release removed nothing of a name its waiter did not make
+            return events
+        finally:
+            other.remove()
+            await executor.close()
+
+    events = asyncio.run(run())
+    result = events[-1]
+    assert isinstance(result, Result), events
+    assert (result.status, result.setup_stage) == (Status.SETUP_FAILED, CREATE_CGROUP_STAGE), result
+    assert not any(isinstance(event, Started) for event in events)

@@ -38,7 +38,7 @@ from daemon_harness import Daemon, fresh_ids, make_daemon, sandbox_processes
 from sandboxd.base.errors import CgroupError
 from sandboxd.base.limits import Limits
 from sandboxd.engine.cgroups import fsutil
-from sandboxd.engine.cgroups.base import CgroupLimits, CgroupStats
+from sandboxd.engine.cgroups.base import CgroupCreation, CgroupLimits, CgroupStats
 from sandboxd.engine.cgroups.v2 import REQUIRED_CONTROLLERS, V2Backend, V2ExecCgroup
 from sandboxd.engine.config import EngineConfig
 from sandboxd.engine.executor import Executor
@@ -181,9 +181,15 @@ class Run:
     layout: dict[str, list[int]] = field(default_factory=dict)  # pids per child of the base at Started
 
 
+LIMIT_FILES = ("memory.max", "memory.swap.max", "memory.oom.group", "cpu.max", "pids.max")
+
+
 class Recorder:
-    """What the engine did to the kernel, seen from this process: the leaves it created (their limit files
-    read back before anything runs in them), its writes to cgroup files, its last accounting read."""
+    """What the engine did to the kernel, seen from this process: the leaves it planned or created — a leaf of
+    its own is made by the sandbox's waiter, which writes the planned limits before the sandbox's first process
+    exists or fails it: the plan is checked here before anything is spawned, and the limit files are read back
+    while the sandbox runs; a session's cgroups are made here, read back before anything runs in them — its
+    writes to cgroup files, its last accounting read."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.writes: list[tuple[str, str]] = []
@@ -192,6 +198,7 @@ class Recorder:
         self.final_files: dict[str, str] = {}
         original_write = fsutil.write_text
         original_create = V2Backend.create
+        original_plan_leaf = V2Backend.plan_leaf
         original_stats = V2ExecCgroup.stats
         original_stats_from = V2ExecCgroup.stats_from
 
@@ -202,8 +209,7 @@ class Recorder:
         def create(backend: V2Backend, execution_id: str, limits: CgroupLimits, **placement: Any) -> V2ExecCgroup:
             cg = original_create(backend, execution_id, limits, **placement)
             self.leaves.append(cg.path)
-            self.limit_files = {name: read(cg.path / name) for name in (
-                "memory.max", "memory.swap.max", "memory.oom.group", "cpu.max", "pids.max")}
+            self.limit_files = {name: read(cg.path / name) for name in LIMIT_FILES}
             expected = {"memory.max": limits.memory_max_bytes, "pids.max": limits.pids_max}
             wrong = {name: (self.limit_files[name], want) for name, want in expected.items()
                      if want is not None and self.limit_files[name] != str(want)}
@@ -211,6 +217,18 @@ class Recorder:
                 cg.remove()  # nothing runs in a leaf whose limits are not what was asked
                 raise CgroupError(f"limits not in place in {cg.path}: {wrong or self.limit_files}")
             return cg
+
+        def plan_leaf(backend: V2Backend, execution_id: str, limits: CgroupLimits,
+                      ) -> tuple[V2ExecCgroup, CgroupCreation]:
+            cg, creation = original_plan_leaf(backend, execution_id, limits)
+            self.leaves.append(cg.path)
+            planned = {Path(path).name: value for path, value in creation.writes}
+            expected = {"memory.max": limits.memory_max_bytes, "pids.max": limits.pids_max}
+            wrong = {name: (planned.get(name), want) for name, want in expected.items()
+                     if want is not None and planned.get(name) != str(want)}
+            if wrong or planned.get("memory.oom.group") != "1" or creation.dirs != (str(cg.path),):
+                raise CgroupError(f"limits not planned for {cg.path}: {wrong or planned}")  # nothing is spawned
+            return cg, creation
 
         def stats(cg: V2ExecCgroup) -> CgroupStats:
             result = original_stats(cg)
@@ -221,6 +239,7 @@ class Recorder:
 
         monkeypatch.setattr(fsutil, "write_text", write_text)
         monkeypatch.setattr(V2Backend, "create", create)
+        monkeypatch.setattr(V2Backend, "plan_leaf", plan_leaf)
         def stats_from(cg: V2ExecCgroup, contents: Sequence[bytes | None]) -> CgroupStats:
             # what the sandbox's waiter read of the leaf at the end, before it removed it
             self.final_files = {Path(path).name: content.decode() for path, content in
@@ -229,6 +248,10 @@ class Recorder:
 
         monkeypatch.setattr(V2ExecCgroup, "stats", stats)
         monkeypatch.setattr(V2ExecCgroup, "stats_from", stats_from)
+
+    def read_limits(self, leaf: Path) -> None:
+        """The limit files of a running sandbox's leaf, as its waiter wrote them before its first process."""
+        self.limit_files = {name: read(leaf / name) for name in LIMIT_FILES}
 
     def kill_writes(self, leaf: Path) -> list[str]:
         return [value for path, value in self.writes if path == str(leaf / "cgroup.kill")]
@@ -277,6 +300,7 @@ class Engine:
                 if isinstance(event, Started):
                     started = event
                     leaf = base / event.cgroup
+                    self.recorder.read_limits(leaf)
                     layout = {name: procs(base / name) for name in children(base)}
                     layout["."] = procs(base)
                     watcher = asyncio.create_task(_watch(executor, event.execution_id, leaf, seen, cancel_when))

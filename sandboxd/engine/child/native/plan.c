@@ -99,6 +99,13 @@ void read_plan(int fd, int errpipe, struct plan *plan) {
     plan->cgroup_procs = next_strings(&c, &plan->cgroup_procs_count);
     plan->cgroup_reads = next_strings(&c, &plan->cgroup_read_count);
     plan->cgroup_removal = next_strings(&c, &plan->cgroup_removal_count);
+    plan->cgroup_create = next_strings(&c, &plan->cgroup_create_count);
+    plan->cgroup_write_count = next_count(&c);
+    plan->cgroup_writes = items(&c, plan->cgroup_write_count, sizeof *plan->cgroup_writes);
+    for (size_t i = 0; i < plan->cgroup_write_count; i++) {
+        plan->cgroup_writes[i].path = next_string(&c);
+        plan->cgroup_writes[i].value = next_string(&c);
+    }
     plan->rlimit_count = next_count(&c);
     plan->rlimits = items(&c, plan->rlimit_count, sizeof *plan->rlimits);
     for (size_t i = 0; i < plan->rlimit_count; i++) {

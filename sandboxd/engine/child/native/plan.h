@@ -9,7 +9,7 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
-#define PLAN_MAGIC "sandboxd-plan/1" /* plan.PLAN_MAGIC */
+#define PLAN_MAGIC "sandboxd-plan/2" /* plan.PLAN_MAGIC */
 
 struct bind {
     const char *source, *target;
@@ -23,6 +23,10 @@ struct rlimit_entry {
 
 struct etc_file {
     const char *name, *content;
+};
+
+struct cgroup_write {
+    const char *path, *value;
 };
 
 struct blob {
@@ -43,6 +47,10 @@ struct plan {
     /* a sandbox alone in its cgroup: read once everything in it has ended, then removed (watch.c) */
     size_t cgroup_read_count, cgroup_removal_count;
     const char **cgroup_reads, **cgroup_removal;
+    /* ... made by the waiter too: these directories, then these limit files written (cgroup.c) */
+    size_t cgroup_create_count, cgroup_write_count;
+    const char **cgroup_create;
+    struct cgroup_write *cgroup_writes;
     size_t rlimit_count;
     struct rlimit_entry *rlimits;
     /* the root */

@@ -4,6 +4,7 @@
  * code until the handler's own execve — nothing is exec'd in between.
  *
  *    spawner ──fork──▶ waiter (host pid ns, outside the execution's cgroup; traces the sandbox)
+ *                        │ the cgroup made, with its limits (cgroup.c: a sandbox alone in it; else the daemon made it)
  *                        │ unshare(pid, mount, net, ipc, uts) ; mounts rprivate ; pid 1 into the cgroup
  *                        │ ; the watch (watch.c)
  *                        └─fork──▶ pid 1: builds the sandbox (sandbox.c, rootfs.c), then the init (init.c)
@@ -42,6 +43,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cgroup.h"
 #include "plan.h"
 #include "process.h"
 #include "report.h"
@@ -306,6 +308,7 @@ void run_waiter(pid_t spawner, int plan_fd, struct fds fds) {
     close_all_except(ours, sizeof ours / sizeof ours[0]);
     struct plan plan;
     read_plan(plan_fd, fds.errpipe, &plan);
+    create_cgroup(&plan); /* first of all: nothing of the sandbox exists without its limits */
     if (plan.join_pid)
         call_waiter(&plan, &fds);
     if (fds.join >= 0) {
