@@ -136,10 +136,19 @@ class V1ExecCgroup:
 
     oom_group_emulated = True  # v1 OOM-kills one task; the executor kills the group when oom_kill_count rises
 
-    def __init__(self, name: str, leaves: Mapping[str, _Node], dir_ops: fsutil.DirOps) -> None:
+    def __init__(self, name: str, parents: Mapping[str, _Node], dir_ops: fsutil.DirOps) -> None:
+        """``parents``: the node in each hierarchy that the leaf ``name`` is (to be) made below."""
         self._name = name
-        self._leaves = dict(leaves)
+        self._parents = parents
         self._dir_ops = dir_ops
+
+    @functools.cached_property
+    def _leaves(self) -> dict[str, _Node]:  # cgroupspy's nodes, for its controllers: made when first asked
+        return {c: _Node(self._name, parent=self._parents[c]) for c in CONTROLLERS}
+
+    @functools.cached_property
+    def _dir_of(self) -> dict[str, str]:  # each hierarchy's leaf directory, spelled from its parent's, once
+        return {c: os.path.join(self._parents[c].dir, self._name) for c in CONTROLLERS}
 
     @property
     def name(self) -> str:
@@ -147,7 +156,7 @@ class V1ExecCgroup:
 
     @functools.cached_property
     def _dirs(self) -> tuple[str, ...]:  # spelled once: a Node's path is a walk up its parents
-        return tuple(dict.fromkeys(self._leaves[c].dir for c in CONTROLLERS))  # co-mounted: one dir
+        return tuple(dict.fromkeys(self._dir_of.values()))  # co-mounted: one dir
 
     @functools.cached_property
     def procs_files(self) -> tuple[str, ...]:
@@ -155,7 +164,7 @@ class V1ExecCgroup:
 
     @functools.cached_property
     def final_reads(self) -> tuple[str, ...]:
-        memory, acct = self._leaves["memory"].dir, self._leaves["cpuacct"].dir
+        memory, acct = self._dir_of["memory"], self._dir_of["cpuacct"]
         return (os.path.join(memory, "memory.max_usage_in_bytes"), os.path.join(memory, "memory.oom_control"),
                 os.path.join(acct, "cpuacct.usage_user"), os.path.join(acct, "cpuacct.usage_sys"),
                 os.path.join(acct, "cpuacct.stat"))
@@ -202,11 +211,11 @@ class V1ExecCgroup:
         return sorted(found)
 
     def child(self, name: str) -> V1ExecCgroup:
-        return V1ExecCgroup(name, {c: _Node(name, parent=self._leaves[c]) for c in CONTROLLERS}, self._dir_ops)
+        return V1ExecCgroup(name, self._leaves, self._dir_ops)
 
     def kill(self) -> None:
         freezer = _ctl(self._leaves["freezer"])
-        if not os.path.isdir(self._leaves["freezer"].dir):
+        if not os.path.isdir(self._dir_of["freezer"]):
             # not normally reached: the freezer leaf is made with the rest
             procs.sigkill_each(self.pids(), self.name, proc=self._dir_ops.proc)
             return
@@ -221,7 +230,7 @@ class V1ExecCgroup:
             procs.freeze_kill_thaw(freeze, lambda: freezer.state == "FROZEN", thaw, self.pids, self.name,
                                    proc=self._dir_ops.proc)
         except CgroupError:
-            if os.path.isdir(self._leaves["freezer"].dir):
+            if os.path.isdir(self._dir_of["freezer"]):
                 raise
             # removed meanwhile (an empty leaf's release, racing a kill at shutdown): nothing left to kill
 
@@ -280,8 +289,7 @@ class V1Backend:
             fsutil.make_dir(self._dir_ops, d, exist_ok=True)
 
     def _exec_cgroup(self, name: str) -> V1ExecCgroup:
-        leaves = {c: _Node(name, parent=self._bases[c]) for c in CONTROLLERS}
-        return V1ExecCgroup(name, leaves, self._dir_ops)
+        return V1ExecCgroup(name, self._bases, self._dir_ops)
 
     def create(self, execution_id: str, limits: CgroupLimits, *, parent: object = None,
                holds_children: bool = False) -> V1ExecCgroup:
@@ -316,28 +324,29 @@ class V1Backend:
         """The limit files to write, in order, with their values; ``made``: the leaf exists (read what the
         order of the memory writes depends on from it), else it is yet to be made (a new leaf is unlimited)."""
         writes: list[tuple[str, str]] = []
-        leaves = cg._leaves
+        dir_of = cg._dir_of
         if limits.memory_max_bytes is not None:
-            writes += self._memory_writes(leaves["memory"], limits.memory_max_bytes, made=made)
+            writes += self._memory_writes(cg, limits.memory_max_bytes, made=made)
         if limits.cpu_share_percent is not None:
             if limits.cpu_share_percent <= 0:
                 raise CgroupError(f"cpu share must be > 0 %, not {limits.cpu_share_percent}")
-            cpu = leaves["cpu"].dir
+            cpu = dir_of["cpu"]
             writes += [(os.path.join(cpu, "cpu.cfs_period_us"), str(CFS_PERIOD_USEC)),
                        (os.path.join(cpu, "cpu.cfs_quota_us"), str(CFS_PERIOD_USEC * limits.cpu_share_percent // 100))]
         if limits.pids_max is not None:
             if limits.pids_max <= 0:
                 raise CgroupError(f"pids limit must be > 0, not {limits.pids_max}")
-            writes.append((os.path.join(leaves["pids"].dir, "pids.max"), str(limits.pids_max)))
+            writes.append((os.path.join(dir_of["pids"], "pids.max"), str(limits.pids_max)))
         return writes
 
-    def _memory_writes(self, leaf: _Node, limit_bytes: int, *, made: bool) -> list[tuple[str, str]]:
+    def _memory_writes(self, cg: V1ExecCgroup, limit_bytes: int, *, made: bool) -> list[tuple[str, str]]:
         if limit_bytes <= 0:
             raise CgroupError(f"memory limit must be > 0 bytes, not {limit_bytes}")
-        limit = (os.path.join(leaf.dir, "memory.limit_in_bytes"), str(limit_bytes))
-        memsw = (os.path.join(leaf.dir, _MEMSW), str(limit_bytes))
+        memory = cg._dir_of["memory"]
+        limit = (os.path.join(memory, "memory.limit_in_bytes"), str(limit_bytes))
+        memsw = (os.path.join(memory, _MEMSW), str(limit_bytes))
         # A leaf has the file when its parent has it (swap accounting is the memory controller's, machine-wide).
-        if not os.path.lexists(memsw[0] if made else os.path.join(leaf.parent.dir, _MEMSW)):
+        if not os.path.lexists(memsw[0] if made else os.path.join(cg._parents["memory"].dir, _MEMSW)):
             if fsutil.swap_active(self._swaps_path):
                 raise CgroupError(
                     "swap is on but memory.memsw.limit_in_bytes is missing, so a memory limit could be "
@@ -345,7 +354,7 @@ class V1Backend:
                 )
             return [limit]
         # The kernel keeps memsw >= limit at every step: lower the limit first, raise memsw first.
-        current = _ctl(leaf).limit_in_bytes if made else None  # a leaf yet to be made is unlimited
+        current = _ctl(cg._leaves["memory"]).limit_in_bytes if made else None  # a leaf not made yet: unlimited
         return [memsw, limit] if current is not None and limit_bytes > current else [limit, memsw]
 
     def stale_leaves(self) -> list[str]:
