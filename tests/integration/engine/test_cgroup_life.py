@@ -270,3 +270,15 @@ def test_through_the_executor_a_taken_name_fails_the_execution_and_stays(tmp_pat
     assert isinstance(result, Result), events
     assert (result.status, result.setup_stage) == (Status.SETUP_FAILED, CREATE_CGROUP_STAGE), result
     assert not any(isinstance(event, Started) for event in events)
+
+
+def test_a_directory_outside_the_cgroup_file_systems_is_not_made(backend: Backend, tmp_path: Path) -> None:
+    cgroup, creation = backend.plan_leaf(f"made-{uuid.uuid4().hex[:8]}", LIMITS)
+    elsewhere = tmp_path / "not-a-cgroup"
+    outside = CgroupCreation((*creation.dirs, str(elsewhere)), ())
+    started, _, removed = spawn(made_by_waiter(cgroup, outside, tmp_path / "root", "/bin/true"))
+    assert isinstance(started, SetupFailure), started
+    assert started.stage == CREATE_CGROUP_STAGE
+    assert f"not in a cgroup file system: {elsewhere}" in started.message
+    assert not elsewhere.exists() and not removed
+    assert not any(os.path.exists(d) for d in creation.dirs)  # refused before anything was made

@@ -11,9 +11,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "steps.h"
+
+#define CGROUP_SUPER_MAGIC 0x27e0eb
+#define CGROUP2_SUPER_MAGIC 0x63677270
 
 static const struct plan *creating;
 static size_t made_count; /* of creating->cgroup_create, made so far */
@@ -29,6 +33,18 @@ static void create_failed(int err, const char *fmt, ...) {
     while (made_count > 0)
         rmdir(creating->cgroup_create[--made_count]);
     step_refused(err, "%s: %s", what, strerror(err));
+}
+
+/* Whether the directory `path` is to be made in is on a cgroup file system (v1 or v2): the waiter makes nothing
+ * anywhere else, whatever a plan says. */
+static int parent_is_cgroupfs(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char parent[4096];
+    struct statfs fs;
+    if (slash == NULL || slash == path || snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path) >=
+                                              (int)sizeof parent)
+        return 0;
+    return statfs(parent, &fs) == 0 && (fs.f_type == CGROUP_SUPER_MAGIC || fs.f_type == CGROUP2_SUPER_MAGIC);
 }
 
 /* Whether `path` names a file directly in one of the directories the plan makes. */
@@ -49,6 +65,9 @@ void create_cgroup(const struct plan *plan) {
         return;
     step("create cgroup");
     creating = plan;
+    for (size_t i = 0; i < plan->cgroup_create_count; i++)
+        if (!parent_is_cgroupfs(plan->cgroup_create[i]))
+            step_refused(EINVAL, "not in a cgroup file system: %s", plan->cgroup_create[i]);
     for (size_t i = 0; i < plan->cgroup_write_count; i++)
         if (!in_created_dir(plan, plan->cgroup_writes[i].path))
             step_refused(EINVAL, "not a file of a cgroup made here: %s", plan->cgroup_writes[i].path);

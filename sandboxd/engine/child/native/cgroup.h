@@ -5,7 +5,8 @@
 
 #include "plan.h"
 
-/* Make the plan's directories, in order — each new: one of that name already there is another execution's —
+/* Make the plan's directories, in order — each in a cgroup file system, each new: one of that name already there
+ * is another execution's —
  * then write its limit files, in order, each value in one write(2), each a file of a directory made here,
  * opened without following a symlink and never created. On any failure what was made is removed and the
  * stage "create cgroup" fails, naming the directory or the file and the value: nothing of the sandbox runs
