@@ -236,15 +236,20 @@ def test_a_cgroup_of_that_name_already_there_is_not_taken_nor_removed(backend: B
         other.remove()
 
 
-def test_a_write_outside_the_cgroup_it_makes_is_refused(backend: Backend, tmp_path: Path) -> None:
+@pytest.mark.parametrize("reaching", ["a file", "a directory"])
+def test_a_plan_reaching_outside_the_cgroup_it_makes_is_refused(backend: Backend, tmp_path: Path,
+                                                               reaching: str) -> None:
     cgroup, creation = backend.plan_leaf(f"made-{uuid.uuid4().hex[:8]}", LIMITS)
-    target = tmp_path / "not-a-cgroup-file"
-    outside = dataclasses.replace(creation, writes=((str(target), "1"),))
-    started, _, removed = spawn(made_by_waiter(cgroup, outside, tmp_path / "root", "/bin/true"))
+    outside = tmp_path / "not-a-cgroup"
+    if reaching == "a file":  # a write to a file of no directory it makes
+        refused, why = dataclasses.replace(creation, writes=((str(outside), "1"),)), "not a file of a cgroup made here"
+    else:  # a directory to make outside the cgroup file systems
+        refused, why = CgroupCreation((*creation.dirs, str(outside)), ()), "not in a cgroup file system"
+    started, _, removed = spawn(made_by_waiter(cgroup, refused, tmp_path / "root", "/bin/true"))
     assert isinstance(started, SetupFailure), started
     assert started.stage == CREATE_CGROUP_STAGE
-    assert f"not a file of a cgroup made here: {target}" in started.message
-    assert not target.exists() and not removed
+    assert f"{why}: {outside}" in started.message
+    assert not outside.exists() and not removed
     assert not any(os.path.exists(d) for d in creation.dirs)  # refused before anything was made
 
 
@@ -270,15 +275,3 @@ def test_through_the_executor_a_taken_name_fails_the_execution_and_stays(tmp_pat
     assert isinstance(result, Result), events
     assert (result.status, result.setup_stage) == (Status.SETUP_FAILED, CREATE_CGROUP_STAGE), result
     assert not any(isinstance(event, Started) for event in events)
-
-
-def test_a_directory_outside_the_cgroup_file_systems_is_not_made(backend: Backend, tmp_path: Path) -> None:
-    cgroup, creation = backend.plan_leaf(f"made-{uuid.uuid4().hex[:8]}", LIMITS)
-    elsewhere = tmp_path / "not-a-cgroup"
-    outside = CgroupCreation((*creation.dirs, str(elsewhere)), ())
-    started, _, removed = spawn(made_by_waiter(cgroup, outside, tmp_path / "root", "/bin/true"))
-    assert isinstance(started, SetupFailure), started
-    assert started.stage == CREATE_CGROUP_STAGE
-    assert f"not in a cgroup file system: {elsewhere}" in started.message
-    assert not elsewhere.exists() and not removed
-    assert not any(os.path.exists(d) for d in creation.dirs)  # refused before anything was made
