@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/magic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,9 +17,6 @@
 #include <unistd.h>
 
 #include "steps.h"
-
-#define CGROUP_SUPER_MAGIC 0x27e0eb
-#define CGROUP2_SUPER_MAGIC 0x63677270
 
 static const struct plan *creating;
 static size_t made_count; /* of creating->cgroup_create, made so far */
@@ -39,7 +38,7 @@ static void create_failed(int err, const char *fmt, ...) {
  * anywhere else, whatever a plan says. */
 static int parent_is_cgroupfs(const char *path) {
     const char *slash = strrchr(path, '/');
-    char parent[4096];
+    char parent[PATH_MAX];
     struct statfs fs;
     if (slash == NULL || slash == path || snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path) >=
                                               (int)sizeof parent)
