@@ -184,6 +184,14 @@ class Run:
 LIMIT_FILES = ("memory.max", "memory.swap.max", "memory.oom.group", "cpu.max", "pids.max")
 
 
+def wrong_limits(files: dict[str, str], limits: CgroupLimits) -> dict[str, tuple[str | None, object]]:
+    """Which of a leaf's limit files (name → content, read or planned) do not hold what ``limits`` asks: the
+    memory and pids limits, and the OOM group that kills the whole leaf."""
+    expected = {"memory.max": limits.memory_max_bytes, "pids.max": limits.pids_max, "memory.oom.group": 1}
+    return {name: (files.get(name), want) for name, want in expected.items()
+            if want is not None and files.get(name) != str(want)}
+
+
 class Recorder:
     """What the engine did to the kernel, seen from this process: the leaves it planned or created — a leaf of
     its own is made by the sandbox's waiter, which writes the planned limits before the sandbox's first process
@@ -210,10 +218,8 @@ class Recorder:
             cg = original_create(backend, execution_id, limits, **placement)
             self.leaves.append(cg.path)
             self.limit_files = {name: read(cg.path / name) for name in LIMIT_FILES}
-            expected = {"memory.max": limits.memory_max_bytes, "pids.max": limits.pids_max}
-            wrong = {name: (self.limit_files[name], want) for name, want in expected.items()
-                     if want is not None and self.limit_files[name] != str(want)}
-            if wrong or self.limit_files["memory.oom.group"] != "1":
+            wrong = wrong_limits(self.limit_files, limits)
+            if wrong:
                 cg.remove()  # nothing runs in a leaf whose limits are not what was asked
                 raise CgroupError(f"limits not in place in {cg.path}: {wrong or self.limit_files}")
             return cg
@@ -223,10 +229,8 @@ class Recorder:
             cg, creation = original_plan_leaf(backend, execution_id, limits)
             self.leaves.append(cg.path)
             planned = {Path(path).name: value for path, value in creation.writes}
-            expected = {"memory.max": limits.memory_max_bytes, "pids.max": limits.pids_max}
-            wrong = {name: (planned.get(name), want) for name, want in expected.items()
-                     if want is not None and planned.get(name) != str(want)}
-            if wrong or planned.get("memory.oom.group") != "1" or creation.dirs != (str(cg.path),):
+            wrong = wrong_limits(planned, limits)
+            if wrong or creation.dirs != (str(cg.path),):
                 raise CgroupError(f"limits not planned for {cg.path}: {wrong or planned}")  # nothing is spawned
             return cg, creation
 
