@@ -46,17 +46,14 @@ static int parent_is_cgroupfs(const char *path) {
     return statfs(parent, &fs) == 0 && (fs.f_type == CGROUP_SUPER_MAGIC || fs.f_type == CGROUP2_SUPER_MAGIC);
 }
 
-/* Whether `path` names a file directly in one of the directories the plan makes. */
-static int in_created_dir(const struct plan *plan, const char *path) {
+size_t directory_of(const char **dirs, size_t count, const char *path) {
     const char *slash = strrchr(path, '/');
     if (slash == NULL || slash[1] == '\0' || strcmp(slash + 1, "..") == 0 || strcmp(slash + 1, ".") == 0)
-        return 0;
-    for (size_t i = 0; i < plan->cgroup_create_count; i++) {
-        size_t length = strlen(plan->cgroup_create[i]);
-        if ((size_t)(slash - path) == length && strncmp(plan->cgroup_create[i], path, length) == 0)
-            return 1;
-    }
-    return 0;
+        return count;
+    size_t length = (size_t)(slash - path), i = 0;
+    while (i < count && !(strlen(dirs[i]) == length && strncmp(dirs[i], path, length) == 0))
+        i++;
+    return i;
 }
 
 void create_cgroup(const struct plan *plan) {
@@ -68,7 +65,8 @@ void create_cgroup(const struct plan *plan) {
         if (!parent_is_cgroupfs(plan->cgroup_create[i]))
             step_refused(EINVAL, "not in a cgroup file system: %s", plan->cgroup_create[i]);
     for (size_t i = 0; i < plan->cgroup_write_count; i++)
-        if (!in_created_dir(plan, plan->cgroup_writes[i].path))
+        if (directory_of(plan->cgroup_create, plan->cgroup_create_count, plan->cgroup_writes[i].path) ==
+            plan->cgroup_create_count)
             step_refused(EINVAL, "not a file of a cgroup made here: %s", plan->cgroup_writes[i].path);
     for (size_t i = 0; i < plan->cgroup_create_count; i++) {
         if (mkdir(plan->cgroup_create[i], 0755) != 0)

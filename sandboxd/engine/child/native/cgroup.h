@@ -13,4 +13,8 @@
  * without its limits. Nothing to do for a plan without them (a call in a session: the daemon made its leaf). */
 void create_cgroup(const struct plan *plan);
 
+/* The index of the directory of `dirs` that `path` names a file directly in (not ".", "..", nor an empty name),
+ * or `count` for none: a cgroup file the plan names must be one of the cgroup's own. */
+size_t directory_of(const char **dirs, size_t count, const char *path);
+
 #endif

@@ -154,16 +154,12 @@ static void open_final_cgroup(const struct plan *plan, struct final_cgroup *cgro
         cgroup->leaf_count = i + 1;
     }
     for (size_t r = 0; r < plan->cgroup_read_count; r++) {
-        const char *path = plan->cgroup_reads[r], *slash = strrchr(path, '/');
-        size_t leaf = 0;
-        while (slash != NULL && leaf < cgroup->leaf_count &&
-               !(strlen(plan->cgroup_removal[leaf]) == (size_t)(slash - path) &&
-                 strncmp(plan->cgroup_removal[leaf], path, (size_t)(slash - path)) == 0))
-            leaf++;
-        if (slash == NULL || leaf == cgroup->leaf_count)
+        const char *path = plan->cgroup_reads[r];
+        size_t leaf = directory_of(plan->cgroup_removal, cgroup->leaf_count, path);
+        if (leaf == cgroup->leaf_count)
             step_refused(EINVAL, "not a file of the execution's cgroup: %s", path);
         cgroup->read_leaf[r] = leaf;
-        cgroup->read_names[r] = slash + 1;
+        cgroup->read_names[r] = strrchr(path, '/') + 1;
         cgroup->read_count = r + 1;
     }
 }
