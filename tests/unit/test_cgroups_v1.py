@@ -140,24 +140,17 @@ def test_create_writes_limits(kernel: FakeKernel, swaps: Path) -> None:
 
 
 def test_memory_write_order_keeps_memsw_above_limit(
-    kernel: FakeKernel, swaps: Path, monkeypatch: pytest.MonkeyPatch
+    kernel: FakeKernel, swaps: Path, cgroup_writes: list[tuple[str, str]]
 ) -> None:
-    writes: list[str] = []
-    real_write = fsutil.write_text
-
-    def recording_write(path: fsutil.StrPath, value: str) -> None:
-        writes.append(os.path.basename(os.fsdecode(os.fspath(path))))
-        real_write(path, value)
-
-    monkeypatch.setattr(fsutil, "write_text", recording_write)
+    writes = cgroup_writes
     backend = make_backend(kernel, swaps)
     backend.create("lower", CgroupLimits(64 << 20, None, None))
-    assert writes == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+    assert [os.path.basename(path) for path, _ in writes] == ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
     writes.clear()
     kernel.templates["memory"]["memory.limit_in_bytes"] = str(16 << 20)
     kernel.templates["memory"]["memory.memsw.limit_in_bytes"] = str(16 << 20)
     backend.create("raise", CgroupLimits(64 << 20, None, None))
-    assert writes == ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
+    assert [os.path.basename(path) for path, _ in writes] == ["memory.memsw.limit_in_bytes", "memory.limit_in_bytes"]
 
 
 def test_no_limits_writes_nothing(kernel: FakeKernel, swaps: Path) -> None:
@@ -391,17 +384,11 @@ def test_a_cgroup_with_one_hierarchy_removed_no_longer_exists(kernel: FakeKernel
 
 
 def test_plan_leaf_plans_what_create_writes_and_makes_nothing(
-    kernel: FakeKernel, swaps: Path, monkeypatch: pytest.MonkeyPatch
+    kernel: FakeKernel, swaps: Path, cgroup_writes: list[tuple[str, str]]
 ) -> None:
-    writes: list[tuple[str, str]] = []
-    real_write = fsutil.write_text
-
-    def recording_write(path: fsutil.StrPath, value: str) -> None:
-        writes.append((os.fsdecode(os.fspath(path)), value))
-        real_write(path, value)
-
     backend = make_backend(kernel, swaps)
-    monkeypatch.setattr(fsutil, "write_text", recording_write)
+    writes = cgroup_writes
+    writes.clear()  # what making the backend wrote
     planned, creation = backend.plan_leaf("p1", LIMITS)
     assert writes == [] and leaf_dirs(kernel.root) == []  # for the sandbox's waiter to make
     made = backend.create("p1", LIMITS)

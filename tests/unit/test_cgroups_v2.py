@@ -268,26 +268,16 @@ def test_final_accounting_from_the_waiters_reads(own: Path, kernel: FakeKernel) 
         cg.stats_from([b"8192\n", b"100\n", events, None, None])
 
 
-def recording_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    writes: list[tuple[str, str]] = []
-    real_write = fsutil.write_text
-
-    def recording_write(path: fsutil.StrPath, value: str) -> None:
-        writes.append((os.fsdecode(os.fspath(path)), value))
-        real_write(path, value)
-
-    monkeypatch.setattr(fsutil, "write_text", recording_write)
-    return writes
-
 
 @pytest.mark.parametrize("swap_accounting", [True, False])
 def test_plan_leaf_plans_what_create_writes_and_makes_nothing(
-    own: Path, kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch, swap_accounting: bool
+    own: Path, kernel: FakeKernel, cgroup_writes: list[tuple[str, str]], swap_accounting: bool
 ) -> None:
     if not swap_accounting:
         del kernel.template["memory.swap.max"]
     backend = make_backend(own, kernel)
-    writes = recording_writes(monkeypatch)
+    writes = cgroup_writes
+    writes.clear()  # what making the backend wrote
     planned, creation = backend.plan_leaf("a1", LIMITS)
     assert writes == [] and not (own / "exec-a1").exists()  # for the sandbox's waiter to make
     made = backend.create("a1", LIMITS)
